@@ -1,0 +1,195 @@
+"""The `kvstore` command: serve a node, run a local cluster, and get/put/delete keys."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kvstore.client import Client, GetResult
+from kvstore.config import SETTINGS, load_node_config
+from kvstore.errors import KvError
+
+DEFAULT_SEEDS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+_NODE_FLAGS = sorted(SETTINGS - {"sync_writes"})
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one node")
+    p.add_argument("--config", help="TOML file of settings (KVSTORE_* env and flags override it)")
+    for name in _NODE_FLAGS:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
+    p.add_argument("--sync-writes", dest="sync_writes", action="store_const", const=True,
+                   default=None, help="fsync the WAL on every write")  # fmt: skip
+    p.add_argument("--log-level", default="INFO")
+
+
+def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("local", help="run a cluster of node processes on this machine")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--base-port", type=int, default=7101)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--data-dir", default="./data")
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default=os.environ.get("KVSTORE_SEEDS", DEFAULT_SEEDS),
+                   help="HOST:PORT,... of nodes to talk to (default: $KVSTORE_SEEDS or the local cluster)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvstore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_local(sub)
+
+    get = sub.add_parser("get", help="read a key")
+    get.add_argument("key")
+    get.add_argument("--r", type=int)
+    _add_client_options(get)
+
+    put = sub.add_parser("put", help="write a key ('-' reads the value from stdin)")
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--context", help="base64 context from a previous get or put")
+    put.add_argument("--w", type=int)
+    _add_client_options(put)
+
+    delete = sub.add_parser("delete", help="delete a key (writes a tombstone)")
+    delete.add_argument("key")
+    delete.add_argument("--context", help="base64 context from a previous get or put")
+    delete.add_argument("--w", type=int)
+    _add_client_options(delete)
+
+    debug = sub.add_parser("debug", help="operator tools")
+    debug_sub = debug.add_subparsers(dest="debug_command", required=True)
+    local_get = debug_sub.add_parser("local-get", help="one node's own stored versions of a key")
+    local_get.add_argument("key")
+    local_get.add_argument("--node", required=True, help="HOST:PORT of the node to ask")
+    _add_client_options(local_get)
+    return parser
+
+
+def _decode_context(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise SystemExit("kvstore: --context must be the base64 text a get or put printed") from None
+
+
+def _show_value(value: bytes) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return repr(value)
+
+
+def _print_get(result: GetResult, as_json: bool) -> int:
+    context = base64.b64encode(result.context).decode()
+    if as_json:
+        values = [base64.b64encode(v).decode() for v in result.values]
+        print(json.dumps({"found": result.found, "values_b64": values, "context": context}))
+    elif not result.found:
+        print("(not found)")
+        if result.context:
+            print(f"context: {context}")
+    else:
+        for value in result.values:
+            print(_show_value(value))
+        print(f"context: {context}")
+    return 0 if result.found else 1
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    with Client(args.seeds, timeout=args.timeout) as kv:
+        if args.command == "get":
+            return _print_get(kv.get(args.key, r=args.r), args.json)
+        if args.command == "debug":
+            return _print_get(kv.local_get(args.node, args.key), args.json)
+        context = _decode_context(args.context)
+        if args.command == "put":
+            value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
+            result = kv.put(args.key, value, context=context, w=args.w)
+        else:
+            result = kv.delete(args.key, context=context, w=args.w)
+        encoded = base64.b64encode(result.context).decode()
+        print(json.dumps({"context": encoded}) if args.json else f"ok\ncontext: {encoded}")
+        return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kvstore.node.server import run
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    flags: dict[str, Any] = {name: getattr(args, name) for name in SETTINGS}
+    config = load_node_config(args.config, os.environ, flags)
+    print(f"starting pid={os.getpid()} node={config.node_id}", flush=True)
+    return run(config)
+
+
+def _local(args: argparse.Namespace) -> int:
+    from kvstore.node.local_cluster import ClusterError, LocalCluster
+
+    cluster = LocalCluster(args.nodes, args.data_dir, base_port=args.base_port, host=args.host)
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        cluster.start()
+        print(f"kvstore: {args.nodes} nodes running (data under {cluster.data_dir})")
+        for node in cluster.nodes:
+            print(f"  {node.node_id}  {node.address}  pid {node.pid}  log {node.log_path}")
+        print(f"try:  kvstore put hello world --seeds {cluster.seeds}")
+        print(f"      kvstore get hello --seeds {cluster.seeds}")
+        print("Ctrl-C stops the cluster.", flush=True)
+        while not stopping:
+            for node in cluster.nodes:
+                if not node.running:
+                    print(f"kvstore: {node.node_id} exited:\n{cluster.log_tail(node.index)}")
+                    return 1
+            time.sleep(0.5)
+    except ClusterError as exc:
+        print(f"kvstore: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nkvstore: stopping nodes...", flush=True)
+        cluster.stop()
+        print("kvstore: stopped.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "local":
+            return _local(args)
+        return _client_command(args)
+    except KvError as exc:
+        print(f"kvstore: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""What the sync and async clients share: argument checks, requests, results, node order."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+
+import grpc
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.client.results import GetResult, PutResult
+from kvstore.errors import InvalidArgument, InvalidKey, InvalidOption, KvError, TransportError
+from kvstore.rpc.status import error_from_rpc, is_transport_failure
+
+Resolver = Callable[[list[bytes]], bytes]
+Key = bytes | str
+
+# The client's deadline runs a little past the server's, so the server's own, more precise
+# answer (e.g. "1 of 2 replicas answered") arrives instead of a bare DEADLINE_EXCEEDED.
+DEADLINE_SLACK_S = 0.5
+MAX_TIMEOUT_S = 600.0
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 128 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+def parse_seeds(seeds: str | Sequence[str]) -> list[str]:
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    addresses = [s.strip() for s in items if s and s.strip()]
+    if not addresses:
+        raise InvalidArgument("at least one seed address (HOST:PORT) is needed")
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidArgument(f"seed must be HOST:PORT, got {address!r}")
+    return addresses
+
+
+def check_timeout(timeout: float) -> float:
+    if not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT_S:
+        raise InvalidOption(f"timeout must be in (0, {MAX_TIMEOUT_S}] seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def key_bytes(key: Key) -> bytes:
+    if isinstance(key, str):
+        key = key.encode()
+    elif isinstance(key, bytearray | memoryview):
+        key = bytes(key)
+    if not isinstance(key, bytes):
+        raise InvalidKey(f"key must be bytes or str, not {type(key).__name__}")
+    if not key:
+        raise InvalidKey("key must not be empty")
+    return key
+
+
+def value_bytes(value: bytes) -> bytes:
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"value must be bytes, not {type(value).__name__}")
+    return value
+
+
+def context_bytes(context: bytes | None) -> bytes:
+    if context is None:
+        return b""
+    if not isinstance(context, bytes):
+        raise InvalidArgument(f"context must be the bytes a get or put returned, not {type(context).__name__}")
+    return context
+
+
+def quorum_option(name: str, value: int | None) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class RequestBuilder:
+    """Builds requests and reads responses; both clients send what this makes."""
+
+    def __init__(self, seeds: str | Sequence[str], timeout: float, resolver: Resolver | None):
+        self.addresses = parse_seeds(seeds)
+        self.timeout = check_timeout(timeout)
+        self.resolver = resolver
+        self._next = itertools.count()
+
+    def node_order(self) -> Iterator[str]:
+        """Every node once, starting at a different one each call (spreads coordination)."""
+        start = next(self._next) % len(self.addresses)
+        return iter(self.addresses[start:] + self.addresses[:start])
+
+    @property
+    def timeout_ms(self) -> int:
+        return int(self.timeout * 1000)
+
+    @property
+    def deadline_s(self) -> float:
+        return self.timeout + DEADLINE_SLACK_S
+
+    def get_request(self, key: Key, r: int | None) -> pb.GetRequest:
+        return pb.GetRequest(key=key_bytes(key), r=quorum_option("r", r), timeout_ms=self.timeout_ms)
+
+    def put_request(
+        self, key: Key, value: bytes | None, context: bytes | None, w: int | None
+    ) -> pb.PutRequest:
+        return pb.PutRequest(
+            key=key_bytes(key),
+            value=b"" if value is None else value_bytes(value),
+            tombstone=value is None,
+            context=context_bytes(context),
+            w=quorum_option("w", w),
+            timeout_ms=self.timeout_ms,
+        )
+
+    def get_result(self, response: pb.GetResponse, resolver: Resolver | None) -> GetResult:
+        values = list(response.values)
+        resolve = resolver or self.resolver
+        if resolve is not None and len(values) > 1:
+            values = [value_bytes(resolve(values))]
+        return GetResult(values=values, context=response.context, found=response.found)
+
+    @staticmethod
+    def put_result(response: pb.PutResponse) -> PutResult:
+        return PutResult(context=response.context)
+
+
+def failure(exc: grpc.RpcError, address: str) -> tuple[KvError, bool]:
+    """The error an RPC failure stands for, and whether another node may be tried."""
+    return error_from_rpc(exc, address), is_transport_failure(exc)
+
+
+def no_node_answered(errors: list[KvError]) -> TransportError:
+    detail = "; ".join(str(e) for e in errors)
+    return TransportError(f"no node could be reached: {detail}")

@@ -1,0 +1,105 @@
+"""The asyncio client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.client._common import (
+    CHANNEL_OPTIONS,
+    Key,
+    RequestBuilder,
+    Resolver,
+    failure,
+    key_bytes,
+    no_node_answered,
+)
+from kvstore.client.results import GetResult, PutResult
+from kvstore.errors import KvError
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
+
+        async with AsyncClient("127.0.0.1:7101,127.0.0.1:7102") as kv:
+            await kv.put("k", b"v")
+            result = await kv.get("k")
+    """
+
+    def __init__(
+        self,
+        seeds: str | Sequence[str],
+        timeout: float = 5.0,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._requests = RequestBuilder(seeds, timeout, resolver)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, pb_grpc.KVStub] = {}
+
+    def _stub(self, address: str) -> pb_grpc.KVStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+            stub = self._stubs[address] = pb_grpc.KVStub(channel)
+        return stub
+
+    async def _call(self, send: Callable[[pb_grpc.KVStub], Awaitable[T]], addresses: Any = None) -> T:
+        errors: list[KvError] = []
+        for address in addresses or self._requests.node_order():
+            try:
+                return await send(self._stub(address))
+            except grpc.aio.AioRpcError as exc:
+                error, try_next = failure(exc, address)
+                if not try_next:
+                    raise error from None
+                errors.append(error)
+        raise no_node_answered(errors)
+
+    async def get(self, key: Key, r: int | None = None, resolver: Resolver | None = None) -> GetResult:
+        request = self._requests.get_request(key, r)
+        deadline = self._requests.deadline_s
+        response = await self._call(lambda stub: stub.Get(request, timeout=deadline))
+        return self._requests.get_result(response, resolver)
+
+    async def put(
+        self, key: Key, value: bytes, context: bytes | None = None, w: int | None = None
+    ) -> PutResult:
+        request = self._requests.put_request(key, value, context, w)
+        return await self._put(request)
+
+    async def delete(self, key: Key, context: bytes | None = None, w: int | None = None) -> PutResult:
+        request = self._requests.put_request(key, None, context, w)
+        return await self._put(request)
+
+    async def _put(self, request: pb.PutRequest) -> PutResult:
+        deadline = self._requests.deadline_s
+        response = await self._call(lambda stub: stub.Put(request, timeout=deadline))
+        return RequestBuilder.put_result(response)
+
+    async def local_get(self, node_address: str, key: Key) -> GetResult:
+        """One node's own stored versions of a key, without coordination (debugging, tests)."""
+        request = pb.LocalGetRequest(key=key_bytes(key))
+        deadline = self._requests.deadline_s
+        response = await self._call(
+            lambda stub: stub.LocalGet(request, timeout=deadline), [node_address]
+        )
+        return self._requests.get_result(response, resolver=None)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,101 @@
+"""The blocking client: the same calls as AsyncClient, on grpc's synchronous channels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+import grpc
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.client._common import (
+    CHANNEL_OPTIONS,
+    Key,
+    RequestBuilder,
+    Resolver,
+    failure,
+    key_bytes,
+    no_node_answered,
+)
+from kvstore.client.results import GetResult, PutResult
+from kvstore.errors import KvError
+
+T = TypeVar("T")
+
+
+class Client:
+    """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
+
+        with Client("127.0.0.1:7101,127.0.0.1:7102", timeout=2.0) as kv:
+            kv.put("k", b"v")
+            print(kv.get("k").values)
+    """
+
+    def __init__(
+        self,
+        seeds: str | Sequence[str],
+        timeout: float = 5.0,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._requests = RequestBuilder(seeds, timeout, resolver)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, pb_grpc.KVStub] = {}
+
+    def _stub(self, address: str) -> pb_grpc.KVStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+            stub = self._stubs[address] = pb_grpc.KVStub(channel)
+        return stub
+
+    def _call(self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None) -> T:
+        errors: list[KvError] = []
+        for address in addresses or self._requests.node_order():
+            try:
+                return send(self._stub(address))
+            except grpc.RpcError as exc:
+                error, try_next = failure(exc, address)
+                if not try_next:
+                    raise error from None
+                errors.append(error)
+        raise no_node_answered(errors)
+
+    def get(self, key: Key, r: int | None = None, resolver: Resolver | None = None) -> GetResult:
+        request = self._requests.get_request(key, r)
+        deadline = self._requests.deadline_s
+        response = self._call(lambda stub: stub.Get(request, timeout=deadline))
+        return self._requests.get_result(response, resolver)
+
+    def put(
+        self, key: Key, value: bytes, context: bytes | None = None, w: int | None = None
+    ) -> PutResult:
+        return self._put(self._requests.put_request(key, value, context, w))
+
+    def delete(self, key: Key, context: bytes | None = None, w: int | None = None) -> PutResult:
+        return self._put(self._requests.put_request(key, None, context, w))
+
+    def _put(self, request: pb.PutRequest) -> PutResult:
+        deadline = self._requests.deadline_s
+        response = self._call(lambda stub: stub.Put(request, timeout=deadline))
+        return RequestBuilder.put_result(response)
+
+    def local_get(self, node_address: str, key: Key) -> GetResult:
+        """One node's own stored versions of a key, without coordination (debugging, tests)."""
+        request = pb.LocalGetRequest(key=key_bytes(key))
+        deadline = self._requests.deadline_s
+        response = self._call(lambda stub: stub.LocalGet(request, timeout=deadline), [node_address])
+        return self._requests.get_result(response, resolver=None)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

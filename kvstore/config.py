@@ -1,0 +1,168 @@
+"""Node configuration, read in one place: defaults < TOML file < KVSTORE_* env < CLI flags.
+
+Every setting has one flat name used in all three sources (`max_value_bytes` in the file,
+`KVSTORE_MAX_VALUE_BYTES` in the environment, `--max-value-bytes` as a flag). Unknown names
+are errors, not silently ignored: a misspelt setting should never look like it took effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvstore.core.limits import Limits, Quorum
+from kvstore.core.ring import DEFAULT_PARTITIONS, RingError, Ring
+from kvstore.errors import ConfigError
+
+ENV_PREFIX = "KVSTORE_"
+_NODE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    listen: str
+    advertise: str
+    data_dir: str
+    seeds: tuple[str, ...]
+    partitions: int = DEFAULT_PARTITIONS
+    sync_writes: bool = False
+    quorum: Quorum = field(default_factory=Quorum)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The static member list: every seed plus this node itself."""
+        return tuple(sorted(set(self.seeds) | {self.advertise}))
+
+
+_INT_SETTINGS = {
+    "partitions",
+    "n",
+    "r",
+    "w",
+    "max_key_bytes",
+    "max_value_bytes",
+    "max_siblings",
+    "request_timeout_ms",
+    "max_request_timeout_ms",
+}
+_BOOL_SETTINGS = {"sync_writes"}
+_STR_SETTINGS = {"node_id", "listen", "advertise", "data_dir"}
+SETTINGS = frozenset(_INT_SETTINGS | _BOOL_SETTINGS | _STR_SETTINGS | {"seeds"})
+
+
+def parse_address(text: str) -> str:
+    """Validate HOST:PORT and return it normalised."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address must be HOST:PORT with a port in 1..65535, got {text!r}")
+    return f"{host}:{int(port)}"
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    if name in _INT_SETTINGS:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} from {source} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} from {source} must be an integer, got {value!r}") from None
+    if name in _BOOL_SETTINGS:
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} from {source} must be true or false, got {value!r}")
+    if name == "seeds":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"seeds from {source} must be a list or a comma-separated string")
+        return tuple(parse_address(str(s)) for s in items if str(s).strip())
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} from {source} must be a string, got {value!r}")
+    return value
+
+
+def _from_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - SETTINGS)
+    if unknown:
+        raise ConfigError(f"unknown settings in {path}: {', '.join(unknown)}")
+    return {k: _coerce(k, v, path) for k, v in raw.items()}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name not in SETTINGS:
+            raise ConfigError(f"unknown setting in the environment: {var}")
+        found[name] = _coerce(name, value, var)
+    return found
+
+
+def load_node_config(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Merge the sources (later wins) and validate the result as a whole."""
+    merged: dict[str, Any] = {}
+    if config_file:
+        merged.update(_from_file(config_file))
+    merged.update(_from_env(env or {}))
+    for name, value in (flags or {}).items():
+        if name not in SETTINGS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is not None:
+            merged[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    return build_config(merged)
+
+
+def build_config(settings: Mapping[str, Any]) -> NodeConfig:
+    listen = parse_address(settings.get("listen", "127.0.0.1:7101"))
+    advertise = parse_address(settings.get("advertise", listen))
+    if advertise.startswith(("0.0.0.0:", "[::]:")):
+        raise ConfigError("advertise must be an address peers can reach, not a wildcard")
+    node_id = settings.get("node_id", advertise)
+    if not _NODE_ID.match(node_id):
+        raise ConfigError(f"node_id must match {_NODE_ID.pattern}, got {node_id!r}")
+    data_dir = settings.get("data_dir") or str(Path("data") / node_id.replace(":", "_"))
+    quorum = Quorum(**{k: settings[k] for k in ("n", "r", "w") if k in settings})
+    limit_names = {f.name for f in dataclasses.fields(Limits)}
+    limits = Limits(**{k: v for k, v in settings.items() if k in limit_names})
+    quorum.check()
+    limits.check()
+    config = NodeConfig(
+        node_id=node_id,
+        listen=listen,
+        advertise=advertise,
+        data_dir=data_dir,
+        seeds=tuple(settings.get("seeds", ())),
+        partitions=settings.get("partitions", DEFAULT_PARTITIONS),
+        sync_writes=settings.get("sync_writes", False),
+        quorum=quorum,
+        limits=limits,
+    )
+    try:
+        Ring(config.members, config.partitions, quorum.n)
+    except RingError as exc:
+        raise ConfigError(f"invalid ring: {exc}") from exc
+    return config

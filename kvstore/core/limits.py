@@ -1,0 +1,88 @@
+"""Request validation: every limit a request must respect, checked before anything is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvstore.errors import InvalidKey, InvalidOption, ValueTooLarge
+
+# Hard ceilings: configurable limits may be lowered freely but not raised past these,
+# because gRPC message sizes and memory per request are sized from them.
+KEY_BYTES_CEILING = 64 * 1024
+VALUE_BYTES_CEILING = 64 * 1024 * 1024
+SIBLINGS_CEILING = 1024
+TIMEOUT_MS_CEILING = 10 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1024 * 1024
+    max_siblings: int = 32
+    request_timeout_ms: int = 5_000
+    max_request_timeout_ms: int = 60_000
+
+    def check(self) -> None:
+        _in_range("max_key_bytes", self.max_key_bytes, 1, KEY_BYTES_CEILING)
+        _in_range("max_value_bytes", self.max_value_bytes, 0, VALUE_BYTES_CEILING)
+        _in_range("max_siblings", self.max_siblings, 1, SIBLINGS_CEILING)
+        _in_range("max_request_timeout_ms", self.max_request_timeout_ms, 1, TIMEOUT_MS_CEILING)
+        _in_range("request_timeout_ms", self.request_timeout_ms, 1, self.max_request_timeout_ms)
+
+    def check_key(self, key: bytes) -> None:
+        if not isinstance(key, bytes):
+            raise InvalidKey(f"key must be bytes, not {type(key).__name__}")
+        if not key:
+            raise InvalidKey("key must not be empty")
+        if len(key) > self.max_key_bytes:
+            raise InvalidKey(f"key is {len(key)} bytes; the limit is {self.max_key_bytes}")
+
+    def check_value(self, value: bytes) -> None:
+        if len(value) > self.max_value_bytes:
+            raise ValueTooLarge(
+                f"value is {len(value)} bytes; the limit is {self.max_value_bytes}"
+            )
+
+    def timeout_ms(self, requested: int) -> int:
+        """The deadline for a request: the node default when 0, else the request's own."""
+        if requested == 0:
+            return self.request_timeout_ms
+        if requested < 0 or requested > self.max_request_timeout_ms:
+            raise InvalidOption(
+                f"timeout_ms must be in 1..{self.max_request_timeout_ms}, got {requested}"
+            )
+        return requested
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    from kvstore.errors import ConfigError
+
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    """Replication factor and default read/write quorums for the cluster."""
+
+    n: int = 3
+    r: int = 2
+    w: int = 2
+
+    def check(self) -> None:
+        _in_range("n", self.n, 1, 64)
+        _in_range("r", self.r, 1, self.n)
+        _in_range("w", self.w, 1, self.n)
+
+    def read_quorum(self, requested: int) -> int:
+        return self._pick("r", requested, self.r)
+
+    def write_quorum(self, requested: int) -> int:
+        return self._pick("w", requested, self.w)
+
+    def _pick(self, name: str, requested: int, default: int) -> int:
+        if requested == 0:
+            return default
+        if not 1 <= requested <= self.n:
+            raise InvalidOption(f"{name} must be in 1..n={self.n}, got {requested}")
+        return requested

@@ -1,0 +1,158 @@
+"""The consistent-hash ring: Q fixed partitions, who owns each, and preference lists.
+
+Keys hash (murmur3, 64 bits) onto a ring cut into Q equal partitions, Q a power of two
+(Dynamo's strategy 3, as Riak). A key's preference list walks the ring from its partition:
+the first N distinct owners are its primaries, the others its fallbacks, in order.
+
+The claim is a pure function of the sorted member list, so every node given the same members
+computes the same ring with no coordination.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kvstore import _native
+
+DEFAULT_PARTITIONS = 256
+MAX_PARTITIONS = 1 << 16
+MAX_MEMBERS = 1024
+_SEARCH_BUDGET = 200_000
+
+
+class RingError(ValueError):
+    """A ring that cannot be built from the given members and sizes."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceEntry:
+    member: str
+    primary: bool
+
+
+def _check_sizes(members: Sequence[str], partitions: int, n: int) -> None:
+    if not members:
+        raise RingError("a ring needs at least one member")
+    if len(set(members)) != len(members):
+        raise RingError("ring members must be distinct")
+    if len(members) > MAX_MEMBERS:
+        raise RingError(f"at most {MAX_MEMBERS} members")
+    if partitions < 1 or partitions > MAX_PARTITIONS or partitions & (partitions - 1):
+        raise RingError(f"partitions must be a power of two in 1..{MAX_PARTITIONS}")
+    if partitions < len(members):
+        raise RingError("partitions must be at least the number of members")
+    if n < 1:
+        raise RingError("n must be at least 1")
+
+
+def claim(member_count: int, partitions: int, n: int) -> list[int]:
+    """Owner index of every partition, such that any min(n, members) consecutive partitions
+    (wrapping around) have distinct owners wherever that is possible, with counts balanced
+    to within one.
+
+    Round robin satisfies both except where Q is not a multiple of the member count: there
+    the last cycle meets the first one at the wrap. The tail is then re-filled by a bounded
+    search that respects the windows on both sides. When no arrangement exists (as with
+    exactly n members and Q not a multiple of n), round robin stays and the preference-list
+    walk, which skips repeated owners, still yields n distinct primaries.
+    """
+    m = member_count
+    owners = [p % m for p in range(partitions)]
+    window = min(n, m)
+    if window <= 1 or partitions % m == 0:
+        return owners
+    cap = -(-partitions // m)  # ceil: the most partitions one member may own
+    tail = partitions % m + m
+    while tail <= min(partitions, 4 * m + window):
+        filled = _fill_tail(owners, tail, m, window, cap)
+        if filled is not None:
+            return filled
+        tail += m
+    return owners
+
+
+def _fill_tail(owners: list[int], tail: int, m: int, window: int, cap: int) -> list[int] | None:
+    q = len(owners)
+    start = q - tail
+    fixed = owners[:start]
+    counts = [0] * m
+    for owner in fixed:
+        counts[owner] += 1
+    slots = fixed + [-1] * tail
+    budget = [_SEARCH_BUDGET]
+
+    def allowed(pos: int, member: int) -> bool:
+        for k in range(1, window):
+            if slots[pos - k] == member:  # negative indexes wrap to the tail: still unfilled
+                return False
+            after = pos + k
+            if after >= q and slots[after - q] == member:
+                return False
+        return True
+
+    def last_use(member: int, pos: int) -> int:
+        for back in range(1, pos + 1):
+            if slots[pos - back] == member:
+                return back
+        return pos + 1
+
+    def place(pos: int) -> bool:
+        if pos == q:
+            return True
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        candidates = [c for c in range(m) if counts[c] < cap and allowed(pos, c)]
+        candidates.sort(key=lambda c: (counts[c], -last_use(c, pos)))
+        for c in candidates:
+            slots[pos] = c
+            counts[c] += 1
+            if place(pos + 1):
+                return True
+            counts[c] -= 1
+            slots[pos] = -1
+        return False
+
+    return slots if place(start) else None
+
+
+class Ring:
+    """Partition ownership for a set of members, and preference lists for keys."""
+
+    __slots__ = ("_bits", "_index", "_owners", "members", "n", "partitions")
+
+    def __init__(self, members: Sequence[str], partitions: int = DEFAULT_PARTITIONS, n: int = 3):
+        _check_sizes(members, partitions, n)
+        self.members: tuple[str, ...] = tuple(sorted(members))
+        self.partitions = partitions
+        self.n = n
+        self._bits = max(partitions.bit_length() - 1, 0)
+        self._owners = array("H", claim(len(self.members), partitions, n))
+        self._index = {member: i for i, member in enumerate(self.members)}
+
+    def owner(self, partition: int) -> str:
+        return self.members[self._owners[partition]]
+
+    def owned_by(self, member: str) -> list[int]:
+        index = self._index[member]
+        return [p for p, owner in enumerate(self._owners) if owner == index]
+
+    def partition_of_position(self, position: int) -> int:
+        if self._bits == 0:
+            return 0
+        return _native.partition_of(position, self._bits)
+
+    def partition_for_key(self, key: bytes) -> int:
+        return self.partition_of_position(_native.hash_key(key))
+
+    def preference_list(self, key: bytes) -> list[PreferenceEntry]:
+        """Every member, in the order a request for `key` tries them: primaries first."""
+        walk = _native.preference_walk(self._owners, self.partition_for_key(key), len(self.members))
+        return [
+            PreferenceEntry(self.members[index], primary=i < self.n) for i, index in enumerate(walk)
+        ]
+
+    def primaries(self, key: bytes) -> list[str]:
+        return [e.member for e in self.preference_list(key) if e.primary]

@@ -1,0 +1,113 @@
+"""One exception hierarchy for the whole project, mapped to gRPC status codes both ways.
+
+This module imports nothing from grpc: each error names its status code as a string, and
+kvstore.rpc.status turns names into grpc.StatusCode (server side) and back (client side).
+The server sends the error's class name in the trailing metadata key `kvstore-error`, so a
+client rebuilds the exact type rather than guessing from the code.
+"""
+
+from __future__ import annotations
+
+
+class KvError(Exception):
+    """Base of every error kvstore raises on purpose."""
+
+    code = "UNKNOWN"
+
+
+class InvalidArgument(KvError):
+    """The request itself is wrong; retrying it unchanged will fail the same way."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class InvalidKey(InvalidArgument):
+    """Empty, too long, or not bytes/str."""
+
+
+class ValueTooLarge(InvalidArgument):
+    """The value exceeds the configured maximum."""
+
+
+class InvalidContext(InvalidArgument):
+    """The causal context is not one kvstore produced (or is from an unknown format)."""
+
+
+class InvalidOption(InvalidArgument):
+    """A request option (r, w, timeout) is out of range."""
+
+
+class ConfigError(KvError):
+    """A configuration file, environment variable or flag is unknown or out of range."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class TooManySiblings(KvError):
+    """The write would leave more concurrent versions than the limit: read, resolve, write."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class Unavailable(KvError):
+    """Not enough replicas answered. `answered` of `required` replicas acknowledged."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str, answered: int = 0, required: int = 0) -> None:
+        super().__init__(message)
+        self.answered = answered
+        self.required = required
+
+
+class TransportError(Unavailable):
+    """No node could be reached at all (client side)."""
+
+
+class Timeout(KvError):
+    """The request deadline passed before the operation finished; its outcome is unknown."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class StorageError(KvError):
+    """The local storage engine failed or holds a record this version cannot read."""
+
+    code = "INTERNAL"
+
+
+class InternalError(KvError):
+    """A bug or an unexpected failure on the server."""
+
+    code = "INTERNAL"
+
+
+# Every concrete class, by name: how a client turns a server's `kvstore-error` back into a type.
+ERRORS_BY_NAME: dict[str, type[KvError]] = {
+    cls.__name__: cls
+    for cls in (
+        KvError,
+        InvalidArgument,
+        InvalidKey,
+        ValueTooLarge,
+        InvalidContext,
+        InvalidOption,
+        ConfigError,
+        TooManySiblings,
+        Unavailable,
+        TransportError,
+        Timeout,
+        StorageError,
+        InternalError,
+    )
+}
+
+# The type a bare status code maps to when the server named no class (e.g. grpc's own errors).
+ERRORS_BY_CODE: dict[str, type[KvError]] = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "FAILED_PRECONDITION": TooManySiblings,
+    "UNAVAILABLE": Unavailable,
+    "DEADLINE_EXCEEDED": Timeout,
+    "INTERNAL": InternalError,
+    "RESOURCE_EXHAUSTED": InvalidArgument,
+}

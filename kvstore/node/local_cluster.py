@@ -1,0 +1,184 @@
+"""Node processes on this machine: what `kvstore local`, the integration tests and (later) the
+chaos harness start, kill, pause and restart. Every process is tracked by its own pid and
+only those are ever signalled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY_MARK = "ready on"
+
+
+class ClusterError(RuntimeError):
+    """A node process did not start or stop as expected."""
+
+
+@dataclass
+class LocalNode:
+    index: int
+    node_id: str
+    address: str
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # Where this start's output begins in the (appended) log: readiness is looked for after it.
+    log_offset: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class LocalCluster:
+    """`count` nodes on `host`, ports base_port.., data under data_dir/node-<i>."""
+
+    def __init__(
+        self,
+        count: int,
+        data_dir: str | os.PathLike[str],
+        base_port: int = 7101,
+        host: str = "127.0.0.1",
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if not 1 <= count <= 64:
+            raise ClusterError("a local cluster has 1..64 nodes")
+        self.data_dir = Path(data_dir).resolve()
+        self.extra_args = extra_args
+        self.env = env
+        self.nodes = [
+            LocalNode(
+                index=i,
+                node_id=f"node-{i}",
+                address=f"{host}:{base_port + i}",
+                data_dir=self.data_dir / f"node-{i}",
+                log_path=self.data_dir / f"node-{i}.log",
+            )
+            for i in range(count)
+        ]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    @property
+    def seeds(self) -> str:
+        return ",".join(self.addresses)
+
+    def command(self, node: LocalNode) -> list[str]:
+        return [
+            sys.executable, "-m", "kvstore.cli.main", "serve",
+            "--node-id", node.node_id,
+            "--listen", node.address,
+            "--data-dir", str(node.data_dir),
+            "--seeds", self.seeds,
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            self.start_node(node.index, wait=False)
+        for node in self.nodes:
+            self.wait_ready(node.index, timeout)
+
+    def start_node(self, index: int, wait: bool = True, timeout: float = 30.0) -> LocalNode:
+        node = self.nodes[index]
+        if node.running:
+            raise ClusterError(f"{node.node_id} is already running (pid {node.pid})")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self.env is None else self.env)
+        # The node must not inherit settings meant for someone else's node.
+        env = {k: v for k, v in env.items() if not k.startswith("KVSTORE_")}
+        with open(node.log_path, "ab") as log:
+            node.log_offset = log.tell()
+            node.process = subprocess.Popen(
+                self.command(node), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        if wait:
+            self.wait_ready(index, timeout)
+        return node
+
+    def wait_ready(self, index: int, timeout: float = 30.0) -> None:
+        """Wait for the node's ready line (printed once per start), bounded by `timeout`."""
+        node = self.nodes[index]
+        assert node.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if node.process.poll() is not None:
+                raise ClusterError(
+                    f"{node.node_id} exited with status {node.process.returncode}:\n"
+                    + self.log_tail(index)
+                )
+            if READY_MARK in self._log_since_start(node):
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"{node.node_id} not ready after {timeout} s:\n{self.log_tail(index)}")
+
+    def _log_since_start(self, node: LocalNode) -> str:
+        try:
+            with open(node.log_path, "rb") as log:
+                log.seek(node.log_offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, index: int, lines: int = 30) -> str:
+        try:
+            text = self.nodes[index].log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal_node(self, index: int, sig: signal.Signals) -> None:
+        node = self.nodes[index]
+        if node.process is None or node.process.poll() is not None:
+            raise ClusterError(f"{node.node_id} is not running")
+        node.process.send_signal(sig)
+
+    def kill_node(self, index: int) -> None:
+        """kill -9: no shutdown, no flush; what the WAL holds is all that survives."""
+        self.signal_node(index, signal.SIGKILL)
+        process = self.nodes[index].process
+        assert process is not None
+        process.wait(timeout=10)
+
+    def stop_node(self, index: int, timeout: float = 10.0) -> None:
+        node = self.nodes[index]
+        if not node.running:
+            return
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            node.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+    def restart_node(self, index: int, timeout: float = 30.0) -> None:
+        self.stop_node(index)
+        self.start_node(index, wait=True, timeout=timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                assert node.process is not None
+                node.process.send_signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            self.stop_node(node.index)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

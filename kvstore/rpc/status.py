@@ -1,0 +1,79 @@
+"""kvstore errors <-> gRPC statuses, both ways.
+
+The server puts the error's class name (and, for quorum failures, the counts) into trailing
+metadata; the client rebuilds the same type. Statuses that carry no class name (grpc's own,
+or a connection failure) map by status code alone.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from kvstore.errors import (
+    ERRORS_BY_CODE,
+    ERRORS_BY_NAME,
+    InternalError,
+    KvError,
+    Timeout,
+    TransportError,
+    Unavailable,
+)
+
+ERROR_KEY = "kvstore-error"
+ANSWERED_KEY = "kvstore-answered"
+REQUIRED_KEY = "kvstore-required"
+
+
+def status_code(error: KvError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN)
+
+
+def trailing_metadata(error: KvError) -> tuple[tuple[str, str], ...]:
+    metadata = [(ERROR_KEY, type(error).__name__)]
+    if isinstance(error, Unavailable):
+        metadata += [(ANSWERED_KEY, str(error.answered)), (REQUIRED_KEY, str(error.required))]
+    return tuple(metadata)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: KvError) -> None:
+    """End the RPC with the error's status; never returns."""
+    context.set_trailing_metadata(trailing_metadata(error))
+    await context.abort(status_code(error), str(error))
+
+
+def is_transport_failure(exc: grpc.RpcError) -> bool:
+    """True when the call never got a kvstore answer: the node is down or unreachable, so
+    the request can be sent to another node without risking a double write."""
+    code = exc.code() if hasattr(exc, "code") else None
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return _metadata(exc).get(ERROR_KEY) is None
+
+
+def _metadata(exc: grpc.RpcError) -> dict[str, str]:
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return {k: v for k, v in (trailing or ()) if isinstance(v, str)}
+
+
+def error_from_rpc(exc: grpc.RpcError, address: str = "") -> KvError:
+    """The kvstore error a failed RPC stands for."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    metadata = _metadata(exc)
+    name = metadata.get(ERROR_KEY)
+    where = f" ({address})" if address else ""
+    if name is None:
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return TransportError(f"cannot reach node{where}: {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Timeout(f"deadline exceeded{where}: {details}")
+        cls = ERRORS_BY_CODE.get(code.name if code else "", InternalError)
+        return cls(f"{details}{where}")
+    cls = ERRORS_BY_NAME.get(name, ERRORS_BY_CODE.get(code.name, KvError))
+    if issubclass(cls, Unavailable):
+        return cls(
+            details,
+            int(metadata.get(ANSWERED_KEY, "0") or 0),
+            int(metadata.get(REQUIRED_KEY, "0") or 0),
+        )
+    return cls(details)

@@ -1,0 +1,101 @@
+"""Versioned encodings of the data model: stored records and client causal contexts.
+
+Both are protobuf messages of proto/kvstore.proto with a `format` field; a reader refuses
+formats it does not know rather than guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.protobuf.message import DecodeError
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.core.versions import Dot, KeyState, Sibling, VersionVector, canonical_state
+from kvstore.errors import InvalidContext, StorageError
+
+RECORD_FORMAT = 1
+CONTEXT_FORMAT = 1
+# A context lists one entry per actor that ever wrote the key; more means it is not ours.
+MAX_CONTEXT_ENTRIES = 4096
+
+
+def _vector_entries(vector: VersionVector) -> list[pb.VectorEntry]:
+    return [pb.VectorEntry(actor=a, counter=c) for a, c in sorted(vector.items())]
+
+
+def state_to_proto(state: KeyState) -> pb.KeyRecord:
+    return pb.KeyRecord(
+        format=RECORD_FORMAT,
+        vector=_vector_entries(state.vector),
+        siblings=[
+            pb.Sibling(
+                dot_actor=s.dot.actor,
+                dot_counter=s.dot.counter,
+                value=s.value or b"",
+                tombstone=s.value is None,
+                timestamp_ms=s.timestamp_ms,
+            )
+            for s in state.siblings
+        ],
+    )
+
+
+def state_from_proto(record: pb.KeyRecord) -> KeyState:
+    """Rebuild a state; raises ValueError on a record that breaks the model's rules."""
+    if record.format != RECORD_FORMAT:
+        raise ValueError(f"unknown record format {record.format}")
+    vector: dict[str, int] = {}
+    for entry in record.vector:
+        if not entry.actor or entry.actor in vector:
+            raise ValueError("record vector has an empty or repeated actor")
+        vector[entry.actor] = entry.counter
+    siblings = []
+    for s in record.siblings:
+        dot = Dot(s.dot_actor, s.dot_counter)
+        if not s.dot_actor or s.dot_counter < 1:
+            raise ValueError("record sibling has an invalid dot")
+        if vector.get(dot.actor, 0) < dot.counter:
+            raise ValueError("record sibling's dot is not covered by its vector")
+        siblings.append(Sibling(dot, None if s.tombstone else s.value, s.timestamp_ms))
+    if len({s.dot for s in siblings}) != len(siblings):
+        raise ValueError("record has repeated dots")
+    return canonical_state(vector, siblings)
+
+
+def encode_record(state: KeyState) -> bytes:
+    return state_to_proto(state).SerializeToString(deterministic=True)
+
+
+def decode_record(data: bytes) -> KeyState:
+    try:
+        record = pb.KeyRecord.FromString(data)
+        return state_from_proto(record)
+    except (DecodeError, ValueError) as exc:
+        raise StorageError(f"unreadable stored record: {exc}") from exc
+
+
+def encode_context(vector: Mapping[str, int]) -> bytes:
+    return pb.CausalContext(
+        format=CONTEXT_FORMAT, vector=_vector_entries(vector)
+    ).SerializeToString(deterministic=True)
+
+
+def decode_context(data: bytes) -> dict[str, int]:
+    """The version vector in a client's context; empty bytes mean no context."""
+    if not data:
+        return {}
+    try:
+        context = pb.CausalContext.FromString(data)
+    except DecodeError as exc:
+        raise InvalidContext("context is not a kvstore causal context") from exc
+    if context.format != CONTEXT_FORMAT:
+        raise InvalidContext(f"unknown context format {context.format}")
+    if len(context.vector) > MAX_CONTEXT_ENTRIES:
+        raise InvalidContext("context has too many entries")
+    vector: dict[str, int] = {}
+    for entry in context.vector:
+        if not entry.actor or entry.actor in vector or entry.counter < 1:
+            raise InvalidContext("context has an empty, repeated or zero entry")
+        vector[entry.actor] = entry.counter
+    return vector

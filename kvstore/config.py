@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kvstore.core.limits import Limits, Quorum
-from kvstore.core.ring import DEFAULT_PARTITIONS, RingError, Ring
+from kvstore.core.ring import DEFAULT_PARTITIONS, Ring, RingError
 from kvstore.errors import ConfigError
 
 ENV_PREFIX = "KVSTORE_"

@@ -40,8 +40,11 @@ def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", default=os.environ.get("KVSTORE_SEEDS", DEFAULT_SEEDS),
-                   help="HOST:PORT,... of nodes to talk to (default: $KVSTORE_SEEDS or the local cluster)")  # fmt: skip
+    p.add_argument(
+        "--seeds",
+        default=os.environ.get("KVSTORE_SEEDS", DEFAULT_SEEDS),
+        help="HOST:PORT,... of nodes to talk to (default: $KVSTORE_SEEDS or the local cluster)",
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -85,7 +88,9 @@ def _decode_context(text: str | None) -> bytes | None:
     try:
         return base64.b64decode(text, validate=True)
     except ValueError:
-        raise SystemExit("kvstore: --context must be the base64 text a get or put printed") from None
+        raise SystemExit(
+            "kvstore: --context must be the base64 text a get or put printed"
+        ) from None
 
 
 def _show_value(value: bytes) -> str:

@@ -69,7 +69,9 @@ def context_bytes(context: bytes | None) -> bytes:
     if context is None:
         return b""
     if not isinstance(context, bytes):
-        raise InvalidArgument(f"context must be the bytes a get or put returned, not {type(context).__name__}")
+        raise InvalidArgument(
+            f"context must be the bytes a get or put returned, not {type(context).__name__}"
+        )
     return context
 
 
@@ -104,7 +106,9 @@ class RequestBuilder:
         return self.timeout + DEADLINE_SLACK_S
 
     def get_request(self, key: Key, r: int | None) -> pb.GetRequest:
-        return pb.GetRequest(key=key_bytes(key), r=quorum_option("r", r), timeout_ms=self.timeout_ms)
+        return pb.GetRequest(
+            key=key_bytes(key), r=quorum_option("r", r), timeout_ms=self.timeout_ms
+        )
 
     def put_request(
         self, key: Key, value: bytes | None, context: bytes | None, w: int | None

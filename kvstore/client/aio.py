@@ -27,9 +27,9 @@ T = TypeVar("T")
 class AsyncClient:
     """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
 
-        async with AsyncClient("127.0.0.1:7101,127.0.0.1:7102") as kv:
-            await kv.put("k", b"v")
-            result = await kv.get("k")
+    async with AsyncClient("127.0.0.1:7101,127.0.0.1:7102") as kv:
+        await kv.put("k", b"v")
+        result = await kv.get("k")
     """
 
     def __init__(
@@ -50,7 +50,9 @@ class AsyncClient:
             stub = self._stubs[address] = pb_grpc.KVStub(channel)
         return stub
 
-    async def _call(self, send: Callable[[pb_grpc.KVStub], Awaitable[T]], addresses: Any = None) -> T:
+    async def _call(
+        self, send: Callable[[pb_grpc.KVStub], Awaitable[T]], addresses: Any = None
+    ) -> T:
         errors: list[KvError] = []
         for address in addresses or self._requests.node_order():
             try:
@@ -62,7 +64,9 @@ class AsyncClient:
                 errors.append(error)
         raise no_node_answered(errors)
 
-    async def get(self, key: Key, r: int | None = None, resolver: Resolver | None = None) -> GetResult:
+    async def get(
+        self, key: Key, r: int | None = None, resolver: Resolver | None = None
+    ) -> GetResult:
         request = self._requests.get_request(key, r)
         deadline = self._requests.deadline_s
         response = await self._call(lambda stub: stub.Get(request, timeout=deadline))
@@ -74,7 +78,9 @@ class AsyncClient:
         request = self._requests.put_request(key, value, context, w)
         return await self._put(request)
 
-    async def delete(self, key: Key, context: bytes | None = None, w: int | None = None) -> PutResult:
+    async def delete(
+        self, key: Key, context: bytes | None = None, w: int | None = None
+    ) -> PutResult:
         request = self._requests.put_request(key, None, context, w)
         return await self._put(request)
 

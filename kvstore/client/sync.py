@@ -27,9 +27,9 @@ T = TypeVar("T")
 class Client:
     """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
 
-        with Client("127.0.0.1:7101,127.0.0.1:7102", timeout=2.0) as kv:
-            kv.put("k", b"v")
-            print(kv.get("k").values)
+    with Client("127.0.0.1:7101,127.0.0.1:7102", timeout=2.0) as kv:
+        kv.put("k", b"v")
+        print(kv.get("k").values)
     """
 
     def __init__(
@@ -50,7 +50,9 @@ class Client:
             stub = self._stubs[address] = pb_grpc.KVStub(channel)
         return stub
 
-    def _call(self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None) -> T:
+    def _call(
+        self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None
+    ) -> T:
         errors: list[KvError] = []
         for address in addresses or self._requests.node_order():
             try:

@@ -75,9 +75,10 @@ class _Quorum:
     def unavailable(self, why: str = "") -> Unavailable:
         """The error for a request that ended without its quorum."""
         detail = "; ".join(f"{t}: {r}" for t, r in sorted(self.failures.items()))
+        pending = self._tracker.pending
         message = (
             f"{self._what}: {self.answered} of {self.required} required replicas answered"
-            f" ({len(self.targets)} contacted)"
+            f" ({len(self.targets)} contacted, {len(self.failures)} failed, {pending} pending)"
         )
         if why:
             message += f", {why}"

@@ -39,9 +39,7 @@ class Limits:
 
     def check_value(self, value: bytes) -> None:
         if len(value) > self.max_value_bytes:
-            raise ValueTooLarge(
-                f"value is {len(value)} bytes; the limit is {self.max_value_bytes}"
-            )
+            raise ValueTooLarge(f"value is {len(value)} bytes; the limit is {self.max_value_bytes}")
 
     def timeout_ms(self, requested: int) -> int:
         """The deadline for a request: the node default when 0, else the request's own."""

@@ -140,9 +140,7 @@ def merge(a: KeyState, b: KeyState) -> KeyState:
     b_dots = {s.dot for s in b.siblings}
     a_dots = {s.dot for s in a.siblings}
     kept = [s for s in a.siblings if s.dot in b_dots or not covers(b.vector, s.dot)]
-    kept.extend(
-        s for s in b.siblings if s.dot not in a_dots and not covers(a.vector, s.dot)
-    )
+    kept.extend(s for s in b.siblings if s.dot not in a_dots and not covers(a.vector, s.dot))
     return canonical_state(merge_vectors(a.vector, b.vector), kept)
 
 

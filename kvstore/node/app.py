@@ -110,11 +110,18 @@ class Node:
             return fsm.on_ack(target)
 
         await _drive(
-            calls, deadline, on_result, fsm.on_failure, lambda: fsm.outcome,
-            keep=True, background=self._background,
+            calls,
+            deadline,
+            on_result,
+            fsm.on_failure,
+            lambda: fsm.outcome,
+            keep=True,
+            background=self._background,
         )
         if fsm.outcome is not Outcome.SUCCEEDED:
-            raise fsm.unavailable(_why(fsm.outcome) + " (the write may be present on some replicas)")
+            raise fsm.unavailable(
+                _why(fsm.outcome) + " (the write may be present on some replicas)"
+            )
         return encode_context(applied.vector)
 
     async def _read(self, target: str, key: bytes, deadline: float) -> KeyState | None:

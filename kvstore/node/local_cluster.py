@@ -40,7 +40,8 @@ class LocalNode:
 
 
 class LocalCluster:
-    """`count` nodes on `host`, ports base_port.., data under data_dir/node-<i>."""
+    """`count` nodes on `host`, on ports base_port.. (or the given `ports`), data under
+    data_dir/node-<i>, output in data_dir/node-<i>.log."""
 
     def __init__(
         self,
@@ -50,9 +51,13 @@ class LocalCluster:
         host: str = "127.0.0.1",
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        ports: list[int] | None = None,
     ) -> None:
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
+        ports = ports or [base_port + i for i in range(count)]
+        if len(ports) != count:
+            raise ClusterError(f"{count} nodes need {count} ports, got {len(ports)}")
         self.data_dir = Path(data_dir).resolve()
         self.extra_args = extra_args
         self.env = env
@@ -60,7 +65,7 @@ class LocalCluster:
             LocalNode(
                 index=i,
                 node_id=f"node-{i}",
-                address=f"{host}:{base_port + i}",
+                address=f"{host}:{ports[i]}",
                 data_dir=self.data_dir / f"node-{i}",
                 log_path=self.data_dir / f"node-{i}.log",
             )

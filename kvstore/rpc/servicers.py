@@ -45,13 +45,17 @@ class KVServicer(pb_grpc.KVServicer):
     def __init__(self, node: Node) -> None:
         self._node = node
 
-    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
+    async def Get(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetResponse:
         async def call() -> pb.GetResponse:
             return get_response(await self._node.get(request.key, request.r, request.timeout_ms))
 
         return await _answer(context, call)
 
-    async def Put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.PutResponse:
+    async def Put(
+        self, request: pb.PutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutResponse:
         async def call() -> pb.PutResponse:
             return pb.PutResponse(context=await self._node.put(request, hops=0))
 

@@ -57,7 +57,9 @@ class Storage:
             self._db = rocksdict.Rdict(
                 str(self.path),
                 _options(),
-                column_families={name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES},
+                column_families={
+                    name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES
+                },
             )
         except Exception as exc:  # rocksdict raises plain Exception subclasses
             raise StorageError(f"cannot open RocksDB at {self.path}: {exc}") from exc
@@ -103,9 +105,7 @@ class Storage:
         raw = self._data.get(data_key(key))
         return None if raw is None else decode_record(raw)
 
-    def update(
-        self, key: bytes, change: Callable[[KeyState | None], KeyState]
-    ) -> KeyState:
+    def update(self, key: bytes, change: Callable[[KeyState | None], KeyState]) -> KeyState:
         """Atomically replace the key's state by `change(current)`. If `change` raises, nothing
         is written. Returns the stored state."""
         dk = data_key(key)
@@ -119,7 +119,9 @@ class Storage:
 
     def merge(self, key: bytes, incoming: KeyState) -> KeyState:
         """Merge a replica state into ours (replication, repair, handoff)."""
-        return self.update(key, lambda current: incoming if current is None else merge(current, incoming))
+        return self.update(
+            key, lambda current: incoming if current is None else merge(current, incoming)
+        )
 
     def items(self) -> Iterator[tuple[bytes, KeyState]]:
         """Every stored key and its state, in ring order."""

@@ -1,0 +1,48 @@
+"""Shared fixtures: real node processes on 127.0.0.1 (the integration tier)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kvstore.node.local_cluster import LocalCluster
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out, so parallel runs and leftovers do not collide."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+ClusterFactory = Callable[..., LocalCluster]
+
+
+@pytest.fixture
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    """Start local clusters; every process a test started is stopped by pid afterwards."""
+    started: list[LocalCluster] = []
+
+    def make(count: int = 3, extra_args: tuple[str, ...] = ()) -> LocalCluster:
+        cluster = LocalCluster(
+            count,
+            tmp_path_factory.mktemp("cluster"),
+            ports=free_ports(count),
+            extra_args=extra_args,
+        )
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop()

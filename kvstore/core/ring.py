@@ -65,7 +65,7 @@ def claim(member_count: int, partitions: int, n: int) -> list[int]:
         return owners
     cap = -(-partitions // m)  # ceil: the most partitions one member may own
     tail = partitions % m + m
-    while tail <= min(partitions, 4 * m + window):
+    while tail <= min(partitions, 3 * m):
         filled = _fill_tail(owners, tail, m, window, cap)
         if filled is not None:
             return filled
@@ -74,48 +74,46 @@ def claim(member_count: int, partitions: int, n: int) -> list[int]:
 
 
 def _fill_tail(owners: list[int], tail: int, m: int, window: int, cap: int) -> list[int] | None:
+    """Depth-first search (iterative, bounded) for owners of the last `tail` partitions."""
     q = len(owners)
     start = q - tail
-    fixed = owners[:start]
+    slots = owners[:start] + [-1] * tail
     counts = [0] * m
-    for owner in fixed:
+    for owner in owners[:start]:
         counts[owner] += 1
-    slots = fixed + [-1] * tail
-    budget = [_SEARCH_BUDGET]
 
-    def allowed(pos: int, member: int) -> bool:
-        for k in range(1, window):
-            if slots[pos - k] == member:  # negative indexes wrap to the tail: still unfilled
-                return False
-            after = pos + k
-            if after >= q and slots[after - q] == member:
-                return False
-        return True
+    def candidates(pos: int) -> list[int]:
+        banned = {slots[pos - k] for k in range(1, window)}  # earlier neighbours
+        banned.update(slots[pos + k - q] for k in range(1, window) if pos + k >= q)  # the wrap
+        previous = slots[pos - 1]
+        # Least-owned first, then the member right after the previous owner (round robin).
+        ordered = sorted(
+            (c for c in range(m) if counts[c] < cap and c not in banned),
+            key=lambda c: (counts[c], (c - previous - 1) % m),
+        )
+        ordered.reverse()  # popped from the end
+        return ordered
 
-    def last_use(member: int, pos: int) -> int:
-        for back in range(1, pos + 1):
-            if slots[pos - back] == member:
-                return back
-        return pos + 1
-
-    def place(pos: int) -> bool:
-        if pos == q:
-            return True
-        budget[0] -= 1
-        if budget[0] < 0:
-            return False
-        candidates = [c for c in range(m) if counts[c] < cap and allowed(pos, c)]
-        candidates.sort(key=lambda c: (counts[c], -last_use(c, pos)))
-        for c in candidates:
-            slots[pos] = c
-            counts[c] += 1
-            if place(pos + 1):
-                return True
-            counts[c] -= 1
+    stack = [candidates(start)]
+    pos = start
+    for _ in range(_SEARCH_BUDGET):
+        options = stack[-1]
+        if not options:
+            stack.pop()
+            pos -= 1
+            if pos < start:
+                return None
+            counts[slots[pos]] -= 1
             slots[pos] = -1
-        return False
-
-    return slots if place(start) else None
+            continue
+        choice = options.pop()
+        slots[pos] = choice
+        counts[choice] += 1
+        pos += 1
+        if pos == q:
+            return slots
+        stack.append(candidates(pos))
+    return None
 
 
 class Ring:

@@ -90,11 +90,15 @@ class AsyncClient:
         return RequestBuilder.put_result(response)
 
     async def local_get(self, node_address: str, key: Key) -> GetResult:
-        """One node's own stored versions of a key, without coordination (debugging, tests)."""
+        """One node's own stored versions of a key, without coordination (debugging, tests).
+
+        Asks only that node, so it waits (within the timeout) for a connection to it rather
+        than failing at once while the channel is backing off after the node restarted."""
         request = pb.LocalGetRequest(key=key_bytes(key))
         deadline = self._requests.deadline_s
         response = await self._call(
-            lambda stub: stub.LocalGet(request, timeout=deadline), [node_address]
+            lambda stub: stub.LocalGet(request, timeout=deadline, wait_for_ready=True),
+            [node_address],
         )
         return self._requests.get_result(response, resolver=None)
 

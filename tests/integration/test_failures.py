@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_one_node_killed_quorum_of_two_still_serves(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
     with Client(cluster.seeds, timeout=3.0) as kv:
-        before = kv.put("survivor", b"v0")
+        before = kv.put("survivor", b"v0", w=3)  # on every replica before the kill
         cluster.kill_node(2)
 
         for i in range(20):  # every coordinator order, some starting at the dead node
@@ -40,15 +40,16 @@ def test_one_node_killed_quorum_of_two_still_serves(make_cluster: ClusterFactory
 
         cluster.start_node(2)
         # Peers reconnect within their backoff (at most 2 s); then W=3 works again.
+        # A failed attempt may be stored on some replicas, so each attempt uses its own key.
         deadline = time.monotonic() + 10
-        while True:
+        for attempt in range(100):
             try:
-                kv.put("after-restart", b"v", w=3)
+                kv.put(f"after-restart-{attempt}", b"v", w=3)
                 break
             except Unavailable:
                 assert time.monotonic() < deadline, "W=3 still failing 10 s after the restart"
                 time.sleep(0.2)
-        assert kv.local_get(cluster.addresses[2], "after-restart").values == [b"v"]
+        assert kv.local_get(cluster.addresses[2], f"after-restart-{attempt}").values == [b"v"]
         # It kept what it had before the kill (the WAL).
         assert kv.local_get(cluster.addresses[2], "survivor").values == [b"v0"]
 

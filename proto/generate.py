@@ -37,7 +37,9 @@ def generate(out_dir: Path) -> None:
     # grpc_tools emits a top-level import; the package needs a relative one.
     grpc_module = out_dir / "kvstore_pb2_grpc.py"
     text = grpc_module.read_text()
-    grpc_module.write_text(re.sub(r"^import kvstore_pb2 as", "from . import kvstore_pb2 as", text, flags=re.M))
+    grpc_module.write_text(
+        re.sub(r"^import kvstore_pb2 as", "from . import kvstore_pb2 as", text, flags=re.M)
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from kvstore.client._common import (
 )
 from kvstore.client.results import GetResult, PutResult
 from kvstore.errors import KvError
+from kvstore.rpc.channels import ChannelPool
 
 T = TypeVar("T")
 
@@ -39,16 +40,10 @@ class AsyncClient:
         resolver: Resolver | None = None,
     ) -> None:
         self._requests = RequestBuilder(seeds, timeout, resolver)
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, pb_grpc.KVStub] = {}
-
-    def _stub(self, address: str) -> pb_grpc.KVStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[address] = channel
-            stub = self._stubs[address] = pb_grpc.KVStub(channel)
-        return stub
+        self._pool = ChannelPool(
+            lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+            pb_grpc.KVStub,
+        )
 
     async def _call(
         self, send: Callable[[pb_grpc.KVStub], Awaitable[T]], addresses: Any = None
@@ -56,7 +51,7 @@ class AsyncClient:
         errors: list[KvError] = []
         for address in addresses or self._requests.node_order():
             try:
-                return await send(self._stub(address))
+                return await send(self._pool.stub(address))
             except grpc.aio.AioRpcError as exc:
                 error, try_next = failure(exc, address)
                 if not try_next:
@@ -103,10 +98,8 @@ class AsyncClient:
         return self._requests.get_result(response, resolver=None)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in self._pool.take_channels():
             await channel.close()
-        self._channels.clear()
-        self._stubs.clear()
 
     async def __aenter__(self) -> AsyncClient:
         return self

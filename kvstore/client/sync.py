@@ -20,6 +20,7 @@ from kvstore.client._common import (
 )
 from kvstore.client.results import GetResult, PutResult
 from kvstore.errors import KvError
+from kvstore.rpc.channels import ChannelPool
 
 T = TypeVar("T")
 
@@ -39,16 +40,10 @@ class Client:
         resolver: Resolver | None = None,
     ) -> None:
         self._requests = RequestBuilder(seeds, timeout, resolver)
-        self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, pb_grpc.KVStub] = {}
-
-    def _stub(self, address: str) -> pb_grpc.KVStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[address] = channel
-            stub = self._stubs[address] = pb_grpc.KVStub(channel)
-        return stub
+        self._pool = ChannelPool(
+            lambda address: grpc.insecure_channel(address, options=CHANNEL_OPTIONS),
+            pb_grpc.KVStub,
+        )
 
     def _call(
         self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None
@@ -56,7 +51,7 @@ class Client:
         errors: list[KvError] = []
         for address in addresses or self._requests.node_order():
             try:
-                return send(self._stub(address))
+                return send(self._pool.stub(address))
             except grpc.RpcError as exc:
                 error, try_next = failure(exc, address)
                 if not try_next:
@@ -97,10 +92,8 @@ class Client:
         return self._requests.get_result(response, resolver=None)
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in self._pool.take_channels():
             channel.close()
-        self._channels.clear()
-        self._stubs.clear()
 
     def __enter__(self) -> Client:
         return self

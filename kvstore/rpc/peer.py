@@ -7,6 +7,7 @@ import grpc
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.core.versions import KeyState
+from kvstore.rpc.channels import ChannelPool
 from kvstore.storage.codec import state_from_proto, state_to_proto
 
 
@@ -31,17 +32,12 @@ class PeerClient:
     """One channel per peer, created on first use and kept for the node's lifetime."""
 
     def __init__(self, max_message_bytes: int) -> None:
-        self._options = channel_options(max_message_bytes)
-        self._stubs: dict[str, pb_grpc.PeerStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    def _stub(self, address: str) -> pb_grpc.PeerStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=self._options)
-            self._channels[address] = channel
-            stub = self._stubs[address] = pb_grpc.PeerStub(channel)
-        return stub
+        options = channel_options(max_message_bytes)
+        self._pool = ChannelPool(
+            lambda address: grpc.aio.insecure_channel(address, options=options),
+            pb_grpc.PeerStub,
+        )
+        self._stub = self._pool.stub
 
     async def read(self, address: str, key: bytes, timeout: float) -> KeyState | None:
         try:
@@ -81,7 +77,5 @@ class PeerClient:
         return response
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in self._pool.take_channels():
             await channel.close()
-        self._channels.clear()
-        self._stubs.clear()

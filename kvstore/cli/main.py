@@ -156,7 +156,10 @@ def _local(args: argparse.Namespace) -> int:
         nonlocal stopping
         stopping = True
 
+    # Handled explicitly: a shell may start us with SIGINT ignored, and Ctrl-C in a terminal
+    # reaches the nodes too, which must then read as "stopping", not "a node died".
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
         cluster.start()
         print(f"kvstore: {args.nodes} nodes running (data under {cluster.data_dir})")
@@ -166,16 +169,14 @@ def _local(args: argparse.Namespace) -> int:
         print(f"      kvstore get hello --seeds {cluster.seeds}")
         print("Ctrl-C stops the cluster.", flush=True)
         while not stopping:
+            time.sleep(0.5)
             for node in cluster.nodes:
-                if not node.running:
+                if not node.running and not stopping:
                     print(f"kvstore: {node.node_id} exited:\n{cluster.log_tail(node.index)}")
                     return 1
-            time.sleep(0.5)
     except ClusterError as exc:
         print(f"kvstore: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
     finally:
         print("\nkvstore: stopping nodes...", flush=True)
         cluster.stop()

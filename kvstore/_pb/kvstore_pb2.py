@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rkvstore.proto\x12\nkvstore.v1\"-\n\x0bVectorEntry\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\"i\n\x07Sibling\x12\x11\n\tdot_actor\x18\x01 \x01(\t\x12\x13\n\x0b\x64ot_counter\x18\x02 \x01(\x04\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\ttombstone\x18\x04 \x01(\x08\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\"k\n\tKeyRecord\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\'\n\x06vector\x18\x02 \x03(\x0b\x32\x17.kvstore.v1.VectorEntry\x12%\n\x08siblings\x18\x03 \x03(\x0b\x32\x13.kvstore.v1.Sibling\"H\n\rCausalContext\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\'\n\x06vector\x18\x02 \x03(\x0b\x32\x17.kvstore.v1.VectorEntry\"8\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\t\n\x01r\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"=\n\x0bGetResponse\x12\x0e\n\x06values\x18\x01 \x03(\x0c\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\"k\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\x12\t\n\x01w\x18\x04 \x01(\r\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12\x11\n\ttombstone\x18\x06 \x01(\x08\"\x1e\n\x0bPutResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"\x1e\n\x0fLocalGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"!\n\x12ReplicaReadRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"K\n\x13ReplicaReadResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x06record\x18\x02 \x01(\x0b\x32\x15.kvstore.v1.KeyRecord\"I\n\x13ReplicaMergeRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12%\n\x06record\x18\x02 \x01(\x0b\x32\x15.kvstore.v1.KeyRecord\"\x16\n\x14ReplicaMergeResponse\"J\n\x11\x46orwardPutRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.PutRequest\x12\x0c\n\x04hops\x18\x02 \x01(\r\"\x11\n\x0fNodeInfoRequest\"C\n\x10NodeInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t2\xb6\x01\n\x02KV\x12\x36\n\x03Get\x12\x16.kvstore.v1.GetRequest\x1a\x17.kvstore.v1.GetResponse\x12\x36\n\x03Put\x12\x16.kvstore.v1.PutRequest\x1a\x17.kvstore.v1.PutResponse\x12@\n\x08LocalGet\x12\x1b.kvstore.v1.LocalGetRequest\x1a\x17.kvstore.v1.GetResponse2\xb6\x02\n\x04Peer\x12N\n\x0bReplicaRead\x12\x1e.kvstore.v1.ReplicaReadRequest\x1a\x1f.kvstore.v1.ReplicaReadResponse\x12Q\n\x0cReplicaMerge\x12\x1f.kvstore.v1.ReplicaMergeRequest\x1a .kvstore.v1.ReplicaMergeResponse\x12\x44\n\nForwardPut\x12\x1d.kvstore.v1.ForwardPutRequest\x1a\x17.kvstore.v1.PutResponse\x12\x45\n\x08NodeInfo\x12\x1b.kvstore.v1.NodeInfoRequest\x1a\x1c.kvstore.v1.NodeInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rkvstore.proto\x12\nkvstore.v1\"-\n\x0bVectorEntry\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\"i\n\x07Sibling\x12\x11\n\tdot_actor\x18\x01 \x01(\t\x12\x13\n\x0b\x64ot_counter\x18\x02 \x01(\x04\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\ttombstone\x18\x04 \x01(\x08\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\"k\n\tKeyRecord\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\'\n\x06vector\x18\x02 \x03(\x0b\x32\x17.kvstore.v1.VectorEntry\x12%\n\x08siblings\x18\x03 \x03(\x0b\x32\x13.kvstore.v1.Sibling\"^\n\rCausalContext\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\'\n\x06vector\x18\x02 \x03(\x0b\x32\x17.kvstore.v1.VectorEntry\x12\x14\n\x0ckey_position\x18\x03 \x01(\x06\"8\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\t\n\x01r\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"=\n\x0bGetResponse\x12\x0e\n\x06values\x18\x01 \x03(\x0c\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\"k\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\x12\t\n\x01w\x18\x04 \x01(\r\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12\x11\n\ttombstone\x18\x06 \x01(\x08\"\x1e\n\x0bPutResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"\x1e\n\x0fLocalGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"!\n\x12ReplicaReadRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"K\n\x13ReplicaReadResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x06record\x18\x02 \x01(\x0b\x32\x15.kvstore.v1.KeyRecord\"I\n\x13ReplicaMergeRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12%\n\x06record\x18\x02 \x01(\x0b\x32\x15.kvstore.v1.KeyRecord\"\x16\n\x14ReplicaMergeResponse\"J\n\x11\x46orwardPutRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.PutRequest\x12\x0c\n\x04hops\x18\x02 \x01(\r\"\x11\n\x0fNodeInfoRequest\"C\n\x10NodeInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t2\xb6\x01\n\x02KV\x12\x36\n\x03Get\x12\x16.kvstore.v1.GetRequest\x1a\x17.kvstore.v1.GetResponse\x12\x36\n\x03Put\x12\x16.kvstore.v1.PutRequest\x1a\x17.kvstore.v1.PutResponse\x12@\n\x08LocalGet\x12\x1b.kvstore.v1.LocalGetRequest\x1a\x17.kvstore.v1.GetResponse2\xb6\x02\n\x04Peer\x12N\n\x0bReplicaRead\x12\x1e.kvstore.v1.ReplicaReadRequest\x1a\x1f.kvstore.v1.ReplicaReadResponse\x12Q\n\x0cReplicaMerge\x12\x1f.kvstore.v1.ReplicaMergeRequest\x1a .kvstore.v1.ReplicaMergeResponse\x12\x44\n\nForwardPut\x12\x1d.kvstore.v1.ForwardPutRequest\x1a\x17.kvstore.v1.PutResponse\x12\x45\n\x08NodeInfo\x12\x1b.kvstore.v1.NodeInfoRequest\x1a\x1c.kvstore.v1.NodeInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,33 +38,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KEYRECORD']._serialized_start=183
   _globals['_KEYRECORD']._serialized_end=290
   _globals['_CAUSALCONTEXT']._serialized_start=292
-  _globals['_CAUSALCONTEXT']._serialized_end=364
-  _globals['_GETREQUEST']._serialized_start=366
-  _globals['_GETREQUEST']._serialized_end=422
-  _globals['_GETRESPONSE']._serialized_start=424
-  _globals['_GETRESPONSE']._serialized_end=485
-  _globals['_PUTREQUEST']._serialized_start=487
-  _globals['_PUTREQUEST']._serialized_end=594
-  _globals['_PUTRESPONSE']._serialized_start=596
-  _globals['_PUTRESPONSE']._serialized_end=626
-  _globals['_LOCALGETREQUEST']._serialized_start=628
-  _globals['_LOCALGETREQUEST']._serialized_end=658
-  _globals['_REPLICAREADREQUEST']._serialized_start=660
-  _globals['_REPLICAREADREQUEST']._serialized_end=693
-  _globals['_REPLICAREADRESPONSE']._serialized_start=695
-  _globals['_REPLICAREADRESPONSE']._serialized_end=770
-  _globals['_REPLICAMERGEREQUEST']._serialized_start=772
-  _globals['_REPLICAMERGEREQUEST']._serialized_end=845
-  _globals['_REPLICAMERGERESPONSE']._serialized_start=847
-  _globals['_REPLICAMERGERESPONSE']._serialized_end=869
-  _globals['_FORWARDPUTREQUEST']._serialized_start=871
-  _globals['_FORWARDPUTREQUEST']._serialized_end=945
-  _globals['_NODEINFOREQUEST']._serialized_start=947
-  _globals['_NODEINFOREQUEST']._serialized_end=964
-  _globals['_NODEINFORESPONSE']._serialized_start=966
-  _globals['_NODEINFORESPONSE']._serialized_end=1033
-  _globals['_KV']._serialized_start=1036
-  _globals['_KV']._serialized_end=1218
-  _globals['_PEER']._serialized_start=1221
-  _globals['_PEER']._serialized_end=1531
+  _globals['_CAUSALCONTEXT']._serialized_end=386
+  _globals['_GETREQUEST']._serialized_start=388
+  _globals['_GETREQUEST']._serialized_end=444
+  _globals['_GETRESPONSE']._serialized_start=446
+  _globals['_GETRESPONSE']._serialized_end=507
+  _globals['_PUTREQUEST']._serialized_start=509
+  _globals['_PUTREQUEST']._serialized_end=616
+  _globals['_PUTRESPONSE']._serialized_start=618
+  _globals['_PUTRESPONSE']._serialized_end=648
+  _globals['_LOCALGETREQUEST']._serialized_start=650
+  _globals['_LOCALGETREQUEST']._serialized_end=680
+  _globals['_REPLICAREADREQUEST']._serialized_start=682
+  _globals['_REPLICAREADREQUEST']._serialized_end=715
+  _globals['_REPLICAREADRESPONSE']._serialized_start=717
+  _globals['_REPLICAREADRESPONSE']._serialized_end=792
+  _globals['_REPLICAMERGEREQUEST']._serialized_start=794
+  _globals['_REPLICAMERGEREQUEST']._serialized_end=867
+  _globals['_REPLICAMERGERESPONSE']._serialized_start=869
+  _globals['_REPLICAMERGERESPONSE']._serialized_end=891
+  _globals['_FORWARDPUTREQUEST']._serialized_start=893
+  _globals['_FORWARDPUTREQUEST']._serialized_end=967
+  _globals['_NODEINFOREQUEST']._serialized_start=969
+  _globals['_NODEINFOREQUEST']._serialized_end=986
+  _globals['_NODEINFORESPONSE']._serialized_start=988
+  _globals['_NODEINFORESPONSE']._serialized_end=1055
+  _globals['_KV']._serialized_start=1058
+  _globals['_KV']._serialized_end=1240
+  _globals['_PEER']._serialized_start=1243
+  _globals['_PEER']._serialized_end=1553
 # @@protoc_insertion_point(module_scope)

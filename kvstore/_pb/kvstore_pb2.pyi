@@ -39,12 +39,14 @@ class KeyRecord(_message.Message):
     def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., siblings: _Optional[_Iterable[_Union[Sibling, _Mapping]]] = ...) -> None: ...
 
 class CausalContext(_message.Message):
-    __slots__ = ("format", "vector")
+    __slots__ = ("format", "vector", "key_position")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    KEY_POSITION_FIELD_NUMBER: _ClassVar[int]
     format: int
     vector: _containers.RepeatedCompositeFieldContainer[VectorEntry]
-    def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ...) -> None: ...
+    key_position: int
+    def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., key_position: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key", "r", "timeout_ms")

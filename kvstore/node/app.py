@@ -78,7 +78,7 @@ class Node:
         self.limits.check_key(key)
         if not request.tombstone:
             self.limits.check_value(request.value)
-        context = decode_context(request.context)
+        context = decode_context(request.context, key)
         required = self.config.quorum.write_quorum(request.w)
         deadline = self._deadline(request.timeout_ms)
         targets = self.ring.primaries(key)
@@ -122,7 +122,7 @@ class Node:
             raise fsm.unavailable(
                 _why(fsm.outcome) + " (the write may be present on some replicas)"
             )
-        return encode_context(applied.vector)
+        return encode_context(applied.vector, key)
 
     async def _read(self, target: str, key: bytes, deadline: float) -> KeyState | None:
         if target == self.address:

@@ -33,11 +33,11 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
     raise AssertionError("abort returned")  # context.abort always raises
 
 
-def get_response(state: KeyState | None) -> pb.GetResponse:
+def get_response(key: bytes, state: KeyState | None) -> pb.GetResponse:
     if state is None:
         return pb.GetResponse(found=False)
     return pb.GetResponse(
-        values=state.live_values, context=encode_context(state.vector), found=state.found
+        values=state.live_values, context=encode_context(state.vector, key), found=state.found
     )
 
 
@@ -49,7 +49,9 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         async def call() -> pb.GetResponse:
-            return get_response(await self._node.get(request.key, request.r, request.timeout_ms))
+            return get_response(
+                request.key, await self._node.get(request.key, request.r, request.timeout_ms)
+            )
 
         return await _answer(context, call)
 
@@ -65,7 +67,7 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.LocalGetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         async def call() -> pb.GetResponse:
-            return get_response(self._node.local_get(request.key))
+            return get_response(request.key, self._node.local_get(request.key))
 
         return await _answer(context, call)
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from google.protobuf.message import DecodeError
 
+from kvstore import _native
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.versions import Dot, KeyState, Sibling, VersionVector, canonical_state
 from kvstore.errors import InvalidContext, StorageError
@@ -75,14 +76,19 @@ def decode_record(data: bytes) -> KeyState:
         raise StorageError(f"unreadable stored record: {exc}") from exc
 
 
-def encode_context(vector: Mapping[str, int]) -> bytes:
+def encode_context(vector: Mapping[str, int], key: bytes) -> bytes:
+    """The opaque context for `key`; empty bytes when nothing was ever written."""
+    if not vector:
+        return b""
     return pb.CausalContext(
-        format=CONTEXT_FORMAT, vector=_vector_entries(vector)
+        format=CONTEXT_FORMAT,
+        vector=_vector_entries(vector),
+        key_position=_native.hash_key(key),
     ).SerializeToString(deterministic=True)
 
 
-def decode_context(data: bytes) -> dict[str, int]:
-    """The version vector in a client's context; empty bytes mean no context."""
+def decode_context(data: bytes, key: bytes) -> dict[str, int]:
+    """The version vector in a client's context for `key`; empty bytes mean no context."""
     if not data:
         return {}
     try:
@@ -91,6 +97,8 @@ def decode_context(data: bytes) -> dict[str, int]:
         raise InvalidContext("context is not a kvstore causal context") from exc
     if context.format != CONTEXT_FORMAT:
         raise InvalidContext(f"unknown context format {context.format}")
+    if context.key_position != _native.hash_key(key):
+        raise InvalidContext("context belongs to another key: pass the context of this key")
     if len(context.vector) > MAX_CONTEXT_ENTRIES:
         raise InvalidContext("context has too many entries")
     vector: dict[str, int] = {}

@@ -168,6 +168,15 @@ def test_bad_requests_are_typed_errors_and_store_nothing(
         client.put("", b"v")
     with pytest.raises(InvalidContext):
         client.put(key, b"v", context=b"not a context")
+    # Another key's context would replace siblings this key's writer never saw.
+    other = unique("other")
+    client.put(key, b"kept")
+    with pytest.raises(InvalidContext, match="another key"):
+        client.put(key, b"clobber", context=client.put(other, b"x").context)
+    with pytest.raises(InvalidContext):
+        client.delete(key, context=client.get(other).context)
+    assert client.get(key, r=3).values == [b"kept"]
+    key = unique("bad")
     with pytest.raises(InvalidOption):
         client.put(key, b"v", w=4)
     with pytest.raises(InvalidOption):

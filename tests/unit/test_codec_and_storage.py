@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kvstore._native import hash_key
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.versions import EMPTY, write
 from kvstore.errors import ConfigError, InvalidContext, StorageError
@@ -65,13 +66,21 @@ def test_garbage_record_is_a_storage_error() -> None:
 
 def test_context_round_trip_and_empty() -> None:
     vector = {"a/1": 3, "b/2": 1}
-    assert decode_context(encode_context(vector)) == vector
-    assert decode_context(b"") == {}
+    assert decode_context(encode_context(vector, b"k"), b"k") == vector
+    assert decode_context(b"", b"k") == {}
+    assert encode_context({}, b"k") == b""
+
+
+def test_a_context_is_only_valid_for_its_own_key() -> None:
+    context = encode_context({"a/1": 2}, b"one key")
+    with pytest.raises(InvalidContext, match="another key"):
+        decode_context(context, b"another key")
 
 
 def context_bytes(*entries: tuple[str, int], format: int = 1) -> bytes:
     vector = [pb.VectorEntry(actor=a, counter=c) for a, c in entries]
-    return pb.CausalContext(format=format, vector=vector).SerializeToString()
+    position = hash_key(b"k")
+    return pb.CausalContext(format=format, vector=vector, key_position=position).SerializeToString()
 
 
 @pytest.mark.parametrize(
@@ -86,7 +95,7 @@ def context_bytes(*entries: tuple[str, int], format: int = 1) -> bytes:
 )
 def test_bad_contexts_are_invalid_context(data: bytes) -> None:
     with pytest.raises(InvalidContext):
-        decode_context(data)
+        decode_context(data, b"k")
 
 
 def test_storage_round_trip_and_failed_update_writes_nothing(tmp_path: Path) -> None:

@@ -135,11 +135,17 @@ class NodeInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfoResponse(_message.Message):
-    __slots__ = ("node_id", "actor", "address")
+    __slots__ = ("node_id", "actor", "address", "members", "partitions", "n")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     actor: str
     address: str
-    def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    members: _containers.RepeatedScalarFieldContainer[str]
+    partitions: int
+    n: int
+    def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...

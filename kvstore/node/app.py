@@ -45,6 +45,45 @@ class Node:
         # Replication calls still running after the client was answered (W < N).
         self._background: set[asyncio.Task[None]] = set()
 
+    def info(self) -> pb.NodeInfoResponse:
+        return pb.NodeInfoResponse(
+            node_id=self.config.node_id,
+            actor=self.actor,
+            address=self.address,
+            members=list(self.ring.members),
+            partitions=self.ring.partitions,
+            n=self.ring.n,
+        )
+
+    async def check_peers(self, attempts: int = 60, interval: float = 1.0) -> list[str]:
+        """Ask every peer for its ring until each has answered (bounded); log and return the
+        disagreements. Static membership has no other guard against a mistyped --seeds."""
+        mine = self.info()
+        waiting = [m for m in self.ring.members if m != self.address]
+        problems: list[str] = []
+        for _ in range(attempts):
+            for peer in list(waiting):
+                try:
+                    theirs = await self.peers.node_info(peer, timeout=interval)
+                except grpc.aio.AioRpcError:
+                    continue
+                waiting.remove(peer)
+                for field in ("members", "partitions", "n"):
+                    if list_or_value(theirs, field) != list_or_value(mine, field):
+                        problem = (
+                            f"peer {peer} has {field}={list_or_value(theirs, field)}, this node"
+                            f" {list_or_value(mine, field)}: the nodes place keys differently;"
+                            " give every node the same --seeds, --partitions and --n"
+                        )
+                        log.error("%s", problem)
+                        problems.append(problem)
+            if not waiting:
+                if not problems:
+                    log.info("ring agreed with all %d peers", len(self.ring.members) - 1)
+                break
+            await asyncio.sleep(interval)
+        return problems
+
     # ---- replica side ----
 
     def local_get(self, key: bytes) -> KeyState | None:
@@ -155,6 +194,11 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def list_or_value(info: pb.NodeInfoResponse, field: str) -> object:
+    value = getattr(info, field)
+    return sorted(value) if field == "members" else value
 
 
 def _remaining(deadline: float) -> float:

@@ -52,7 +52,9 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             f" members={','.join(config.members)}",
             flush=True,
         )
+        checker = asyncio.create_task(node.check_peers())
         await stop.wait()
+        checker.cancel()
         log.info("stopping node %s", config.node_id)
         await server.stop(grace=2.0)
         await node.close()

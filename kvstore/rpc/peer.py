@@ -71,9 +71,12 @@ class PeerClient:
         return response
 
     async def node_info(self, address: str, timeout: float) -> pb.NodeInfoResponse:
-        response: pb.NodeInfoResponse = await self._stub(address).NodeInfo(
-            pb.NodeInfoRequest(), timeout=timeout
-        )
+        """On a channel of its own: asking a peer that is not up yet must not put the data
+        channel to it into reconnect backoff, where requests fail fast for seconds."""
+        async with grpc.aio.insecure_channel(address) as channel:
+            response: pb.NodeInfoResponse = await pb_grpc.PeerStub(channel).NodeInfo(
+                pb.NodeInfoRequest(), timeout=timeout
+            )
         return response
 
     async def close(self) -> None:

@@ -111,8 +111,4 @@ class PeerServicer(pb_grpc.PeerServicer):
     async def NodeInfo(
         self, request: pb.NodeInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.NodeInfoResponse:
-        return pb.NodeInfoResponse(
-            node_id=self._node.config.node_id,
-            actor=self._node.actor,
-            address=self._node.address,
-        )
+        return self._node.info()

@@ -1,0 +1,50 @@
+"""Nodes check at start-up that their peers route by the same ring, and say so when not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ClusterFactory, free_ports
+
+pytestmark = pytest.mark.integration
+PROBLEM = "place keys differently"
+
+
+def test_a_node_with_other_seeds_reports_the_disagreement(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(3)
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    log = tmp_path / "odd.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
+    with open(log, "wb") as out:
+        odd = subprocess.Popen(
+            [sys.executable, "-m", "kvstore.cli.main", "serve", "--node-id", "odd",
+             "--listen", address, "--data-dir", str(tmp_path / "odd"),
+             "--seeds", f"{cluster.seeds},{address}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while log.read_text().count(PROBLEM) < 3:  # one line per disagreeing peer
+            assert odd.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert "has members=" in log.read_text()
+    finally:
+        odd.send_signal(signal.SIGTERM)
+        odd.wait(timeout=15)
+    # The three agreeing nodes checked each other and found nothing to report.
+    for index in range(3):
+        deadline = time.monotonic() + 20
+        while "ring agreed with all 2 peers" not in cluster.log_tail(index, lines=1000):
+            assert time.monotonic() < deadline, cluster.log_tail(index)
+            time.sleep(0.1)
+        assert PROBLEM not in cluster.log_tail(index, lines=1000)

@@ -157,12 +157,18 @@ class LocalCluster:
         assert process is not None
         process.wait(timeout=10)
 
+    def _request_stop(self, node: LocalNode) -> None:
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
+            node.process.send_signal(signal.SIGTERM)
+
     def stop_node(self, index: int, timeout: float = 10.0) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL if it has not exited within `timeout`."""
         node = self.nodes[index]
         if not node.running:
             return
         assert node.process is not None
-        node.process.send_signal(signal.SIGTERM)
+        self._request_stop(node)
         try:
             node.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -174,11 +180,8 @@ class LocalCluster:
         self.start_node(index, wait=True, timeout=timeout)
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.running:
-                assert node.process is not None
-                node.process.send_signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
-                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes:  # all at once, then wait for each
+            self._request_stop(node)
         for node in self.nodes:
             self.stop_node(node.index)
 

@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    creates .venv, installs kvstore with its Cython extension, starts a 3-node cluster
-#   make test   the same set-up, then lint, type check and the whole test suite
+#   make test   the same set-up, then ruff, mypy --strict and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

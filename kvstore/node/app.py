@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -252,7 +252,7 @@ async def _drive(
             task.cancel()
 
 
-async def _finish_quietly(task: asyncio.Future[object], target: str) -> None:
+async def _finish_quietly(task: asyncio.Future[Any], target: str) -> None:
     try:
         await task
     except (PeerFailure, KvError) as exc:

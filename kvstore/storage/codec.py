@@ -65,7 +65,8 @@ def state_from_proto(record: pb.KeyRecord) -> KeyState:
 
 
 def encode_record(state: KeyState) -> bytes:
-    return state_to_proto(state).SerializeToString(deterministic=True)
+    data: bytes = state_to_proto(state).SerializeToString(deterministic=True)
+    return data
 
 
 def decode_record(data: bytes) -> KeyState:
@@ -80,11 +81,12 @@ def encode_context(vector: Mapping[str, int], key: bytes) -> bytes:
     """The opaque context for `key`; empty bytes when nothing was ever written."""
     if not vector:
         return b""
-    return pb.CausalContext(
+    data: bytes = pb.CausalContext(
         format=CONTEXT_FORMAT,
         vector=_vector_entries(vector),
         key_position=_native.hash_key(key),
     ).SerializeToString(deterministic=True)
+    return data
 
 
 def decode_context(data: bytes, key: bytes) -> dict[str, int]:

@@ -20,6 +20,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import rocksdict
 
@@ -126,7 +127,7 @@ class Storage:
     def items(self) -> Iterator[tuple[bytes, KeyState]]:
         """Every stored key and its state, in ring order."""
         for dk, raw in self._data.items():
-            yield bytes(dk[_POSITION.size :]), decode_record(raw)
+            yield cast(bytes, dk)[_POSITION.size :], decode_record(cast(bytes, raw))
 
     def close(self) -> None:
         if not self._closed:

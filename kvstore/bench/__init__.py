@@ -1,0 +1,1 @@
+"""The benchmark engine behind `kvbench`: YCSB-style workloads, key choosers, histograms."""

@@ -1,0 +1,98 @@
+"""Latency histograms per operation type (HDR: 1 µs to 60 s, 3 significant digits), mergeable
+across client processes through their compact encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+
+
+def _new() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+@dataclass(frozen=True)
+class Summary:
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+
+
+class LatencyRecorder:
+    """One histogram per operation name. Latencies past the ceiling are recorded as the ceiling
+    (and counted in `clipped`) rather than lost."""
+
+    def __init__(self) -> None:
+        self._histograms: dict[str, HdrHistogram] = {}
+        self.clipped = 0
+
+    def record(self, op: str, seconds: float) -> None:
+        micros = max(int(seconds * 1e6), LOWEST_US)
+        if micros > HIGHEST_US:
+            self.clipped += 1
+            micros = HIGHEST_US
+        histogram = self._histograms.get(op)
+        if histogram is None:
+            histogram = self._histograms[op] = _new()
+        histogram.record_value(micros)
+
+    @property
+    def operations(self) -> list[str]:
+        return sorted(self._histograms)
+
+    def count(self, op: str) -> int:
+        histogram = self._histograms.get(op)
+        return 0 if histogram is None else int(histogram.get_total_count())
+
+    def merge(self, other: LatencyRecorder) -> None:
+        for op, histogram in other._histograms.items():
+            mine = self._histograms.get(op)
+            if mine is None:
+                mine = self._histograms[op] = _new()
+            mine.add(histogram)
+        self.clipped += other.clipped
+
+    def encode(self) -> dict[str, object]:
+        """A JSON-able form for sending a process's latencies to the one that merges them."""
+        return {
+            "clipped": self.clipped,
+            "histograms": {op: h.encode().decode() for op, h in self._histograms.items()},
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, object]) -> LatencyRecorder:
+        recorder = cls()
+        histograms = data.get("histograms", {})
+        if not isinstance(histograms, Mapping):
+            raise ValueError("histograms must be a mapping of operation to encoded histogram")
+        for op, encoded in histograms.items():
+            recorder._histograms[str(op)] = HdrHistogram.decode(str(encoded).encode())
+        clipped = data.get("clipped", 0)
+        recorder.clipped = int(clipped) if isinstance(clipped, int | str) else 0
+        return recorder
+
+    def summary(self, op: str) -> Summary:
+        histogram = self._histograms.get(op)
+        if histogram is None or histogram.get_total_count() == 0:
+            return Summary(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        p50, p95, p99, p999 = (histogram.get_value_at_percentile(p) / 1e3 for p in PERCENTILES)
+        return Summary(
+            count=int(histogram.get_total_count()),
+            mean_ms=histogram.get_mean_value() / 1e3,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            p999_ms=p999,
+            max_ms=histogram.get_max_value() / 1e3,
+        )

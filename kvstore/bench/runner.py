@@ -1,0 +1,182 @@
+"""Driving a store: closed loop (N tasks, each waits for its answer) and open loop (operations
+start on a fixed schedule whatever the store does).
+
+In the open loop an operation's latency runs from its *intended* start, not from when a task
+got round to sending it: a stalled store then shows up in the latencies of every operation
+that was due during the stall, instead of silently slowing the load (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kvstore.bench.histograms import LatencyRecorder
+from kvstore.bench.workloads import Op, OperationChooser, key_name
+
+
+class Store(Protocol):
+    """What kvbench needs of a store; adapters implement it."""
+
+    name: str
+    supported: frozenset[Op]
+
+    async def read(self, key: str) -> None: ...
+    async def update(self, key: str, value: bytes) -> None: ...
+    async def insert(self, key: str, value: bytes) -> None: ...
+    async def read_modify_write(self, key: str, value: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    concurrency: int = 16
+    ops: int | None = 10_000  # stop after this many operations...
+    duration: float | None = None  # ...or after this many seconds (one of the two)
+    warmup: float = 0.0  # seconds whose operations are run but not recorded
+    target_rate: float | None = None  # ops/s for an open loop; None = closed loop
+
+    def check(self) -> None:
+        if not 1 <= self.concurrency <= 10_000:
+            raise ValueError("concurrency must be in 1..10,000")
+        if (self.ops is None) == (self.duration is None):
+            raise ValueError("give exactly one of ops and duration")
+        if self.ops is not None and not 1 <= self.ops <= 100_000_000:
+            raise ValueError("ops must be in 1..100,000,000")
+        if self.duration is not None and not 0 < self.duration <= 24 * 3600:
+            raise ValueError("duration must be in (0, 86400] seconds")
+        if self.warmup < 0:
+            raise ValueError("warmup must not be negative")
+        if self.target_rate is not None and not 0 < self.target_rate <= 10_000_000:
+            raise ValueError("target rate must be in (0, 10,000,000] ops/s")
+
+
+@dataclass
+class PhaseResult:
+    latencies: LatencyRecorder = field(default_factory=LatencyRecorder)
+    errors: Counter[str] = field(default_factory=Counter)
+    per_second: Counter[int] = field(default_factory=Counter)  # completed ops by second
+    elapsed: float = 0.0
+    completed: int = 0
+
+    @property
+    def throughput(self) -> float:
+        return self.completed / self.elapsed if self.elapsed > 0 else 0.0
+
+    def merge(self, other: PhaseResult) -> None:
+        """Combine results of client processes that ran side by side."""
+        self.latencies.merge(other.latencies)
+        self.errors.update(other.errors)
+        self.per_second.update(other.per_second)
+        self.elapsed = max(self.elapsed, other.elapsed)
+        self.completed += other.completed
+
+    def encode(self) -> dict[str, object]:
+        return {
+            "latencies": self.latencies.encode(),
+            "errors": dict(self.errors),
+            "per_second": {str(k): v for k, v in self.per_second.items()},
+            "elapsed": self.elapsed,
+            "completed": self.completed,
+        }
+
+    @classmethod
+    def decode(cls, data: dict[str, object]) -> PhaseResult:
+        latencies = data["latencies"]
+        errors = data["errors"]
+        per_second = data["per_second"]
+        assert isinstance(latencies, dict) and isinstance(errors, dict)
+        assert isinstance(per_second, dict)
+        return cls(
+            latencies=LatencyRecorder.decode(latencies),
+            errors=Counter({str(k): int(v) for k, v in errors.items()}),
+            per_second=Counter({int(k): int(v) for k, v in per_second.items()}),
+            elapsed=float(str(data["elapsed"])),
+            completed=int(str(data["completed"])),
+        )
+
+
+def make_value(size: int) -> bytes:
+    return os.urandom(size)
+
+
+async def execute(store: Store, op: Op, key: str, value: bytes) -> None:
+    if op is Op.READ:
+        await store.read(key)
+    elif op is Op.UPDATE:
+        await store.update(key, value)
+    elif op is Op.INSERT:
+        await store.insert(key, value)
+    elif op is Op.READ_MODIFY_WRITE:
+        await store.read_modify_write(key, value)
+    else:
+        raise ValueError(f"{store.name} cannot run {op.value}")
+
+
+async def run_phase(
+    store: Store,
+    chooser: OperationChooser,
+    shape: LoadShape,
+    value: bytes,
+    progress: Callable[[PhaseResult], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PhaseResult:
+    """Run one phase of a workload against `store` and measure it."""
+    shape.check()
+    result = PhaseResult()
+    start = clock()
+    record_from = start + shape.warmup
+    stop_at = None if shape.duration is None else record_from + shape.duration
+    budget = shape.ops
+    issued = 0
+    interval = None if shape.target_rate is None else 1.0 / shape.target_rate
+
+    def next_ticket() -> tuple[int, float] | None:
+        """The next operation's number and its intended start, or None when the run is over."""
+        nonlocal issued
+        if budget is not None and issued >= budget:
+            return None
+        number = issued
+        issued += 1
+        intended = clock() if interval is None else start + number * interval
+        if stop_at is not None and intended >= stop_at:
+            return None
+        return number, intended
+
+    async def worker() -> None:
+        while (ticket := next_ticket()) is not None:
+            _, intended = ticket
+            delay = intended - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            op, key_number = chooser.next()
+            try:
+                await execute(store, op, key_name(key_number), value)
+            except Exception as exc:  # counted by kind: a benchmark reports errors, not raises
+                if intended >= record_from:
+                    result.errors[type(exc).__name__] += 1
+                continue
+            done = clock()
+            if intended >= record_from:
+                result.latencies.record(op.value, done - intended)
+                result.completed += 1
+                result.per_second[int(done - record_from)] += 1
+
+    async def report() -> None:
+        while progress is not None:
+            await asyncio.sleep(1.0)
+            result.elapsed = clock() - record_from
+            progress(result)
+
+    reporter = asyncio.ensure_future(report())
+    try:
+        await asyncio.gather(*(worker() for _ in range(shape.concurrency)))
+    finally:
+        reporter.cancel()
+    result.elapsed = max(clock() - record_from, 1e-9)
+    return result

@@ -1,0 +1,50 @@
+"""kvbench end to end against a real local cluster."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvstore import Client
+from kvstore.bench.workloads import key_name
+from kvstore.node.local_cluster import LocalCluster
+
+pytestmark = pytest.mark.integration
+KVBENCH = [sys.executable, "-m", "kvstore.bench.cli"]
+
+
+def kvbench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KVBENCH, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_load_then_run_workload_a_with_two_processes(cluster: LocalCluster, tmp_path: Path) -> None:
+    seeds = ("--seeds", cluster.seeds, "--records", "300")
+    loaded = kvbench("load", *seeds, "--concurrency", "8", "--processes", "2", "--quiet")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "[INSERT], Operations, 300" in loaded.stdout
+    with Client(cluster.seeds) as kv:  # every record is there, once
+        assert all(kv.get(key_name(i)).found for i in range(0, 300, 7))
+
+    out_json, out_csv = tmp_path / "a.json", tmp_path / "a.csv"
+    ran = kvbench(
+        "run", *seeds, "--workload", "a", "--ops", "600", "--concurrency", "8",
+        "--processes", "2", "--json", str(out_json), "--csv", str(out_csv), "--quiet",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    document = json.loads(out_json.read_text())
+    assert document["completed"] + sum(document["errors"].values()) == 600
+    assert document["errors"] == {}
+    assert set(document["operations"]) == {"read", "update"}
+    assert document["throughput"] > 0 and document["config"]["processes"] == 2
+    rows = list(csv.DictReader(out_csv.open()))
+    assert sum(int(r["count"]) for r in rows) == 600
+
+
+def test_scan_workload_is_refused_clearly(cluster: LocalCluster) -> None:
+    refused = kvbench("run", "--seeds", cluster.seeds, "--workload", "e", "--ops", "10")
+    assert refused.returncode == 2 and "no range scans" in refused.stderr

@@ -1,0 +1,133 @@
+"""The load loops against an in-memory store: counts, warm-up, errors, and the open loop
+charging a stall to every operation that was due during it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from kvstore.bench.runner import LoadShape, PhaseResult, run_phase
+from kvstore.bench.workloads import CORE_WORKLOADS, Op, OperationChooser, custom_workload
+
+
+class MemoryStore:
+    name = "memory"
+    supported = frozenset({Op.READ, Op.UPDATE, Op.INSERT, Op.READ_MODIFY_WRITE})
+
+    def __init__(self, service_time: float = 0.0) -> None:
+        self.data: dict[str, bytes] = {}
+        self.service_time = service_time
+        self.stall_once: float = 0.0
+        self.calls = 0
+
+    async def _serve(self) -> None:
+        self.calls += 1
+        if self.stall_once:
+            stall, self.stall_once = self.stall_once, 0.0
+            await asyncio.sleep(stall)
+        await asyncio.sleep(self.service_time)
+
+    async def read(self, key: str) -> None:
+        await self._serve()
+
+    async def update(self, key: str, value: bytes) -> None:
+        await self._serve()
+        self.data[key] = value
+
+    async def insert(self, key: str, value: bytes) -> None:
+        await self.update(key, value)
+
+    async def read_modify_write(self, key: str, value: bytes) -> None:
+        await self._serve()
+        self.data[key] = value
+
+    async def close(self) -> None:
+        pass
+
+
+class FailingStore(MemoryStore):
+    async def update(self, key: str, value: bytes) -> None:
+        raise TimeoutError("slow")
+
+
+def chooser(name: str = "a") -> OperationChooser:
+    return OperationChooser(CORE_WORKLOADS[name], 1000, random.Random(1))
+
+
+def test_closed_loop_runs_exactly_the_requested_operations() -> None:
+    store = MemoryStore()
+    result = asyncio.run(run_phase(store, chooser(), LoadShape(concurrency=8, ops=2000), b"v"))
+    assert store.calls == 2000 == result.completed
+    counts = {op: result.latencies.count(op) for op in result.latencies.operations}
+    assert sum(counts.values()) == 2000 and set(counts) == {"read", "update"}
+    assert sum(result.per_second.values()) == 2000 and result.throughput > 0
+
+
+def test_errors_are_counted_by_kind_not_raised() -> None:
+    result = asyncio.run(
+        run_phase(FailingStore(), chooser(), LoadShape(concurrency=4, ops=1000), b"v")
+    )
+    assert result.errors["TimeoutError"] + result.completed == 1000
+    assert result.latencies.count("update") == 0 and result.errors["TimeoutError"] > 400
+
+
+def test_warmup_operations_are_run_but_not_recorded() -> None:
+    store = MemoryStore(service_time=0.001)
+    shape = LoadShape(concurrency=2, ops=None, duration=0.3, warmup=0.2)
+    result = asyncio.run(run_phase(store, chooser("c"), shape, b"v"))
+    assert store.calls > result.completed > 0
+
+
+def test_open_loop_charges_a_stall_to_every_operation_due_during_it() -> None:
+    # 500 ops/s for 1 s; the store answers in 1 ms but stalls once for 300 ms early on.
+    def run(target_rate: float | None) -> PhaseResult:
+        store = MemoryStore(service_time=0.001)
+        store.stall_once = 0.3
+        shape = LoadShape(concurrency=1, ops=500, target_rate=target_rate)
+        return asyncio.run(run_phase(store, chooser("c"), shape, b"v"))
+
+    open_loop = run(500.0).latencies.summary("read")
+    closed_loop = run(None).latencies.summary("read")
+    # Open loop: ~150 operations were due during the stall, each waited part of it.
+    assert open_loop.p50_ms > 20 and open_loop.p95_ms > 150
+    # Closed loop hides it in one sample: the median stays at the service time.
+    assert closed_loop.p50_ms < 10 and closed_loop.max_ms >= 290
+    assert open_loop.count == closed_loop.count == 500
+
+
+def test_open_loop_keeps_its_schedule() -> None:
+    store = MemoryStore()
+    shape = LoadShape(concurrency=4, ops=None, duration=0.5, target_rate=400.0)
+    result = asyncio.run(run_phase(store, chooser("c"), shape, b"v"))
+    assert 180 <= result.completed <= 201  # 400/s for 0.5 s
+
+
+def test_results_merge_and_round_trip_through_their_encoding() -> None:
+    one = asyncio.run(run_phase(MemoryStore(), chooser(), LoadShape(ops=300), b"v"))
+    two = asyncio.run(run_phase(FailingStore(), chooser(), LoadShape(ops=300), b"v"))
+    merged = PhaseResult.decode(one.encode())
+    merged.merge(PhaseResult.decode(two.encode()))
+    assert merged.completed == one.completed + two.completed
+    assert merged.errors == two.errors
+    assert merged.latencies.count("read") == one.latencies.count("read") + two.latencies.count(
+        "read"
+    )
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [LoadShape(ops=None), LoadShape(ops=10, duration=1.0), LoadShape(concurrency=0),
+     LoadShape(target_rate=0), LoadShape(warmup=-1)],
+)  # fmt: skip
+def test_bad_shapes_are_refused(shape: LoadShape) -> None:
+    with pytest.raises(ValueError):
+        asyncio.run(run_phase(MemoryStore(), chooser(), shape, b"v"))
+
+
+def test_custom_mix_runs() -> None:
+    mix = custom_workload({"read": 0.5, "rmw": 0.5})
+    chosen = OperationChooser(mix, 100, random.Random(2))
+    result = asyncio.run(run_phase(MemoryStore(), chosen, LoadShape(ops=400), b"v"))
+    assert set(result.latencies.operations) == {"read", "rmw"}

@@ -13,34 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 from kvstore import AsyncClient
-from kvstore.node.local_cluster import LocalCluster
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from kvstore.bench.cpu import process_cpu_seconds
+from kvstore.node.local_cluster import LocalCluster, free_ports
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICKS
+    return sum(process_cpu_seconds(pid) for pid in pids)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from kvstore.node.local_cluster import LocalCluster
+from kvstore.node.local_cluster import LocalCluster, free_ports
 
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out, so parallel runs and leftovers do not collide."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+__all__ = ["free_ports"]  # tests import it from here
 
 
 ClusterFactory = Callable[..., LocalCluster]

@@ -3,12 +3,16 @@
 kvbench load --records 10000 --seeds 127.0.0.1:7101
 kvbench run --workload a --records 10000 --ops 50000 --concurrency 64 --json out.json
 kvbench run --read 0.9 --update 0.1 --distribution uniform --duration 30 --target-rate 800
+kvbench run --workload c --duration 10 --rate-sweep 250,500,1000,2000 --json sweep.json
+kvbench run --store redis --seeds 127.0.0.1:6379 --workload a --w 2
+kvbench plot out.json sweep.json --out charts/
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import multiprocessing
 import os
@@ -19,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kvstore.bench import report
-from kvstore.bench.adapters import STORES, KvstoreStore
+from kvstore.bench.adapters import STORES, StoreUnavailable
+from kvstore.bench.cpu import CpuProbe, parse_server_pids
 from kvstore.bench.generators import InsertCounter
 from kvstore.bench.runner import LoadShape, PhaseResult, Store, make_value, run_phase
 from kvstore.bench.workloads import (
@@ -32,10 +37,10 @@ from kvstore.bench.workloads import (
     custom_workload,
 )
 
-DEFAULT_SEEDS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
 # Inserts of client process i start at records + i * INSERT_STRIDE: disjoint new keys.
 INSERT_STRIDE = 1_000_000_000
 MAX_PROCESSES = 64
+MAX_SWEEP_STEPS = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="phase", required=True)
     for phase in ("load", "run"):
         p = sub.add_parser(phase, help=f"the {phase} phase")
-        p.add_argument("--store", choices=STORES, default="kvstore")
-        p.add_argument("--seeds", default=os.environ.get("KVSTORE_SEEDS", DEFAULT_SEEDS))
+        p.add_argument("--store", choices=sorted(STORES), default="kvstore")
+        p.add_argument(
+            "--seeds",
+            help="addresses: kvstore nodes (default $KVSTORE_SEEDS, else the make-run cluster);"
+            " for redis, the primary (default 127.0.0.1:6379)",
+        )
         p.add_argument("--records", type=int, default=10_000, help="keys loaded / drawn from")
         p.add_argument("--value-size", type=int, default=100, help="bytes")
         p.add_argument("--concurrency", type=int, default=16, help="asyncio tasks per process")
         p.add_argument("--processes", type=int, default=1, help="client processes, merged")
         p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--r", type=int, help="read quorum per request (kvstore)")
-        p.add_argument("--w", type=int, help="write quorum per request (kvstore)")
+        p.add_argument("--r", type=int, help="read quorum per request (kvstore; redis: 1)")
+        p.add_argument(
+            "--w", type=int, help="write quorum per request (kvstore); copies for redis (WAIT w-1)"
+        )
         p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+        p.add_argument(
+            "--server-pid",
+            action="append",
+            default=[],
+            metavar="NAME=PID",
+            help="also report this server process's CPU per operation (repeatable)",
+        )
         p.add_argument("--json", type=Path, help="write the results as JSON here")
         p.add_argument("--csv", type=Path, help="write one CSV row per operation type here")
         p.add_argument("--quiet", action="store_true", help="no live progress line")
@@ -67,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, help="seconds, instead of --ops")
     run.add_argument("--warmup", type=float, default=0.0, help="seconds not recorded")
     run.add_argument("--target-rate", type=float, help="ops/s in all: an open loop")
+    run.add_argument(
+        "--rate-sweep",
+        metavar="R1,R2,...",
+        help="run once per target rate (open loop), for a latency-at-load curve",
+    )
+    plot = sub.add_parser("plot", help="PNG charts from --json results")
+    plot.add_argument("results", type=Path, nargs="+", help="kvbench --json files")
+    plot.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG files")
     return parser
 
 
@@ -75,16 +101,17 @@ def choose_workload(args: argparse.Namespace) -> Workload:
         return custom_workload({"insert": 1.0}, "uniform")
     custom = {op.value: getattr(args, op.value) for op in Op if getattr(args, op.value)}
     if args.workload and custom:
-        raise SystemExit("kvbench: give --workload or a custom mix (--read ...), not both")
+        raise ValueError("give --workload or a custom mix (--read ...), not both")
     if args.workload:
         return CORE_WORKLOADS[args.workload]
     if not custom:
-        raise SystemExit("kvbench: give --workload a..f or a mix such as --read 0.9 --update 0.1")
+        raise ValueError("give --workload a..f or a mix such as --read 0.9 --update 0.1")
     return custom_workload(custom, args.distribution or "zipfian")
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    return KvstoreStore(args.seeds, r=args.r, w=args.w, timeout=args.timeout)
+    store: Store = STORES[args.store](args.seeds, r=args.r, w=args.w, timeout=args.timeout)
+    return store
 
 
 def _share(total: int | None, parts: int, index: int) -> int | None:
@@ -114,13 +141,16 @@ def run_process(args: argparse.Namespace, index: int) -> dict[str, object]:
     )
     chooser = OperationChooser(
         workload, args.records, random.Random(args.seed * 1000 + index),
-        distribution=None, inserted=inserted,
+        distribution=args.distribution if args.phase == "run" else None, inserted=inserted,
     )  # fmt: skip
+    # Server CPU is measured once, by the first client process; every process counts its own.
+    cpu = CpuProbe(parse_server_pids(args.server_pid) if index == 0 else None)
     show = index == 0 and not args.quiet and sys.stderr.isatty()
 
     def progress(result: PhaseResult) -> None:
         print(
             f"\r{result.elapsed:7.1f} s  {result.completed:>9} ops  {result.throughput:9.0f} ops/s"
+            f"  p99 {result.latencies.overall_percentile(99.0):8.2f} ms"
             f"  errors {sum(result.errors.values())}",
             end="", file=sys.stderr, flush=True,
         )  # fmt: skip
@@ -130,8 +160,9 @@ def run_process(args: argparse.Namespace, index: int) -> dict[str, object]:
         try:
             check_supported(workload, store.supported)
             return await run_phase(
-                store, chooser, shape, make_value(args.value_size), progress if show else None
-            )
+                store, chooser, shape, make_value(args.value_size),
+                progress if show else None, cpu=cpu,
+            )  # fmt: skip
         finally:
             await store.close()
 
@@ -146,13 +177,36 @@ def _child(payload: tuple[dict[str, Any], int]) -> dict[str, object]:
     return run_process(argparse.Namespace(**values), index)
 
 
-def run(args: argparse.Namespace) -> PhaseResult:
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before anything starts, with what is wrong."""
+    args.seeds = args.seeds or (
+        os.environ.get("KVSTORE_SEEDS") if args.store == "kvstore" else None
+    )
+    args.seeds = args.seeds or STORES[args.store].default_seeds
     if args.phase == "run" and (args.ops is None) == (args.duration is None):
-        args.ops = None if args.duration is not None else 10_000
+        if args.ops is not None:
+            raise ValueError("give --ops or --duration, not both")
+        args.ops = 10_000
     if not 1 <= args.processes <= MAX_PROCESSES:
-        raise SystemExit(f"kvbench: --processes must be in 1..{MAX_PROCESSES}")
+        raise ValueError(f"--processes must be in 1..{MAX_PROCESSES}")
     if not 0 <= args.value_size <= 64 * 1024 * 1024 or args.records < 1:
-        raise SystemExit("kvbench: --records must be >= 1 and --value-size in 0..64 MiB")
+        raise ValueError("--records must be >= 1 and --value-size in 0..64 MiB")
+    parse_server_pids(args.server_pid)
+    choose_workload(args)
+
+
+def sweep_rates(spec: str) -> list[float]:
+    try:
+        rates = [float(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--rate-sweep wants rates such as 250,500,1000, got {spec!r}") from None
+    if not 1 <= len(rates) <= MAX_SWEEP_STEPS or any(not r > 0 for r in rates):
+        raise ValueError(f"--rate-sweep takes 1..{MAX_SWEEP_STEPS} positive rates")
+    return rates
+
+
+def run(args: argparse.Namespace) -> PhaseResult:
+    """One phase, in one process or several whose results merge."""
     if args.processes == 1:
         return PhaseResult.decode(run_process(args, 0))
     payloads = [(vars(args), i) for i in range(args.processes)]
@@ -168,6 +222,7 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
     workload = choose_workload(args)
     return {
         "store": args.store,
+        "seeds": args.seeds,
         "phase": args.phase,
         "workload": workload.name,
         "mix": {op.value: p for op, p in workload.mix.items()},
@@ -183,31 +238,59 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         "r": args.r,
         "w": args.w,
         "seed": args.seed,
+        "server_pids": parse_server_pids(args.server_pid),
     }
+
+
+def measure(args: argparse.Namespace) -> list[report.Run]:
+    """The phase once, or once per rate of --rate-sweep."""
+    spec = getattr(args, "rate_sweep", None)
+    if not spec:
+        return [(describe(args), run(args))]
+    if args.target_rate:
+        raise ValueError("give --target-rate or --rate-sweep, not both")
+    runs: list[report.Run] = []
+    for rate in sweep_rates(spec):
+        step = copy.copy(args)
+        step.target_rate = rate
+        runs.append((describe(step), run(step)))
+        print(f"# rate {rate:g}/s: achieved {runs[-1][1].throughput:.0f}/s", file=sys.stderr)
+    return runs
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    from kvstore.bench import plot  # matplotlib is an optional extra
+
+    documents = [json.loads(path.read_text()) for path in args.results]
+    labels = [path.stem for path in args.results]
+    for written in plot.draw(documents, labels, args.out):
+        print(written)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.json = str(args.json) if args.json else None
-    args.csv = str(args.csv) if args.csv else None
     try:
-        config = describe(args)
-        result = run(args)
-    except UnsupportedWorkload as exc:
+        if args.phase == "plot":
+            return plot_command(args)
+        args.json = str(args.json) if args.json else None
+        args.csv = str(args.csv) if args.csv else None
+        check_args(args)
+        runs = measure(args)
+    except (UnsupportedWorkload, StoreUnavailable, ValueError, ImportError, OSError) as exc:
         print(f"kvbench: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"kvbench: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"# kvbench {args.phase} {json.dumps({k: v for k, v in config.items() if v is not None})}"
-    )
-    print(report.ycsb_text(result))
+    for config, result in runs:
+        shown = {k: v for k, v in config.items() if v is not None and v != {}}
+        print(f"# kvbench {args.phase} {json.dumps(shown)}")
+        print(report.ycsb_text(result))
+    if len(runs) > 1:
+        print("# latency at load\n" + report.sweep_table(runs))
     if args.json:
-        Path(args.json).write_text(report.to_json(result, config))
+        Path(args.json).write_text(report.to_json(runs))
     if args.csv:
-        Path(args.csv).write_text(report.to_csv(result, config))
-    return 1 if result.completed == 0 else 0
+        Path(args.csv).write_text(report.to_csv(runs))
+    return 1 if any(result.completed == 0 for _, result in runs) else 0
 
 
 if __name__ == "__main__":

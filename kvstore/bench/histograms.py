@@ -12,6 +12,7 @@ LOWEST_US = 1
 HIGHEST_US = 60_000_000
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+CURVE_PERCENTILES = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)
 
 
 def _new() -> HdrHistogram:
@@ -96,3 +97,19 @@ class LatencyRecorder:
             p999_ms=p999,
             max_ms=histogram.get_max_value() / 1e3,
         )
+
+    def curve(self, op: str) -> list[tuple[float, float]]:
+        """(percentile, latency ms) at CURVE_PERCENTILES: the shape HdrHistogram's plots show."""
+        histogram = self._histograms.get(op)
+        if histogram is None or histogram.get_total_count() == 0:
+            return []
+        return [(p, histogram.get_value_at_percentile(p) / 1e3) for p in CURVE_PERCENTILES]
+
+    def overall_percentile(self, percentile: float) -> float:
+        """One percentile over all operations together, in ms (the live progress line)."""
+        combined = _new()
+        for histogram in self._histograms.values():
+            combined.add(histogram)
+        if combined.get_total_count() == 0:
+            return 0.0
+        return float(combined.get_value_at_percentile(percentile)) / 1e3

@@ -6,14 +6,17 @@ import csv
 import dataclasses
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from kvstore.bench.runner import PhaseResult
 
 CSV_FIELDS = (
-    "store", "workload", "phase", "op", "count", "throughput", "mean_ms", "p50_ms",
-    "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors",
+    "store", "workload", "phase", "target_rate", "op", "count", "throughput", "mean_ms",
+    "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "client_cpu_us_per_op",
 )  # fmt: skip
+
+# One run of a phase: what was asked (store, workload, shape) and what it measured.
+Run = tuple[Mapping[str, object], PhaseResult]
 
 
 def as_dict(result: PhaseResult, config: Mapping[str, object]) -> dict[str, object]:
@@ -27,47 +30,58 @@ def as_dict(result: PhaseResult, config: Mapping[str, object]) -> dict[str, obje
             op: dataclasses.asdict(result.latencies.summary(op))
             for op in result.latencies.operations
         },
+        "latency_curve": {op: result.latencies.curve(op) for op in result.latencies.operations},
         "errors": dict(result.errors),
         "clipped_latencies": result.latencies.clipped,
         "per_second": [
             result.per_second.get(s, 0) for s in range(max(result.per_second, default=-1) + 1)
         ],
+        "cpu_s": dict(result.cpu_s),
+        "cpu_us_per_op": result.cpu_us_per_op(),
     }
 
 
-def to_json(result: PhaseResult, config: Mapping[str, object]) -> str:
-    return json.dumps(as_dict(result, config), indent=2, sort_keys=True)
+def to_json(runs: Sequence[Run]) -> str:
+    """One run as its document; a rate sweep as {"sweep": [document per target rate]}."""
+    documents = [as_dict(result, config) for config, result in runs]
+    body: object = documents[0] if len(documents) == 1 else {"sweep": documents}
+    return json.dumps(body, indent=2, sort_keys=True)
 
 
-def to_csv(result: PhaseResult, config: Mapping[str, object]) -> str:
+def to_csv(runs: Sequence[Run]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
     writer.writeheader()
-    errors = sum(result.errors.values())
-    for op in result.latencies.operations:
-        s = result.latencies.summary(op)
-        writer.writerow(
-            {
-                "store": config.get("store"),
-                "workload": config.get("workload"),
-                "phase": config.get("phase"),
-                "op": op,
-                "count": s.count,
-                "throughput": f"{result.throughput:.1f}",
-                "mean_ms": f"{s.mean_ms:.3f}",
-                "p50_ms": f"{s.p50_ms:.3f}",
-                "p95_ms": f"{s.p95_ms:.3f}",
-                "p99_ms": f"{s.p99_ms:.3f}",
-                "p999_ms": f"{s.p999_ms:.3f}",
-                "max_ms": f"{s.max_ms:.3f}",
-                "errors": errors,
-            }
-        )
+    for config, result in runs:
+        errors = sum(result.errors.values())
+        client_cpu = result.cpu_us_per_op().get("client")
+        for op in result.latencies.operations:
+            s = result.latencies.summary(op)
+            writer.writerow(
+                {
+                    "store": config.get("store"),
+                    "workload": config.get("workload"),
+                    "phase": config.get("phase"),
+                    "target_rate": config.get("target_rate") or "",
+                    "op": op,
+                    "count": s.count,
+                    "throughput": f"{result.throughput:.1f}",
+                    "mean_ms": f"{s.mean_ms:.3f}",
+                    "p50_ms": f"{s.p50_ms:.3f}",
+                    "p95_ms": f"{s.p95_ms:.3f}",
+                    "p99_ms": f"{s.p99_ms:.3f}",
+                    "p999_ms": f"{s.p999_ms:.3f}",
+                    "max_ms": f"{s.max_ms:.3f}",
+                    "errors": errors,
+                    "client_cpu_us_per_op": "" if client_cpu is None else f"{client_cpu:.1f}",
+                }
+            )
     return out.getvalue()
 
 
 def ycsb_text(result: PhaseResult) -> str:
-    """The summary in YCSB's own format, so existing tooling and eyes can read it."""
+    """The summary in YCSB's own format, so existing tooling and eyes can read it; CPU per
+    operation of each measured process follows under [CPU]."""
     lines = [
         f"[OVERALL], RunTime(ms), {result.elapsed * 1000:.0f}",
         f"[OVERALL], Throughput(ops/sec), {result.throughput:.1f}",
@@ -84,6 +98,25 @@ def ycsb_text(result: PhaseResult) -> str:
             f"{tag}, 99.9PercentileLatency(us), {s.p999_ms * 1000:.0f}",
             f"{tag}, MaxLatency(us), {s.max_ms * 1000:.0f}",
         ]
+    for name, micros in result.cpu_us_per_op().items():
+        lines.append(f"[CPU], {name}(us/op), {micros:.1f}")
     for kind, count in sorted(result.errors.items()):
         lines.append(f"[ERRORS], {kind}, {count}")
     return "\n".join(lines)
+
+
+def sweep_table(runs: Sequence[Run]) -> str:
+    """The latency-at-load curve as text: one row per target rate."""
+    ops = sorted({op for _, result in runs for op in result.latencies.operations})
+    header = ["target/s", "achieved/s", "errors"]
+    header += [f"{op} {p}" for op in ops for p in ("p50 ms", "p99 ms")]
+    rows = [header]
+    for config, result in runs:
+        row = [f"{config.get('target_rate') or 0:.0f}", f"{result.throughput:.0f}"]
+        row.append(str(sum(result.errors.values())))
+        for op in ops:
+            s = result.latencies.summary(op)
+            row += [f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kvstore.bench.cpu import CpuProbe
 from kvstore.bench.histograms import LatencyRecorder
 from kvstore.bench.workloads import Op, OperationChooser, key_name
 
@@ -63,10 +64,18 @@ class PhaseResult:
     per_second: Counter[int] = field(default_factory=Counter)  # completed ops by second
     elapsed: float = 0.0
     completed: int = 0
+    # CPU seconds used while recording, by process: "client" (summed over client processes)
+    # and any server processes the run was told to watch.
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
         return self.completed / self.elapsed if self.elapsed > 0 else 0.0
+
+    def cpu_us_per_op(self) -> dict[str, float]:
+        if not self.completed:
+            return {}
+        return {name: s * 1e6 / self.completed for name, s in sorted(self.cpu_s.items())}
 
     def merge(self, other: PhaseResult) -> None:
         """Combine results of client processes that ran side by side."""
@@ -75,6 +84,8 @@ class PhaseResult:
         self.per_second.update(other.per_second)
         self.elapsed = max(self.elapsed, other.elapsed)
         self.completed += other.completed
+        for name, seconds in other.cpu_s.items():
+            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + seconds
 
     def encode(self) -> dict[str, object]:
         return {
@@ -83,6 +94,7 @@ class PhaseResult:
             "per_second": {str(k): v for k, v in self.per_second.items()},
             "elapsed": self.elapsed,
             "completed": self.completed,
+            "cpu_s": dict(self.cpu_s),
         }
 
     @classmethod
@@ -91,13 +103,15 @@ class PhaseResult:
         errors = data["errors"]
         per_second = data["per_second"]
         assert isinstance(latencies, dict) and isinstance(errors, dict)
-        assert isinstance(per_second, dict)
+        cpu = data.get("cpu_s", {})
+        assert isinstance(per_second, dict) and isinstance(cpu, dict)
         return cls(
             latencies=LatencyRecorder.decode(latencies),
             errors=Counter({str(k): int(v) for k, v in errors.items()}),
             per_second=Counter({int(k): int(v) for k, v in per_second.items()}),
             elapsed=float(str(data["elapsed"])),
             completed=int(str(data["completed"])),
+            cpu_s={str(k): float(v) for k, v in cpu.items()},
         )
 
 
@@ -125,11 +139,15 @@ async def run_phase(
     value: bytes,
     progress: Callable[[PhaseResult], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    cpu: CpuProbe | None = None,
 ) -> PhaseResult:
-    """Run one phase of a workload against `store` and measure it."""
+    """Run one phase of a workload against `store` and measure it (latencies, throughput,
+    and the CPU `cpu` sees used from the end of the warm-up to the end of the phase)."""
     shape.check()
+    cpu = cpu or CpuProbe()
     result = PhaseResult()
     start = clock()
+    cpu_before = cpu.sample()
     record_from = start + shape.warmup
     stop_at = None if shape.duration is None else record_from + shape.duration
     budget = shape.ops
@@ -173,10 +191,19 @@ async def run_phase(
             result.elapsed = clock() - record_from
             progress(result)
 
+    async def end_of_warmup() -> None:
+        nonlocal cpu_before
+        await asyncio.sleep(max(record_from - clock(), 0.0))
+        cpu_before = cpu.sample()
+
     reporter = asyncio.ensure_future(report())
+    warmed = asyncio.ensure_future(end_of_warmup()) if shape.warmup else None
     try:
         await asyncio.gather(*(worker() for _ in range(shape.concurrency)))
     finally:
         reporter.cancel()
+        if warmed is not None:
+            warmed.cancel()
     result.elapsed = max(clock() - record_from, 1e-9)
+    result.cpu_s = CpuProbe.used(cpu_before, cpu.sample())
     return result

@@ -18,14 +18,15 @@ def sample() -> PhaseResult:
         result.latencies.record(op, seconds)
     result.per_second.update({0: 3, 1: 1})
     result.errors["Unavailable"] += 2
+    result.cpu_s.update({"client": 0.02, "node-0": 0.01})
     return result
 
 
 def test_json_schema() -> None:
-    document = json.loads(report.to_json(sample(), CONFIG))
+    document = json.loads(report.to_json([(CONFIG, sample())]))
     assert set(document) == {
         "config", "elapsed_s", "completed", "throughput", "operations", "errors",
-        "clipped_latencies", "per_second",
+        "clipped_latencies", "per_second", "cpu_s", "cpu_us_per_op", "latency_curve",
     }  # fmt: skip
     assert document["config"] == CONFIG
     assert document["throughput"] == 2.0 and document["completed"] == 4
@@ -33,14 +34,33 @@ def test_json_schema() -> None:
     read = document["operations"]["read"]
     assert set(read) == {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"}
     assert read["count"] == 2 and 0.99 <= read["p50_ms"] <= 1.01 and 2.99 <= read["max_ms"] <= 3.01
+    # 0.02 s of client CPU and 0.01 s of one server's over 4 operations.
+    assert document["cpu_us_per_op"] == {"client": 5000.0, "node-0": 2500.0}
+    curve = document["latency_curve"]["update"]
+    assert curve[0][0] == 0.0 and curve[-1][0] == 100.0
+    assert [ms for _, ms in curve] == sorted(ms for _, ms in curve)  # latency grows with rank
+    assert 3.99 <= curve[-1][1] <= 4.01
+
+
+def test_a_sweep_is_one_document_per_rate() -> None:
+    runs = [({**CONFIG, "target_rate": rate}, sample()) for rate in (100.0, 200.0)]
+    document = json.loads(report.to_json(runs))
+    assert set(document) == {"sweep"}
+    assert [step["config"]["target_rate"] for step in document["sweep"]] == [100.0, 200.0]
+    table = report.sweep_table(runs).splitlines()
+    assert table[0].split()[:2] == ["target/s", "achieved/s"] and len(table) == 3
+    assert table[2].split()[:3] == ["200", "2", "2"]  # target, achieved, errors
 
 
 def test_csv_schema() -> None:
-    rows = list(csv.DictReader(io.StringIO(report.to_csv(sample(), CONFIG))))
-    assert [r["op"] for r in rows] == ["read", "update"]
+    runs = [(CONFIG, sample()), ({**CONFIG, "target_rate": 50.0}, sample())]
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(runs))))
+    assert [r["op"] for r in rows] == ["read", "update", "read", "update"]
     assert tuple(rows[0]) == report.CSV_FIELDS
     assert rows[1]["count"] == "2" and rows[1]["errors"] == "2" and rows[0]["store"] == "kvstore"
     assert float(rows[0]["throughput"]) == 2.0
+    assert rows[0]["target_rate"] == "" and rows[2]["target_rate"] == "50.0"
+    assert float(rows[0]["client_cpu_us_per_op"]) == 5000.0
 
 
 def test_ycsb_text() -> None:
@@ -49,4 +69,5 @@ def test_ycsb_text() -> None:
     assert text[1] == "[OVERALL], Throughput(ops/sec), 2.0"
     assert "[READ], Operations, 2" in text and "[UPDATE], Operations, 2" in text
     assert any(line.startswith("[READ], 99thPercentileLatency(us), ") for line in text)
+    assert "[CPU], client(us/op), 5000.0" in text and "[CPU], node-0(us/op), 2500.0" in text
     assert text[-1] == "[ERRORS], Unavailable, 2"

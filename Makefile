@@ -9,7 +9,7 @@ BASE_PORT ?= 7101
 DATA_DIR ?= ./data
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit integration proto clean
+.PHONY: setup run test lint typecheck unit integration proto clean redis-server compare
 
 setup: $(STAMP)
 
@@ -30,8 +30,16 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# kvbench's Redis adapter and bench/compare are tested against Debian's redis-server:
+# installed here when missing (as root, or with passwordless sudo).
+redis-server: setup
+	$(PY) -m kvstore.bench.redis_local ensure
+
+test: lint typecheck redis-server
 	$(PY) -m pytest
+
+compare: redis-server
+	bench/compare
 
 unit: setup
 	$(PY) -m pytest tests/unit tests/property

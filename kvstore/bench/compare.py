@@ -1,0 +1,225 @@
+"""Side-by-side figures: kvstore (3 nodes, N=3 R=2 W=2) and Redis (a primary, two replicas,
+`WAIT 1` after each write), both on 127.0.0.1, the same workloads through the same kvbench, in
+one run. Writes a table of ratios (kvstore / Redis) with each process's CPU per operation.
+
+    bench/compare [--workloads a,c] [--records 10000] [--duration 20] [--concurrency 64]
+
+Everything it starts (three kvstore nodes, three redis-servers, the kvbench clients) is
+tracked by pid and stopped by that pid, also when it fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kvstore.bench.redis_local import RedisReplicaSet, RedisUnavailable, ensure_redis_server
+from kvstore.bench.workloads import CORE_WORKLOADS
+from kvstore.node.local_cluster import ClusterError, LocalCluster, free_ports
+
+STORES = ("kvstore", "redis")
+KVBENCH = [sys.executable, "-m", "kvstore.bench.cli"]
+Result = dict[str, Any]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/compare", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--workloads", default="a,c", help="YCSB core workloads, e.g. a,b,c,f")
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before recording")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per store and workload")
+    parser.add_argument(
+        "--rate-sweep", metavar="R1,R2,...", help="also an open-loop latency-at-load sweep of"
+        " the first workload at these rates (each --duration long)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
+    args = parser.parse_args(argv)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in args.workloads if w not in CORE_WORKLOADS or w == "e"]
+    if unknown or not args.workloads:
+        parser.error(f"workloads are a, b, c, d, f (e needs scans), got {unknown or 'none'}")
+    if not 1 <= args.repeat <= 10 or not 0 < args.duration <= 600 or args.records < 1:
+        parser.error("--repeat in 1..10, --duration in (0, 600] s, --records >= 1")
+    return args
+
+
+def kvbench(arguments: list[str], timeout: float) -> None:
+    done = subprocess.run([*KVBENCH, *arguments, "--quiet"], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"kvbench {' '.join(arguments[:3])} failed:\n{done.stderr[-3000:]}")
+
+
+def store_arguments(store: str, seeds: str, pids: Mapping[str, int]) -> list[str]:
+    quorum = ["--r", "2", "--w", "2"] if store == "kvstore" else ["--w", "2"]
+    watched = [f"--server-pid={name}={pid}" for name, pid in pids.items()]
+    return ["--store", store, "--seeds", seeds, *quorum, *watched]
+
+
+def headline(result: Result) -> dict[str, Any]:
+    """The row a reader wants: ops/s, p50/p99 per operation, CPU µs per op per process."""
+    operations = result["operations"]
+    cpu = result.get("cpu_us_per_op", {})
+    return {
+        "ops_s": result["throughput"],
+        "errors": sum(result["errors"].values()),
+        "latency_ms": {op: (s["p50_ms"], s["p99_ms"]) for op, s in sorted(operations.items())},
+        "cpu_us_per_op": dict(cpu),
+        "server_cpu_us_per_op": sum(v for k, v in cpu.items() if k != "client"),
+    }
+
+
+def median_run(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r["throughput"])[len(results) // 2]
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def table(rows: Mapping[str, Mapping[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+    lines = [
+        f"Workloads with {args.value_size}-byte values over {args.records} records, concurrency"
+        f" {args.concurrency}, closed loop, {args.duration:g} s measured after {args.warmup:g} s"
+        f" warm-up, median of {args.repeat} run(s). kvstore: 3 nodes, N=3 R=2 W=2. Redis: a"
+        " primary and two replicas, SET + WAIT 1 pipelined, reads from the primary, AOF without"
+        " fsync (like kvstore's WAL). All on 127.0.0.1, one kvbench client process each.",
+        "",
+        "| workload | store | ops/s | op: p50 / p99 ms | errors | CPU µs/op: client | servers"
+        " (sum) | per server |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for workload, by_store in rows.items():
+        for store in STORES:
+            row = by_store[store]
+            latency = "; ".join(f"{op}: {p50:.1f} / {p99:.1f}"
+                                for op, (p50, p99) in row["latency_ms"].items())  # fmt: skip
+            servers = ", ".join(f"{name} {us:.0f}" for name, us in row["cpu_us_per_op"].items()
+                                if name != "client")  # fmt: skip
+            lines.append(
+                f"| {workload.upper()} | {store} | {row['ops_s']:.0f} | {latency} |"
+                f" {row['errors']} | {row['cpu_us_per_op'].get('client', 0):.0f} |"
+                f" {row['server_cpu_us_per_op']:.0f} | {servers} |"
+            )
+    lines += [
+        "",
+        "Ratios, kvstore / Redis (throughput above 1 means kvstore is faster; latency and CPU"
+        " above 1 mean kvstore is slower or costlier):",
+        "",
+        "| workload | throughput | p50 | p99 | client CPU/op | server CPU/op |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, by_store in rows.items():
+        kv, rd = by_store["kvstore"], by_store["redis"]
+        ops = sorted(set(kv["latency_ms"]) & set(rd["latency_ms"]))
+        p50 = "; ".join(f"{op} {ratio(kv['latency_ms'][op][0], rd['latency_ms'][op][0])}"
+                        for op in ops)  # fmt: skip
+        p99 = "; ".join(f"{op} {ratio(kv['latency_ms'][op][1], rd['latency_ms'][op][1])}"
+                        for op in ops)  # fmt: skip
+        lines.append(
+            f"| {workload.upper()} | {ratio(kv['ops_s'], rd['ops_s'])} | {p50} | {p99} |"
+            f" {ratio(kv['cpu_us_per_op'].get('client', 0), rd['cpu_us_per_op'].get('client', 0))}"
+            f" | {ratio(kv['server_cpu_us_per_op'], rd['server_cpu_us_per_op'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
+    ensure_redis_server()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) / f"compare-{stamp}"
+    raw = out / "raw"
+    raw.mkdir(parents=True)
+    per_run = args.duration + args.warmup + 120  # bound on one kvbench process
+    shape = ["--records", str(args.records), "--value-size", str(args.value_size),
+             "--concurrency", str(args.concurrency)]  # fmt: skip
+    with (
+        LocalCluster(3, work / "kvstore", ports=free_ports(3)) as cluster,
+        RedisReplicaSet(work / "redis", free_ports(3)) as redis,
+    ):
+        cluster.start()
+        redis.start()
+        targets = {
+            "kvstore": store_arguments(
+                "kvstore", cluster.seeds, {f"node-{n.index}": n.pid or 0 for n in cluster.nodes}
+            ),
+            "redis": store_arguments("redis", redis.primary, redis.pids),
+        }
+        for store in STORES:
+            kvbench(["load", *shape, *targets[store]], timeout=per_run + args.records / 50)
+        results: dict[str, dict[str, list[Result]]] = {}
+        for workload in args.workloads:
+            results[workload] = {store: [] for store in STORES}
+            for attempt in range(args.repeat):
+                # Alternate who goes first, so neither store always meets a warmer machine.
+                order = STORES if attempt % 2 == 0 else STORES[::-1]
+                for store in order:
+                    path = raw / f"{workload}-{store}-{attempt}.json"
+                    kvbench(
+                        ["run", "--workload", workload, "--duration", str(args.duration),
+                         "--warmup", str(args.warmup), "--json", str(path), *shape,
+                         *targets[store]],
+                        timeout=per_run,
+                    )  # fmt: skip
+                    results[workload][store].append(json.loads(path.read_text()))
+        if args.rate_sweep:
+            for store in STORES:
+                kvbench(
+                    ["run", "--workload", args.workloads[0], "--duration", str(args.duration),
+                     "--rate-sweep", args.rate_sweep, "--json", str(raw / f"sweep-{store}.json"),
+                     *shape, *targets[store]],
+                    timeout=per_run * (args.rate_sweep.count(",") + 1),
+                )  # fmt: skip
+
+    rows = {
+        w: {store: headline(median_run(results[w][store])) for store in STORES}
+        for w in args.workloads
+    }
+    text = table(rows, args)
+    (out / "summary.md").write_text(f"# kvstore vs Redis, {stamp}\n\n`{command}`\n\n{text}")
+    (out / "summary.json").write_text(
+        json.dumps({"command": command, "args": _jsonable(vars(args)), "rows": rows}, indent=2)
+    )
+    if not args.no_plots:
+        plots = [str(raw / f"{w}-{s}-0.json") for w in args.workloads for s in STORES]
+        plots += [str(p) for p in sorted(raw.glob("sweep-*.json"))]
+        done = subprocess.run([*KVBENCH, "plot", *plots, "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        if done.returncode != 0:
+            print(f"compare: plots failed: {done.stderr[-1000:]}", file=sys.stderr)
+    print(text)
+    return out
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "bench/compare " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kvstore-compare-") as work:
+            out = compare(args, Path(work), command.strip())
+    except (RedisUnavailable, ClusterError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return 1
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

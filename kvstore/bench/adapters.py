@@ -106,12 +106,25 @@ class RedisStore:
         if not self._replicas:
             await self._client.set(key, value)
             return
+        await self.batch([(Op.UPDATE, key)], value)
+
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> None:
+        """The whole batch in one pipeline (one round trip), its writes covered by one WAIT.
+        A read-modify-write in a batch pipelines its GET and SET: the SET does not wait for
+        the GET's answer."""
+        writes = 0
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.set(key, value)
-            pipe.wait(self._replicas, self._wait_ms)
-            _, acknowledged = await pipe.execute()
-        if acknowledged < self._replicas:
-            raise ReplicaWaitTimeout(f"{acknowledged} of {self._replicas} replicas acknowledged")
+            for op, key in operations:
+                if op in (Op.READ, Op.READ_MODIFY_WRITE):
+                    pipe.get(key)
+                if op is not Op.READ:
+                    pipe.set(key, value)
+                    writes += 1
+            if writes and self._replicas:
+                pipe.wait(self._replicas, self._wait_ms)
+            replies = await pipe.execute()
+        if writes and self._replicas and replies[-1] < self._replicas:
+            raise ReplicaWaitTimeout(f"{replies[-1]} of {self._replicas} replicas acknowledged")
 
     async def insert(self, key: str, value: bytes) -> None:
         await self.update(key, value)

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
         p.add_argument(
+            "--batch",
+            type=int,
+            default=1,
+            help="operations per request where the store has batches (redis: one pipeline);"
+            " each operation's latency is its batch's",
+        )
+        p.add_argument(
             "--server-pid",
             action="append",
             default=[],
@@ -131,6 +138,7 @@ def run_process(args: argparse.Namespace, index: int) -> dict[str, object]:
         inserted = InsertCounter(args.records + index * INSERT_STRIDE)
         ops = _share(args.ops, args.processes, index) if args.duration is None else None
     shape = LoadShape(
+        batch=args.batch,
         concurrency=args.concurrency,
         ops=ops,
         duration=args.duration if args.phase == "run" else None,
@@ -193,6 +201,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--records must be >= 1 and --value-size in 0..64 MiB")
     parse_server_pids(args.server_pid)
     choose_workload(args)
+    if args.batch > 1 and not callable(getattr(STORES[args.store], "batch", None)):
+        raise StoreUnavailable(f"{args.store} has no batched operations: --batch must be 1")
 
 
 def sweep_rates(spec: str) -> list[float]:
@@ -238,6 +248,7 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         "r": args.r,
         "w": args.w,
         "seed": args.seed,
+        "batch": args.batch,
         "server_pids": parse_server_pids(args.server_pid),
     }
 

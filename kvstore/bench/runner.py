@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from kvstore.bench.cpu import CpuProbe
 from kvstore.bench.histograms import LatencyRecorder
@@ -34,6 +34,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+class BatchStore(Store, Protocol):
+    """A store with batched operations: many operations per round trip."""
+
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
 class LoadShape:
     concurrency: int = 16
@@ -41,6 +47,7 @@ class LoadShape:
     duration: float | None = None  # ...or after this many seconds (one of the two)
     warmup: float = 0.0  # seconds whose operations are run but not recorded
     target_rate: float | None = None  # ops/s for an open loop; None = closed loop
+    batch: int = 1  # operations per request, for stores with batched operations
 
     def check(self) -> None:
         if not 1 <= self.concurrency <= 10_000:
@@ -55,6 +62,8 @@ class LoadShape:
             raise ValueError("warmup must not be negative")
         if self.target_rate is not None and not 0 < self.target_rate <= 10_000_000:
             raise ValueError("target rate must be in (0, 10,000,000] ops/s")
+        if not 1 <= self.batch <= 1000:
+            raise ValueError("batch must be in 1..1,000 operations")
 
 
 @dataclass
@@ -144,6 +153,8 @@ async def run_phase(
     """Run one phase of a workload against `store` and measure it (latencies, throughput,
     and the CPU `cpu` sees used from the end of the warm-up to the end of the phase)."""
     shape.check()
+    if shape.batch > 1 and not callable(getattr(store, "batch", None)):
+        raise ValueError(f"{store.name} has no batched operations: --batch needs a store that has")
     cpu = cpu or CpuProbe()
     result = PhaseResult()
     start = clock()
@@ -167,23 +178,33 @@ async def run_phase(
         return number, intended
 
     async def worker() -> None:
-        while (ticket := next_ticket()) is not None:
-            _, intended = ticket
-            delay = intended - clock()
+        while True:
+            intended_starts: list[float] = []
+            while len(intended_starts) < shape.batch and (ticket := next_ticket()) is not None:
+                intended_starts.append(ticket[1])
+            if not intended_starts:
+                return
+            delay = intended_starts[-1] - clock()  # a batch leaves when its last op is due
             if delay > 0:
                 await asyncio.sleep(delay)
-            op, key_number = chooser.next()
+            batch = [(op, key_name(number)) for op, number in (chooser.next() for _ in
+                                                                 intended_starts)]  # fmt: skip
             try:
-                await execute(store, op, key_name(key_number), value)
+                if len(batch) == 1:
+                    await execute(store, *batch[0], value)
+                else:
+                    await cast(BatchStore, store).batch(batch, value)
             except Exception as exc:  # counted by kind: a benchmark reports errors, not raises
-                if intended >= record_from:
-                    result.errors[type(exc).__name__] += 1
+                recorded = sum(intended >= record_from for intended in intended_starts)
+                if recorded:
+                    result.errors[type(exc).__name__] += recorded
                 continue
             done = clock()
-            if intended >= record_from:
-                result.latencies.record(op.value, done - intended)
-                result.completed += 1
-                result.per_second[int(done - record_from)] += 1
+            for (op, _), intended in zip(batch, intended_starts, strict=True):
+                if intended >= record_from:
+                    result.latencies.record(op.value, done - intended)
+                    result.completed += 1
+                    result.per_second[int(done - record_from)] += 1
 
     async def report() -> None:
         while progress is not None:

@@ -67,6 +67,19 @@ def test_load_and_run_reach_the_replicas(replica_set: RedisReplicaSet, tmp_path:
             r.close()
 
 
+def test_batches_are_pipelined_and_still_wait_for_a_replica(
+    replica_set: RedisReplicaSet, tmp_path: Path
+) -> None:
+    out = tmp_path / "f.json"
+    ran = run(*KVBENCH, "run", "--store", "redis", "--seeds", replica_set.primary, "--records",
+              "300", "--workload", "f", "--ops", "500", "--batch", "20", "--concurrency", "4",
+              "--json", str(out), "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    document = json.loads(out.read_text())
+    assert document["completed"] == 500 and document["errors"] == {}
+    assert document["config"]["batch"] == 20
+
+
 @pytest.mark.parametrize(
     ("option", "message"), [(("--r", "2"),  "--r must be 1"), (("--w", "0"), "1..16"),
                             (("--seeds", "nohost"), "HOST:PORT")],

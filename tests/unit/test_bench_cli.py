@@ -49,7 +49,7 @@ def test_rate_sweep_shows_latency_rising_past_capacity(tmp_path: Path) -> None:
     "extra",
     [["--rate-sweep", "10,-5"], ["--rate-sweep", "fast"], ["--rate-sweep", "10", "--target-rate",
      "10"], ["--ops", "5", "--duration", "1"], ["--processes", "0"], ["--read", "0.5"],
-     ["--server-pid", "x=y"]],
+     ["--server-pid", "x=y"], ["--batch", "4"]],
 )  # fmt: skip
 def test_bad_options_exit_2_before_anything_runs(
     extra: list[str], capsys: pytest.CaptureFixture[str]

@@ -67,12 +67,16 @@ def parse_address(text: str) -> str:
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     if name in _INT_SETTINGS:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} from {source} must be an integer, got {value!r}")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} from {source} must be an integer, got {value!r}") from None
+        # Only an int or the text of one: a float (2.5 or even 3.0) is not silently
+        # truncated, and a bool, though an int in Python, is not a number of anything.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} from {source} must be an integer, got {value!r}")
     if name in _BOOL_SETTINGS:
         if isinstance(value, bool):
             return value

@@ -19,7 +19,10 @@ from kvstore import _native
 DEFAULT_PARTITIONS = 256
 MAX_PARTITIONS = 1 << 16
 MAX_MEMBERS = 1024
-_SEARCH_BUDGET = 200_000
+# Steps per tail the search may take before the construction (`_spread_tail`) takes over:
+# a search that finds a filling at all almost always does so in far fewer, and a few thousand
+# keep a claim of 256 partitions within milliseconds.
+_SEARCH_BUDGET = 2_000
 
 
 class RingError(ValueError):
@@ -54,9 +57,13 @@ def claim(member_count: int, partitions: int, n: int) -> list[int]:
 
     Round robin satisfies both except where Q is not a multiple of the member count: there
     the last cycle meets the first one at the wrap. The tail is then re-filled by a bounded
-    search that respects the windows on both sides. When no arrangement exists (as with
-    exactly n members and Q not a multiple of n), round robin stays and the preference-list
-    walk, which skips repeated owners, still yields n distinct primaries.
+    search that respects the windows on both sides; should the search not find a filling
+    within its budget, the tail is re-filled by construction instead (`_spread_tail`), which
+    always succeeds. An arrangement exists exactly when the members owning the most
+    partitions, ceil(Q / members) each, can keep a window apart: ceil(Q / members) * window
+    <= Q. When none exists (as with exactly n members and Q not a multiple of n), round robin
+    stays and the preference-list walk, which skips repeated owners, still yields n distinct
+    primaries.
     """
     m = member_count
     owners = [p % m for p in range(partitions)]
@@ -64,12 +71,44 @@ def claim(member_count: int, partitions: int, n: int) -> list[int]:
     if window <= 1 or partitions % m == 0:
         return owners
     cap = -(-partitions // m)  # ceil: the most partitions one member may own
+    if cap * window > partitions:
+        return owners  # no arrangement exists
     tail = partitions % m + m
     while tail <= min(partitions, 3 * m):
         filled = _fill_tail(owners, tail, m, window, cap)
         if filled is not None:
             return filled
         tail += m
+    return _spread_tail(m, partitions, window)
+
+
+def _spread_tail(m: int, partitions: int, window: int) -> list[int]:
+    """Round robin for as many full rounds as can be kept, then a tail of rounds in which
+    every member skips at most one round, the skips spread evenly over the tail's rounds.
+
+    Needs ceil(Q / m) * window <= Q and m > window. The tail holds `rounds` rounds; member x
+    owns `rounds` partitions in it if x < Q % m, else one fewer. Writing the tail's owners
+    as a sequence sorted by member (x repeated as often as it owns) and dealing it out like
+    cards to the rounds (element e to round e % rounds), each round lists members in
+    increasing order, and a member's partitions land in consecutive rounds at the same
+    place or, where they wrap from the last round to the first, one place later. Every
+    round holds at least `window` members (the number of full rounds kept ensures it), so
+    consecutive partitions of one member, in consecutive rounds or across a full round,
+    lie at least `window` apart.
+    """
+    cap = -(-partitions // m)
+    keep = min(cap - 1, (partitions - window * cap) // (m - window))  # full rounds kept
+    rounds = cap - keep
+    more = partitions % m  # members owning `cap` partitions (Q % m != 0 here)
+    dealt: list[list[int]] = [[] for _ in range(rounds)]
+    e = 0
+    for member in range(m):
+        for _ in range(rounds if member < more else rounds - 1):
+            dealt[e % rounds].append(member)
+            e += 1
+    owners = [p % m for p in range(keep * m)]
+    for round_ in dealt:
+        owners.extend(round_)
     return owners
 
 

@@ -1,10 +1,17 @@
-"""Hypothesis laws of the version model, on states built by real writes and merges (so only
-reachable states are generated): merge is a semilattice join, comparisons agree with merge,
-writers that carry their own context never pile up siblings, and nothing acknowledged is lost
-without a later write that saw it."""
+"""Hypothesis laws of the version model (kvstore.core.versions).
+
+States are never made up: they come from playing random histories of writes and merges on a
+few simulated replicas of one key, so every generated state is one a cluster can reach (made-up
+states could, for instance, give one dot two different values).
+
+Laws: merge is a semilattice join (commutative, associative, idempotent, EMPTY is its unit);
+vector comparisons agree with merge; writers carrying their own context never pile up more
+siblings than there are writers; a write disappears only when a surviving write has seen it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -24,74 +31,162 @@ from kvstore.core.versions import (
     write,
 )
 
-ACTORS = ["a", "b", "c"]
-# One step of a history: ("write", replica, context_source, value) or ("sync", from, to).
-write_step = st.tuples(
+REPLICAS = 3
+ACTORS = ["node-a/1", "node-b/2", "node-c/3"]  # one actor per replica, as in the node
+LAWS = settings(max_examples=300, deadline=None)
+
+# ---- reachable states ----
+
+# ("write", replica, context source, value): the source indexes every state seen so far
+# (-1: no context); ("merge", from, to, None) ships one replica's state to another.
+write_steps = st.tuples(
     st.just("write"),
-    st.integers(0, 2),
-    st.integers(-1, 30),  # -1: no context; else the vector of an earlier state
-    st.one_of(st.none(), st.binary(max_size=3)),
+    st.integers(0, REPLICAS - 1),
+    st.integers(-1, 60),
+    st.one_of(st.none(), st.binary(max_size=2)),  # b"" is a value, not a tombstone
 )
-sync_step = st.tuples(st.just("sync"), st.integers(0, 2), st.integers(0, 2), st.none())
-histories = st.lists(st.one_of(write_step, sync_step), max_size=25)
+merge_steps = st.tuples(
+    st.just("merge"), st.integers(0, REPLICAS - 1), st.integers(0, REPLICAS - 1), st.none()
+)
+histories = st.lists(st.one_of(write_steps, merge_steps), max_size=30)
 
 
-def run(history: list[tuple]) -> list[KeyState]:  # type: ignore[type-arg]
-    """Play a history on three replicas of one key; return every state that ever existed.
+@dataclass
+class Played:
+    states: list[KeyState]  # every state any replica ever held, in order
+    values: dict[Dot, bytes | None]  # what each dot was written with
 
-    All states of one example come from one history, as in a real cluster: states from
-    separate histories could hold the same dot with different values, which cannot happen."""
-    replicas = [EMPTY, EMPTY, EMPTY]
-    seen: list[KeyState] = [EMPTY, EMPTY, EMPTY]
+
+def play(history: list[tuple[str, int, int, bytes | None]]) -> Played:
+    replicas = [EMPTY] * REPLICAS
+    states: list[KeyState] = [EMPTY]
+    values: dict[Dot, bytes | None] = {}
     for kind, x, y, value in history:
         if kind == "write":
-            context = seen[y % len(seen)].vector if y >= 0 else {}
-            replicas[x], _ = write(replicas[x], context, ACTORS[x], value)
+            context = states[y % len(states)].vector if y >= 0 else {}
+            replicas[x], dot = write(replicas[x], context, ACTORS[x], value)
+            assert dot not in values  # a replica never reissues a dot
+            values[dot] = value
         else:
             replicas[y] = merge(replicas[y], replicas[x])
-        seen.extend(replicas)
-    return seen
+        states.extend(replicas)
+    return Played(states, values)
 
 
-# Every state a history produced, as a sample of six (repeats allowed).
-def pick(history: list[tuple], picks: list[int]) -> list[KeyState]:  # type: ignore[type-arg]
-    every = run(history)
-    return [every[i % len(every)] for i in picks]
+@st.composite
+def samples(draw: st.DrawFn, size: int = 3) -> tuple[list[KeyState], dict[Dot, bytes | None]]:
+    """`size` reachable states of one history (repeats allowed, EMPTY among them)."""
+    played = play(draw(histories))
+    picks = draw(st.lists(st.integers(0, len(played.states) - 1), min_size=size, max_size=size))
+    return [played.states[i] for i in picks], played.values
 
 
-state_samples = st.builds(pick, histories, st.lists(st.integers(0, 10_000), min_size=6, max_size=6))
+def check_well_formed(state: KeyState, values: dict[Dot, bytes | None]) -> None:
+    dots = [s.dot for s in state.siblings]
+    assert dots == sorted(dots)
+    assert len(set(dots)) == len(dots)
+    assert all(c > 0 for c in state.vector.values())
+    for sibling in state.siblings:
+        assert covers(state.vector, sibling.dot)
+        assert sibling.value == values[sibling.dot]  # a dot always carries its own value
 
 
-@settings(max_examples=300)
-@given(state_samples)
-def test_merge_is_commutative_associative_idempotent(sample: list[KeyState]) -> None:
-    a, b, c = sample[0], sample[1], sample[2]
+def pointwise_max(vectors: Iterable[dict[str, int]]) -> dict[str, int]:
+    vectors = list(vectors)
+    actors = {a for v in vectors for a in v}
+    return {a: max(v.get(a, 0) for v in vectors) for a in actors}
+
+
+# ---- merge is a semilattice join ----
+
+
+@LAWS
+@given(samples())
+def test_merge_is_commutative_associative_idempotent(
+    sample: tuple[list[KeyState], dict[Dot, bytes | None]],
+) -> None:
+    (a, b, c), values = sample
     ab = merge(a, b)
     assert ab == merge(b, a)
+    assert merge(merge(a, b), c) == merge(a, merge(b, c))
     assert merge(a, a) == a
     assert merge(a, EMPTY) == a == merge(EMPTY, a)
-    assert merge(ab, b) == ab
-    assert merge(ab, c) == merge(a, merge(b, c))
-    assert merge_all(sample) == merge_all(reversed(sample))
+    assert merge(ab, a) == ab == merge(ab, b)  # absorbing what was merged changes nothing
+    assert merge_all([a, b, c]) == merge_all([c, a, b]) == merge_all([b, c, a])
+    for state in (a, b, c, ab, merge(ab, c)):
+        check_well_formed(state, values)
 
 
-@settings(max_examples=300)
-@given(state_samples)
-def test_comparisons_agree_with_merge(xs: list[KeyState]) -> None:
-    for a in xs:
-        for b in xs:
-            joined = merge_vectors(a.vector, b.vector)
-            assert descends(a.vector, b.vector) == (joined == dict(a.vector))
-            assert descends(joined, a.vector) and descends(joined, b.vector)
-            order = compare(a.vector, b.vector)
-            assert (order is Order.EQUAL) == (dict(a.vector) == dict(b.vector))
-            assert (order is Order.CONCURRENT) == (
-                not descends(a.vector, b.vector) and not descends(b.vector, a.vector)
-            )
+@LAWS
+@given(samples())
+def test_merge_only_drops_what_the_other_side_has_seen(
+    sample: tuple[list[KeyState], dict[Dot, bytes | None]],
+) -> None:
+    (a, b, _), _ = sample
+    merged = merge(a, b)
+    mine, theirs = set(a.siblings), set(b.siblings)
+    assert set(merged.siblings) <= mine | theirs
+    for sibling in mine - set(merged.siblings):
+        assert covers(b.vector, sibling.dot) and sibling not in theirs
+    for sibling in theirs - set(merged.siblings):
+        assert covers(a.vector, sibling.dot) and sibling not in mine
+    # A sibling both sides hold always survives.
+    assert mine & theirs <= set(merged.siblings)
+
+
+@LAWS
+@given(samples(), st.sampled_from(range(REPLICAS)), st.one_of(st.none(), st.binary(max_size=2)))
+def test_a_write_descends_from_the_state_it_was_applied_to(
+    sample: tuple[list[KeyState], dict[Dot, bytes | None]], replica: int, value: bytes | None
+) -> None:
+    (state, context_state, _), _ = sample
+    new, dot = write(state, context_state.vector, ACTORS[replica], value)
+    assert merge(state, new) == new  # the old state is absorbed
+    assert compare(new.vector, state.vector) is Order.AFTER
+    assert descends(new.vector, context_state.vector)
+    assert dot.counter > state.vector.get(dot.actor, 0)
+    assert dot.counter > context_state.vector.get(dot.actor, 0)
+    survivors = {s.dot for s in new.siblings}
+    assert survivors == {
+        s.dot for s in state.siblings if not covers(context_state.vector, s.dot)
+    } | {dot}
+
+
+# ---- comparisons agree with merge ----
+
+
+@LAWS
+@given(samples(size=4))
+def test_comparisons_agree_with_merge(
+    sample: tuple[list[KeyState], dict[Dot, bytes | None]],
+) -> None:
+    states, _ = sample
+    for a in states:
+        for b in states:
+            va, vb = dict(a.vector), dict(b.vector)
+            joined = merge_vectors(va, vb)
+            assert joined == pointwise_max([va, vb])
             assert merge(a, b).vector == joined
-            if order is Order.AFTER:
-                # A state that has seen everything another has absorbs it under merge.
-                assert merge(a, b).vector == dict(a.vector)
+            assert descends(va, vb) == (joined == va)
+            assert descends(vb, va) == (joined == vb)
+            order = compare(va, vb)
+            assert (order is Order.EQUAL) == (va == vb)
+            assert (order is Order.CONCURRENT) == (not descends(va, vb) and not descends(vb, va))
+            assert (order is Order.AFTER) == (descends(va, vb) and va != vb)
+            assert (order is Order.BEFORE) == (descends(vb, va) and va != vb)
+            assert (
+                compare(vb, va)
+                is {
+                    Order.EQUAL: Order.EQUAL,
+                    Order.AFTER: Order.BEFORE,
+                    Order.BEFORE: Order.AFTER,
+                    Order.CONCURRENT: Order.CONCURRENT,
+                }[order]
+            )
+    assert merge_all(states).vector == pointwise_max(dict(s.vector) for s in states)
+
+
+# ---- writers with their own context: bounded siblings, nothing lost unseen ----
 
 
 @dataclass
@@ -99,51 +194,97 @@ class Writer:
     context: dict[str, int] = field(default_factory=dict)
 
 
-@settings(max_examples=300)
-@given(
-    st.integers(1, 4),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["put", "read", "sync"]),
-            st.integers(0, 3),  # writer
-            st.integers(0, 2),  # replica
-            st.integers(0, 2),  # second replica (sync target / read partner)
-        ),
-        max_size=40,
-    ),
+@dataclass
+class Record:
+    context: dict[str, int]
+    value: bytes | None
+
+
+# R + W > N = 3: every read meets the replicas that acknowledged each completed put.
+QUORUMS = [(1, 3), (2, 2), (3, 1), (2, 3), (3, 2), (3, 3)]
+
+# ("put", writer, replicas, value) writes at replicas[0] and ships to the next W - 1;
+# ("read", writer, replicas, None) merges the first R; ("merge", from, replicas, None)
+# ships one replica's state to replicas[0] (anti-entropy, repair, late replication).
+replica_orders = st.permutations(range(REPLICAS))
+puts = st.tuples(
+    st.just("put"), st.integers(0, 3), replica_orders, st.one_of(st.none(), st.binary(max_size=1))
 )
-def test_writers_with_their_own_context_leave_at_most_one_sibling_each(
-    writers_count: int, steps: list[tuple[str, int, int, int]]
+reads = st.tuples(st.just("read"), st.integers(0, 3), replica_orders, st.none())
+merges = st.tuples(st.just("merge"), st.integers(0, REPLICAS - 1), replica_orders, st.none())
+
+
+def run_writers(
+    writers_count: int,
+    quorum: tuple[int, int],
+    steps: list[tuple[str, int, list[int], bytes | None]],
 ) -> None:
-    """N=3, W=2, R=2: a put is applied at one replica and merged into a second; a read merges
-    two distinct replicas. Every read therefore meets every completed write (R + W > N)."""
-    replicas = [EMPTY, EMPTY, EMPTY]
+    r, w = quorum
+    replicas = [EMPTY] * REPLICAS
     writers = [Writer() for _ in range(writers_count)]
-    acknowledged: list[tuple[Dot, dict[str, int]]] = []  # each write's dot and its context
-    later_contexts: list[tuple[int, dict[str, int]]] = []
-    for step, (kind, w, r, r2) in enumerate(steps):
-        writer = writers[w % writers_count]
+    written: dict[Dot, Record] = {}
+    for kind, who, order, value in steps:
         if kind == "put":
-            context = dict(writer.context)
-            replicas[r], dot = write(replicas[r], context, ACTORS[r], b"%d" % step)
-            writer.context = dict(replicas[r].vector)  # PutResult.context
-            second = r2 if r2 != r else (r + 1) % 3
-            replicas[second] = merge(replicas[second], replicas[r])
-            acknowledged.append((dot, context))
-            later_contexts.append((len(acknowledged) - 1, context))
+            writer = writers[who % writers_count]
+            at = order[0]
+            replicas[at], dot = write(replicas[at], writer.context, ACTORS[at], value)
+            written[dot] = Record(dict(writer.context), value)
+            writer.context = dict(replicas[at].vector)  # the context the put returns
+            for other in order[1:w]:
+                replicas[other] = merge(replicas[other], replicas[at])
         elif kind == "read":
-            other = r2 if r2 != r else (r + 1) % 3
-            writer.context = dict(merge(replicas[r], replicas[other]).vector)  # a read of R=2
+            writer = writers[who % writers_count]
+            writer.context = dict(merge_all(replicas[i] for i in order[:r]).vector)
         else:
-            replicas[r2] = merge(replicas[r2], replicas[r])
+            replicas[order[0]] = merge(replicas[order[0]], replicas[who])
         for state in replicas:
-            assert len(state.siblings) <= writers_count
+            assert len(state.siblings) <= writers_count, state
+
     final = merge_all(replicas)
     assert len(final.siblings) <= writers_count
-    present = {s.dot for s in final.siblings}
-    for index, (dot, _) in enumerate(acknowledged):
+    present = {s.dot: s for s in final.siblings}
+    for dot, record in written.items():
         if dot in present:
+            assert present[dot].value == record.value
             continue
-        # Gone only because a later write carried a context that had seen it.
+        # An absent write was seen: the vector covers it, and a surviving write was made
+        # with a context that had seen it (so its writer knowingly replaced it).
         assert covers(final.vector, dot)
-        assert any(covers(ctx, dot) for i, ctx in later_contexts if i > index), dot
+        assert any(covers(written[kept].context, dot) for kept in present), dot
+    if written:
+        assert final.siblings  # something always survives
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.sampled_from(QUORUMS),
+    st.lists(st.one_of(puts, reads, merges), max_size=40),
+)
+def test_writers_reading_and_writing_through_quorums_leave_at_most_one_sibling_each(
+    writers_count: int,
+    quorum: tuple[int, int],
+    steps: list[tuple[str, int, list[int], bytes | None]],
+) -> None:
+    run_writers(writers_count, quorum, steps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4), st.lists(st.one_of(puts, merges), max_size=40))
+def test_writers_keeping_their_put_context_need_no_quorum(
+    writers_count: int, steps: list[tuple[str, int, list[int], bytes | None]]
+) -> None:
+    """With only its own put contexts, a writer replaces its previous write wherever it
+    writes next, even at a replica that never saw it (W = 1, no reads)."""
+    run_writers(writers_count, (1, 1), steps)
+
+
+def test_the_bound_needs_the_writer_to_see_its_own_write() -> None:
+    """Control: reading a replica that missed one's own put (R + W <= N) does pile up
+    siblings, so the quorum tests above do depend on R + W > N."""
+    writer = Writer()
+    replicas = [EMPTY] * REPLICAS
+    replicas[0], _ = write(replicas[0], writer.context, ACTORS[0], b"1")  # W = 1
+    writer.context = dict(replicas[1].vector)  # R = 1 read of a replica without it
+    replicas[2], _ = write(replicas[2], writer.context, ACTORS[2], b"2")
+    assert len(merge_all(replicas).siblings) == 2

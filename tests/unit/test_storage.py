@@ -1,0 +1,268 @@
+"""kvstore.storage.engine.Storage on a real RocksDB in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from kvstore.core.versions import EMPTY, KeyState, merge, write
+from kvstore.errors import ConfigError, StorageError
+from kvstore.storage.engine import Storage, data_key
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def put(storage: Storage, key: bytes, value: bytes | None, actor: str = "n1/x") -> KeyState:
+    def change(current: KeyState | None) -> KeyState:
+        state = current or EMPTY
+        new, _ = write(state, state.vector, actor, value)
+        return new
+
+    return storage.update(key, change)
+
+
+def test_get_of_a_missing_key_is_none(tmp_path: Path) -> None:
+    with Storage(tmp_path / "db") as storage:
+        assert storage.get(b"nope") is None
+
+
+def test_update_get_round_trip_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with Storage(path) as storage:
+        seen: list[KeyState | None] = []
+
+        def change(current: KeyState | None) -> KeyState:
+            seen.append(current)
+            new, _ = write(current or EMPTY, {}, "n1/x", b"v1", 99)
+            return new
+
+        stored = storage.update(b"k", change)
+        assert seen == [None]
+        assert storage.get(b"k") == stored
+        assert stored.live_values == [b"v1"]
+        second = put(storage, b"k", b"v2")
+        assert storage.get(b"k") == second
+        assert second.live_values == [b"v2"]
+    with Storage(path) as storage:
+        again = storage.get(b"k")
+        assert again == second
+        assert again is not None and again.siblings[0].timestamp_ms == 0
+    with Storage(path) as storage:
+        assert storage.get(b"k") == second
+
+
+def test_update_passes_the_current_state_to_change(tmp_path: Path) -> None:
+    with Storage(tmp_path / "db") as storage:
+        first = put(storage, b"k", b"a")
+        seen: list[KeyState | None] = []
+
+        def change(current: KeyState | None) -> KeyState:
+            seen.append(current)
+            assert current is not None
+            return current
+
+        assert storage.update(b"k", change) == first
+        assert seen == [first]
+
+
+def test_merge_round_trip(tmp_path: Path) -> None:
+    a, _ = write(EMPTY, {}, "a/1", b"x")
+    b, _ = write(EMPTY, {}, "b/1", b"y")
+    with Storage(tmp_path / "db") as storage:
+        assert storage.merge(b"k", a) == a  # into nothing: stored as is
+        assert storage.get(b"k") == a
+        merged = storage.merge(b"k", b)
+        assert merged == merge(a, b)
+        assert storage.get(b"k") == merged
+        assert storage.merge(b"k", a) == merged  # replaying is harmless
+        assert sorted(merged.live_values) == [b"x", b"y"]
+
+
+class Boom(Exception):
+    pass
+
+
+def test_update_whose_change_raises_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with Storage(path) as storage:
+        before = put(storage, b"existing", b"v")
+
+        def explode(current: KeyState | None) -> KeyState:
+            raise Boom
+
+        with pytest.raises(Boom):
+            storage.update(b"existing", explode)
+        with pytest.raises(Boom):
+            storage.update(b"fresh", explode)
+        assert storage.get(b"existing") == before
+        assert storage.get(b"fresh") is None
+        assert [k for k, _ in storage.items()] == [b"existing"]
+        # The lock was released: later updates still work.
+        assert put(storage, b"fresh", b"w").live_values == [b"w"]
+    with Storage(path) as storage:
+        assert storage.get(b"existing") == before
+
+
+def test_concurrent_updates_of_one_key_lose_no_write(tmp_path: Path) -> None:
+    writers, writes_each = 8, 60
+    with Storage(tmp_path / "db") as storage:
+        actor = storage.claim_identity("atomic")
+        barrier = threading.Barrier(writers)
+
+        def blind_writes(worker: int) -> None:
+            barrier.wait()
+            for i in range(writes_each):
+                value = b"%d-%d" % (worker, i)
+                storage.update(b"hot", lambda cur, v=value: write(cur or EMPTY, {}, actor, v)[0])
+
+        threads = [threading.Thread(target=blind_writes, args=(w,)) for w in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        state = storage.get(b"hot")
+        assert state is not None
+        # Blind writes never replace each other: every one must be a sibling, with its own dot.
+        assert len(state.siblings) == writers * writes_each
+        assert state.vector == {actor: writers * writes_each}
+
+
+def test_items_returns_every_key_in_ring_order(tmp_path: Path) -> None:
+    keys = [b"a", b"ab", b"abc", b"b", b"\x00", b"\xff" * 40, b"k" * 1024]
+    keys += [b"key-%d" % i for i in range(200)]
+    with Storage(tmp_path / "db") as storage:
+        expected = {key: put(storage, key, key[::-1]) for key in keys}
+        listed = list(storage.items())
+        assert dict(listed) == expected
+        assert len(listed) == len(keys)
+        assert [data_key(k) for k, _ in listed] == sorted(data_key(k) for k in keys)
+
+
+def test_data_key_is_the_ring_position_then_the_key() -> None:
+    from kvstore._native import hash_key
+
+    assert data_key(b"abc") == hash_key(b"abc").to_bytes(8, "big") + b"abc"
+
+
+# ---- identity ----
+
+
+def test_claim_identity_is_stable_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with Storage(path) as storage:
+        actor = storage.claim_identity("node-1")
+        assert actor.startswith("node-1/")
+        assert len(actor) > len("node-1/")
+        assert storage.claim_identity("node-1") == actor
+    with Storage(path) as storage:
+        assert storage.claim_identity("node-1") == actor
+
+
+def test_claim_identity_refuses_another_node_id(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with Storage(path) as storage:
+        actor = storage.claim_identity("node-1")
+    with Storage(path) as storage:
+        with pytest.raises(ConfigError, match="node-1"):
+            storage.claim_identity("node-2")
+        assert storage.claim_identity("node-1") == actor  # nothing was changed
+
+
+def test_a_wiped_directory_gets_a_new_actor(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with Storage(path) as storage:
+        first = storage.claim_identity("node-1")
+    shutil.rmtree(path)
+    with Storage(path) as storage:
+        second = storage.claim_identity("node-1")
+    assert second.startswith("node-1/")
+    assert second != first
+
+
+def test_separate_directories_get_separate_actors(tmp_path: Path) -> None:
+    actors = set()
+    for i in range(5):
+        with Storage(tmp_path / f"db{i}") as storage:
+            actors.add(storage.claim_identity("same-node"))
+    assert len(actors) == 5
+
+
+def test_opening_an_open_directory_twice_is_a_storage_error(tmp_path: Path) -> None:
+    with Storage(tmp_path / "db"), pytest.raises(StorageError):
+        Storage(tmp_path / "db")
+
+
+def test_close_is_idempotent(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db")
+    put(storage, b"k", b"v")
+    storage.close()
+    storage.close()
+    with Storage(tmp_path / "db") as again:
+        assert again.get(b"k") is not None
+
+
+# ---- durability across kill -9 ----
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from kvstore.core.versions import EMPTY, write
+    from kvstore.storage.engine import Storage
+
+    storage = Storage(sys.argv[1], sync=sys.argv[2] == "sync")
+    storage.claim_identity("node-k")
+    for i in range(500):
+        key = b"key-%d" % i
+        storage.update(key, lambda cur, i=i: write(cur or EMPTY, {}, "node-k/1", b"v%d" % i)[0])
+    print("done", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_acknowledged_updates_survive_kill_9(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "db"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if line.strip() != "done":
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"writer did not finish: {line!r} {err}")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    with Storage(path) as storage:
+        found = dict(storage.items())
+        assert len(found) == 500
+        for i in range(500):
+            state = storage.get(b"key-%d" % i)
+            assert state is not None
+            assert state.live_values == [b"v%d" % i]
+        assert storage.claim_identity("node-k").startswith("node-k/")

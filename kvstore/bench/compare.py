@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,8 +139,44 @@ def table(rows: Mapping[str, Mapping[str, dict[str, Any]]], args: argparse.Names
     return "\n".join(lines) + "\n"
 
 
+def python_speed() -> float:
+    """Seconds this machine takes for 10 million additions in a pure-Python loop (best of 3):
+    figures from days when the machine was slower or faster differ by about this ratio."""
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def sweep_section(sweeps: Mapping[str, list[Result]], workload: str, duration: float) -> str:
+    """The open-loop latency-at-load rows of both stores, one per target rate."""
+    lines = [
+        "",
+        f"Latency at load: workload {workload.upper()}, open loop (latency from each"
+        f" operation's intended start), {duration:g} s per rate. Latencies past 60 s are"
+        " clipped to 60 s (counted in `clipped`).",
+        "",
+        "| store | target/s | achieved/s | op: p50 / p99 ms | errors | clipped |",
+        "|---|---|---|---|---|---|",
+    ]
+    for store, steps in sweeps.items():
+        for step in steps:
+            latency = "; ".join(f"{op}: {s['p50_ms']:.1f} / {s['p99_ms']:.1f}"
+                                for op, s in sorted(step["operations"].items()))  # fmt: skip
+            lines.append(
+                f"| {store} | {step['config']['target_rate']:.0f} | {step['throughput']:.0f} |"
+                f" {latency} | {sum(step['errors'].values())} | {step['clipped_latencies']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
     ensure_redis_server()
+    speed = python_speed()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"compare-{stamp}"
     raw = out / "raw"
@@ -189,9 +227,26 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
         for w in args.workloads
     }
     text = table(rows, args)
-    (out / "summary.md").write_text(f"# kvstore vs Redis, {stamp}\n\n`{command}`\n\n{text}")
+    if args.rate_sweep:
+        sweeps = {s: json.loads((raw / f"sweep-{s}.json").read_text())["sweep"] for s in STORES}
+        text += sweep_section(sweeps, args.workloads[0], args.duration)
+    machine = (
+        f"Machine: {os.cpu_count()} cores; a pure-Python loop of 10 million additions took"
+        f" {speed:.2f} s (best of 3) before the run."
+    )
+    (out / "summary.md").write_text(
+        f"# kvstore vs Redis, {stamp}\n\n`{command}`\n\n{machine}\n\n{text}"
+    )
     (out / "summary.json").write_text(
-        json.dumps({"command": command, "args": _jsonable(vars(args)), "rows": rows}, indent=2)
+        json.dumps(
+            {
+                "command": command,
+                "args": _jsonable(vars(args)),
+                "python_loop_10M_s": speed,
+                "rows": rows,
+            },
+            indent=2,
+        )
     )
     if not args.no_plots:
         plots = [str(raw / f"{w}-{s}-0.json") for w in args.workloads for s in STORES]

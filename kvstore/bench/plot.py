@@ -46,7 +46,8 @@ def draw(documents: Sequence[Document], names: Sequence[str], out: Path) -> list
     if single:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for document, name in single:
-            series = document.get("per_second", [])
+            # The last second is partial: drawing it would show a drop that never happened.
+            series = document.get("per_second", [])[: max(int(document.get("elapsed_s", 0)), 1)]
             ax.plot(range(len(series)), series, label=_label(document, name))
         ax.set(xlabel="second", ylabel="operations completed", title="Throughput over time")
         ax.legend(fontsize="small")
@@ -60,8 +61,8 @@ def draw(documents: Sequence[Document], names: Sequence[str], out: Path) -> list
                     ax.plot(xs, [ms for _, ms in points], marker=".", label=f"{op}: {name}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ticks = [0.0, 90.0, 99.0, 99.9, 99.99]
-        ax.set_xticks([_nines(p) for p in ticks], [f"{p:g}%" for p in ticks])
+        ticks = [0.0, 90.0, 99.0, 99.9, 99.99, 100.0]
+        ax.set_xticks([_nines(p) for p in ticks], [f"{p:g}%" for p in ticks[:-1]] + ["max"])
         ax.set(xlabel="percentile", ylabel="latency (ms)", title="Latency by percentile")
         ax.legend(fontsize="small")
         written.append(_save(fig, out / "latency_percentiles.png"))
@@ -73,11 +74,17 @@ def draw(documents: Sequence[Document], names: Sequence[str], out: Path) -> list
             ops = sorted({op for run in runs for op in run.get("operations", {})})
             for op in ops:
                 for key, style in (("p50_ms", "-o"), ("p99_ms", "--s")):
-                    xs = [run["throughput"] for run in runs if op in run["operations"]]
+                    # Against the offered rate: past saturation the achieved rate stalls or
+                    # falls, and the curve would fold back on itself.
+                    xs = [run["config"]["target_rate"] for run in runs if op in run["operations"]]
                     ys = [run["operations"][op][key] for run in runs if op in run["operations"]]
                     ax.plot(xs, ys, style, label=f"{op} {key[:-3]}: {_label(runs[0], name)}")
         ax.set_yscale("log")
-        ax.set(xlabel="achieved ops/s", ylabel="latency (ms)", title="Latency at load")
+        ax.set(
+            xlabel="offered load (target ops/s, open loop)",
+            ylabel="latency from intended start (ms)",
+            title="Latency at load",
+        )
         ax.legend(fontsize="small")
         written.append(_save(fig, out / "latency_at_load.png"))
     if not written:

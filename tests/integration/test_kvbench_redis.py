@@ -96,7 +96,7 @@ def test_compare_measures_both_stores_and_stops_what_it_started(tmp_path: Path) 
     done = run(
         sys.executable, "-m", "kvstore.bench.compare", "--workloads", "a,c", "--records", "200",
         "--duration", "1.5", "--warmup", "0.3", "--concurrency", "16", "--out", str(tmp_path),
-        timeout=400,
+        "--rate-sweep", "40,80", timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (out,) = tmp_path.iterdir()
@@ -104,7 +104,10 @@ def test_compare_measures_both_stores_and_stops_what_it_started(tmp_path: Path) 
     for workload in ("A", "C"):
         for store in ("kvstore", "redis"):
             assert f"| {workload} | {store} |" in summary
-    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert "a pure-Python loop of 10 million additions took" in summary
+    document = json.loads((out / "summary.json").read_text())
+    assert 0 < document["python_loop_10M_s"] < 60
+    rows = document["rows"]
     for workload in ("a", "c"):
         for store in ("kvstore", "redis"):
             row = rows[workload][store]
@@ -112,11 +115,19 @@ def test_compare_measures_both_stores_and_stops_what_it_started(tmp_path: Path) 
             assert row["cpu_us_per_op"]["client"] > 0 and row["server_cpu_us_per_op"] > 0
     ratio_a = f"| A | {rows['a']['kvstore']['ops_s'] / rows['a']['redis']['ops_s']:.2f} |"
     assert ratio_a in summary
+    sweep_rows = [
+        line for line in summary.splitlines() if line.startswith(("| kvstore | ", "| redis | "))
+    ]
+    assert [row.split(" | ")[:2] for row in sweep_rows] == [
+        ["| kvstore", "40"], ["| kvstore", "80"], ["| redis", "40"], ["| redis", "80"]
+    ]  # fmt: skip
     assert {"throughput.png", "latency_percentiles.png"} <= {p.name for p in out.iterdir()}
     # Every server it started is gone: the pids it watched no longer exist.
     watched = set()
     for raw in (out / "raw").glob("*.json"):
-        watched |= set(json.loads(raw.read_text())["config"]["server_pids"].values())
+        document = json.loads(raw.read_text())
+        for step in document.get("sweep", [document]):
+            watched |= set(step["config"]["server_pids"].values())
     assert len(watched) == 6
     for pid in watched:
         with pytest.raises(ProcessLookupError):

@@ -95,8 +95,10 @@ class RedisStore:
         host, _, port = seeds.split(",")[0].strip().rpartition(":")
         if not host or not port.isdigit():
             raise StoreUnavailable(f"--seeds for Redis is the primary's HOST:PORT, got {seeds!r}")
+        # The socket waits a second longer than WAIT does, so a replica that does not
+        # acknowledge shows as ReplicaWaitTimeout, not as a socket timeout.
         self._client: Any = redis.asyncio.Redis(
-            host=host, port=int(port), socket_timeout=timeout, socket_connect_timeout=timeout
+            host=host, port=int(port), socket_timeout=timeout + 1, socket_connect_timeout=timeout
         )
 
     async def read(self, key: str) -> None:

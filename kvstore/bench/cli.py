@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import random
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ from kvstore.bench.workloads import (
 INSERT_STRIDE = 1_000_000_000
 MAX_PROCESSES = 64
 MAX_SWEEP_STEPS = 50
+# Time the client processes get to start before they begin together (a process that starts
+# later begins at once; importing grpc takes under a second here).
+PROCESS_START_MARGIN_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +178,11 @@ def run_process(args: argparse.Namespace, index: int) -> dict[str, object]:
         finally:
             await store.close()
 
+    # Side-by-side processes start together, so their seconds line up when merged and the
+    # server CPU sampled by the first covers the others' operations too.
+    start_at = getattr(args, "start_at", None)
+    if start_at is not None:
+        time.sleep(min(max(start_at - time.time(), 0.0), PROCESS_START_MARGIN_S))
     result = asyncio.run(go())
     if show:
         print(file=sys.stderr)
@@ -219,8 +228,9 @@ def run(args: argparse.Namespace) -> PhaseResult:
     """One phase, in one process or several whose results merge."""
     if args.processes == 1:
         return PhaseResult.decode(run_process(args, 0))
-    payloads = [(vars(args), i) for i in range(args.processes)]
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        start_at = time.time() + PROCESS_START_MARGIN_S
+        payloads = [({**vars(args), "start_at": start_at}, i) for i in range(args.processes)]
         encoded = pool.map(_child, payloads)
     merged = PhaseResult.decode(encoded[0])
     for data in encoded[1:]:
@@ -296,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# kvbench {args.phase} {json.dumps(shown)}")
         print(report.ycsb_text(result))
     if len(runs) > 1:
-        print("# latency at load\n" + report.sweep_table(runs))
+        documents = [report.as_dict(result, config) for config, result in runs]
+        print("# latency at load\n" + report.sweep_table(documents))
     if args.json:
         Path(args.json).write_text(report.to_json(runs))
     if args.csv:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kvstore.bench import report
 from kvstore.bench.redis_local import RedisReplicaSet, RedisUnavailable, ensure_redis_server
 from kvstore.bench.workloads import CORE_WORKLOADS
 from kvstore.node.local_cluster import ClusterError, LocalCluster, free_ports
@@ -75,6 +77,9 @@ def headline(result: Result) -> dict[str, Any]:
     """The row a reader wants: ops/s, p50/p99 per operation, CPU µs per op per process."""
     operations = result["operations"]
     cpu = result.get("cpu_us_per_op", {})
+    gone = sorted(name for name, us in cpu.items() if math.isnan(us))
+    if gone:  # a server that died mid-run makes the comparison meaningless
+        raise RuntimeError(f"{', '.join(gone)} exited during a measured run")
     return {
         "ops_s": result["throughput"],
         "errors": sum(result["errors"].values()),
@@ -152,26 +157,16 @@ def python_speed() -> float:
     return best
 
 
-def sweep_section(sweeps: Mapping[str, list[Result]], workload: str, duration: float) -> str:
+def sweep_section(sweeps: Mapping[str, list[Result]], workload: str, args: Any) -> str:
     """The open-loop latency-at-load rows of both stores, one per target rate."""
-    lines = [
-        "",
-        f"Latency at load: workload {workload.upper()}, open loop (latency from each"
-        f" operation's intended start), {duration:g} s per rate. Latencies past 60 s are"
-        " clipped to 60 s (counted in `clipped`).",
-        "",
-        "| store | target/s | achieved/s | op: p50 / p99 ms | errors | clipped |",
-        "|---|---|---|---|---|---|",
-    ]
-    for store, steps in sweeps.items():
-        for step in steps:
-            latency = "; ".join(f"{op}: {s['p50_ms']:.1f} / {s['p99_ms']:.1f}"
-                                for op, s in sorted(step["operations"].items()))  # fmt: skip
-            lines.append(
-                f"| {store} | {step['config']['target_rate']:.0f} | {step['throughput']:.0f} |"
-                f" {latency} | {sum(step['errors'].values())} | {step['clipped_latencies']} |"
-            )
-    return "\n".join(lines) + "\n"
+    return (
+        f"\nLatency at load: workload {workload.upper()}, open loop (latency from each"
+        f" operation's intended start), {args.duration:g} s per rate after {args.warmup:g} s"
+        " warm-up; operations still unsent well past the end are given up and counted as"
+        " errors (NotSent); latencies past 60 s are clipped to 60 s (counted in `clipped`).\n\n"
+        + report.sweep_table([step for store in STORES for step in sweeps[store]])
+        + "\n"
+    )
 
 
 def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
@@ -184,9 +179,10 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
     per_run = args.duration + args.warmup + 120  # bound on one kvbench process
     shape = ["--records", str(args.records), "--value-size", str(args.value_size),
              "--concurrency", str(args.concurrency)]  # fmt: skip
+    ports = free_ports(6)  # in one call: two calls could hand out the same port twice
     with (
-        LocalCluster(3, work / "kvstore", ports=free_ports(3)) as cluster,
-        RedisReplicaSet(work / "redis", free_ports(3)) as redis,
+        LocalCluster(3, work / "kvstore", ports=ports[:3]) as cluster,
+        RedisReplicaSet(work / "redis", ports[3:]) as redis,
     ):
         cluster.start()
         redis.start()
@@ -217,8 +213,8 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
             for store in STORES:
                 kvbench(
                     ["run", "--workload", args.workloads[0], "--duration", str(args.duration),
-                     "--rate-sweep", args.rate_sweep, "--json", str(raw / f"sweep-{store}.json"),
-                     *shape, *targets[store]],
+                     "--warmup", str(args.warmup), "--rate-sweep", args.rate_sweep,
+                     "--json", str(raw / f"sweep-{store}.json"), *shape, *targets[store]],
                     timeout=per_run * (args.rate_sweep.count(",") + 1),
                 )  # fmt: skip
 
@@ -229,7 +225,7 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
     text = table(rows, args)
     if args.rate_sweep:
         sweeps = {s: json.loads((raw / f"sweep-{s}.json").read_text())["sweep"] for s in STORES}
-        text += sweep_section(sweeps, args.workloads[0], args.duration)
+        text += sweep_section(sweeps, args.workloads[0], args)
     machine = (
         f"Machine: {os.cpu_count()} cores; a pure-Python loop of 10 million additions took"
         f" {speed:.2f} s (best of 3) before the run."

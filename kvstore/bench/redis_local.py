@@ -54,22 +54,26 @@ def info(address: str, section: str = "replication", timeout: float = 2.0) -> di
         conn.sendall(f"INFO {section}\r\n".encode())
         data = b""
         while b"\r\n" not in data:
-            data += conn.recv(65536)
+            data += _receive(conn, address)
         header, rest = data.split(b"\r\n", 1)
         if not header.startswith(b"$"):
             raise RedisUnavailable(f"{address} answered INFO with {header!r}")
         size = int(header[1:])
         while len(rest) < size:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
+            rest += _receive(conn, address)
     fields = {}
     for line in rest[:size].decode().splitlines():
         name, sep, value = line.partition(":")
         if sep:
             fields[name] = value
     return fields
+
+
+def _receive(conn: socket.socket, address: str) -> bytes:
+    chunk = conn.recv(65536)
+    if not chunk:  # closed: without this the loops above would spin for ever
+        raise ConnectionError(f"{address} closed the connection mid-answer")
+    return chunk
 
 
 class RedisReplicaSet:

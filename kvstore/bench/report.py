@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kvstore.bench.runner import PhaseResult
 
@@ -105,18 +106,22 @@ def ycsb_text(result: PhaseResult) -> str:
     return "\n".join(lines)
 
 
-def sweep_table(runs: Sequence[Run]) -> str:
-    """The latency-at-load curve as text: one row per target rate."""
-    ops = sorted({op for _, result in runs for op in result.latencies.operations})
-    header = ["target/s", "achieved/s", "errors"]
-    header += [f"{op} {p}" for op in ops for p in ("p50 ms", "p99 ms")]
-    rows = [header]
-    for config, result in runs:
-        row = [f"{config.get('target_rate') or 0:.0f}", f"{result.throughput:.0f}"]
-        row.append(str(sum(result.errors.values())))
-        for op in ops:
-            s = result.latencies.summary(op)
-            row += [f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}"]
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+def sweep_table(documents: Sequence[Mapping[str, Any]]) -> str:
+    """The latency-at-load curve as a Markdown table, one row per document (`as_dict` form,
+    as written to --json), so the CLI and bench/compare print the same rows."""
+    lines = [
+        "| store | target/s | achieved/s | op: p50 / p99 ms | errors | clipped |",
+        "|---|---|---|---|---|---|",
+    ]
+    for document in documents:
+        config = document["config"]
+        latency = "; ".join(
+            f"{op}: {s['p50_ms']:.1f} / {s['p99_ms']:.1f}"
+            for op, s in sorted(document["operations"].items())
+        )
+        lines.append(
+            f"| {config.get('store')} | {config.get('target_rate') or 0:.0f} |"
+            f" {document['throughput']:.0f} | {latency} | {sum(document['errors'].values())} |"
+            f" {document['clipped_latencies']} |"
+        )
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ that was due during the stall, instead of silently slowing the load (coordinated
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import Counter
@@ -38,6 +39,12 @@ class BatchStore(Store, Protocol):
     """A store with batched operations: many operations per round trip."""
 
     async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> None: ...
+
+
+# How long after the end of an open loop's duration operations still due may be sent.
+OPEN_LOOP_OVERRUN_S = 5.0
+OPEN_LOOP_OVERRUN_SHARE = 0.25  # ...or this share of the duration, if longer
+NOT_SENT = "NotSent"  # the error kind of operations given up at the hard stop
 
 
 @dataclass(frozen=True)
@@ -161,28 +168,55 @@ async def run_phase(
     cpu_before = cpu.sample()
     record_from = start + shape.warmup
     stop_at = None if shape.duration is None else record_from + shape.duration
-    budget = shape.ops
-    issued = 0
+    budget = shape.ops  # operations to record: those due after the warm-up
     interval = None if shape.target_rate is None else 1.0 / shape.target_rate
+    # An open loop over a duration sends what falls due until stop_at, however late; past
+    # hard_stop what is still unsent is given up and counted, so a store slower than the
+    # rate cannot stretch a 20 s run into hours.
+    hard_stop = None
+    if stop_at is not None and interval is not None and shape.duration is not None:
+        hard_stop = stop_at + max(OPEN_LOOP_OVERRUN_S, OPEN_LOOP_OVERRUN_SHARE * shape.duration)
+    issued = 0  # tickets handed out
+    counted = 0  # of those, due after the warm-up
+    exhausted = False
 
-    def next_ticket() -> tuple[int, float] | None:
-        """The next operation's number and its intended start, or None when the run is over."""
-        nonlocal issued
-        if budget is not None and issued >= budget:
+    def next_ticket() -> float | None:
+        """The next operation's intended start, or None when the run is over."""
+        nonlocal issued, counted, exhausted
+        if exhausted:
             return None
-        number = issued
+        intended = clock() if interval is None else start + issued * interval
+        if (stop_at is not None and intended >= stop_at) or (
+            intended >= record_from and budget is not None and counted >= budget
+        ):
+            exhausted = True
+            return None
+        counted += intended >= record_from
         issued += 1
-        intended = clock() if interval is None else start + number * interval
-        if stop_at is not None and intended >= stop_at:
-            return None
-        return number, intended
+        return intended
+
+    def abandon(held: list[float]) -> None:
+        """Past the hard stop: the operations held and every one still due are never sent."""
+        nonlocal issued, exhausted
+        assert interval is not None and stop_at is not None
+        missed = sum(intended >= record_from for intended in held)
+        if not exhausted:
+            due = math.ceil((stop_at - start) / interval)
+            first_recorded = max(math.ceil((record_from - start) / interval), 0)
+            missed += max(due - max(issued, first_recorded), 0)
+            issued, exhausted = due, True
+        if missed:
+            result.errors[NOT_SENT] += missed
 
     async def worker() -> None:
         while True:
             intended_starts: list[float] = []
             while len(intended_starts) < shape.batch and (ticket := next_ticket()) is not None:
-                intended_starts.append(ticket[1])
+                intended_starts.append(ticket)
             if not intended_starts:
+                return
+            if hard_stop is not None and clock() > hard_stop:
+                abandon(intended_starts)
                 return
             delay = intended_starts[-1] - clock()  # a batch leaves when its last op is due
             if delay > 0:

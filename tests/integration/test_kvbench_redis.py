@@ -25,6 +25,17 @@ def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*args], capture_output=True, text=True, timeout=timeout)
 
 
+def wait_calls(address: str) -> int:
+    """How many WAIT commands the server ran since its statistics were last reset."""
+    with redis.Redis(*address.split(":")) as r:
+        return int(r.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+def reset_stats(address: str) -> None:
+    with redis.Redis(*address.split(":")) as r:
+        r.config_resetstat()
+
+
 @pytest.fixture(scope="module")
 def replica_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisReplicaSet]:
     with RedisReplicaSet(tmp_path_factory.mktemp("redis"), free_ports(3)) as started:
@@ -42,6 +53,7 @@ def test_replica_set_is_a_primary_with_two_synced_replicas(replica_set: RedisRep
 
 def test_load_and_run_reach_the_replicas(replica_set: RedisReplicaSet, tmp_path: Path) -> None:
     common = ("--store", "redis", "--seeds", replica_set.primary, "--records", "300", "--quiet")
+    reset_stats(replica_set.primary)
     loaded = run(*KVBENCH, "load", *common, "--concurrency", "16")
     assert loaded.returncode == 0, loaded.stderr
     assert "[INSERT], Operations, 300" in loaded.stdout
@@ -55,6 +67,9 @@ def test_load_and_run_reach_the_replicas(replica_set: RedisReplicaSet, tmp_path:
     assert set(document["operations"]) == {"read", "update"}
     assert set(document["cpu_us_per_op"]) == {"client", *replica_set.pids}
     assert document["cpu_s"]["redis-primary"] > 0
+    # Every write (300 inserts, then the run's updates) was followed by its own WAIT.
+    updates = document["operations"]["update"]["count"]
+    assert 200 < updates < 400 and wait_calls(replica_set.primary) == 300 + updates
     # Each write returned only after WAIT 1: at least one replica holds every record now.
     replicas = [redis.Redis(*a.split(":")) for a in replica_set.addresses[1:]]
     try:
@@ -71,6 +86,7 @@ def test_batches_are_pipelined_and_still_wait_for_a_replica(
     replica_set: RedisReplicaSet, tmp_path: Path
 ) -> None:
     out = tmp_path / "f.json"
+    reset_stats(replica_set.primary)
     ran = run(*KVBENCH, "run", "--store", "redis", "--seeds", replica_set.primary, "--records",
               "300", "--workload", "f", "--ops", "500", "--batch", "20", "--concurrency", "4",
               "--json", str(out), "--quiet")  # fmt: skip
@@ -78,6 +94,9 @@ def test_batches_are_pipelined_and_still_wait_for_a_replica(
     document = json.loads(out.read_text())
     assert document["completed"] == 500 and document["errors"] == {}
     assert document["config"]["batch"] == 20
+    # 500 operations in 25 pipelines of 20, each with writes (half are read-modify-writes):
+    # one WAIT per pipeline, not per write.
+    assert wait_calls(replica_set.primary) == 25
 
 
 @pytest.mark.parametrize(

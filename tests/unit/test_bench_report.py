@@ -47,9 +47,10 @@ def test_a_sweep_is_one_document_per_rate() -> None:
     document = json.loads(report.to_json(runs))
     assert set(document) == {"sweep"}
     assert [step["config"]["target_rate"] for step in document["sweep"]] == [100.0, 200.0]
-    table = report.sweep_table(runs).splitlines()
-    assert table[0].split()[:2] == ["target/s", "achieved/s"] and len(table) == 3
-    assert table[2].split()[:3] == ["200", "2", "2"]  # target, achieved, errors
+    table = report.sweep_table(document["sweep"]).splitlines()
+    assert table[0].startswith("| store | target/s | achieved/s |") and len(table) == 4
+    # store, target, achieved, both operations' p50 / p99, errors, clipped
+    assert table[3] == "| kvstore | 200 | 2 | read: 1.0 / 3.0; update: 2.0 / 4.0 | 2 | 0 |"
 
 
 def test_csv_schema() -> None:

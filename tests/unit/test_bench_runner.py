@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
+from kvstore.bench import runner
 from kvstore.bench.runner import LoadShape, PhaseResult, run_phase
 from kvstore.bench.workloads import CORE_WORKLOADS, Op, OperationChooser, custom_workload
 
@@ -164,3 +166,24 @@ def test_open_loop_batch_latency_runs_from_each_operations_own_due_time() -> Non
 def test_batches_need_a_store_that_has_them() -> None:
     with pytest.raises(ValueError, match="no batched operations"):
         asyncio.run(run_phase(MemoryStore(), chooser(), LoadShape(batch=2), b"v"))
+
+
+def test_ops_counts_only_what_is_recorded_after_the_warmup() -> None:
+    store = MemoryStore(service_time=0.001)
+    shape = LoadShape(concurrency=2, ops=100, warmup=0.1)
+    result = asyncio.run(run_phase(store, chooser("c"), shape, b"v"))
+    assert result.completed == 100 and store.calls > 120  # ~0.1 s of warm-up ops on top
+
+
+def test_an_open_loop_that_falls_behind_stops_at_its_hard_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "OPEN_LOOP_OVERRUN_S", 0.2)  # overrun = max(0.2, 0.25 * 1 s)
+    store = MemoryStore(service_time=0.05)  # one task: at most 20 ops/s
+    shape = LoadShape(concurrency=1, ops=None, duration=1.0, target_rate=200.0)
+    began = time.perf_counter()
+    result = asyncio.run(run_phase(store, chooser("c"), shape, b"v"))
+    assert time.perf_counter() - began < 1.6  # not the 10 s that sending all 200 would take
+    # Every one of the 200 operations due is accounted for: answered, or given up on.
+    assert result.completed + result.errors[runner.NOT_SENT] == 200
+    assert 15 <= result.completed <= 30 and store.calls == result.completed

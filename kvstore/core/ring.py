@@ -4,17 +4,21 @@ Keys hash (murmur3, 64 bits) onto a ring cut into Q equal partitions, Q a power 
 (Dynamo's strategy 3, as Riak). A key's preference list walks the ring from its partition:
 the first N distinct owners are its primaries, the others its fallbacks, in order.
 
-The claim is a pure function of the sorted member list, so every node given the same members
-computes the same ring with no coordination.
+The initial claim is a pure function of the sorted member list, so every node given the same
+members computes the same ring with no coordination. Later rings are derived from the one before
+(`reclaim`) so that a join or leave moves few partitions; the claimant (`kvstore.core.ringplan`)
+computes them and gossip carries the resulting `RingLayout` to everyone.
 """
 
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvstore import _native
+from kvstore.core.cluster import RingLayout
 
 DEFAULT_PARTITIONS = 256
 MAX_PARTITIONS = 1 << 16
@@ -155,19 +159,304 @@ def _fill_tail(owners: list[int], tail: int, m: int, window: int, cap: int) -> l
     return None
 
 
+def initial_layout(members: Sequence[str], partitions: int, n: int) -> RingLayout:
+    """The layout of a cluster's first ring: `claim` over the sorted members.
+
+    Sorting makes it independent of the order members were listed in, so every node computes
+    the same one."""
+    _check_sizes(members, partitions, n)
+    ordered = tuple(sorted(members))
+    return RingLayout(ordered, tuple(claim(len(ordered), partitions, n)))
+
+
+def _check_layout(layout: RingLayout, n: int) -> None:
+    """Reject a layout no node could route by; it may come from gossip, so check everything."""
+    _check_sizes(layout.members, layout.partitions, n)
+    if list(layout.members) != sorted(layout.members):
+        raise RingError("layout members must be sorted")
+    m = len(layout.members)
+    if any(not 0 <= owner < m for owner in layout.owners):
+        raise RingError("layout owner index out of range")
+
+
+def reclaim(layout: RingLayout, members: Sequence[str], n: int) -> RingLayout:
+    """The next layout when the member set changes from `layout.members` to `members`.
+
+    A join or leave should move about 1/m of the partitions, not reshuffle the ring as
+    `claim` over the new member count would; every moved partition must be handed off
+    before the new layout is committed, so each move costs a data transfer. As Riak's
+    claim_v2, then:
+
+    * a member that stays keeps its partitions unless it has more than its share;
+    * each member's share is floor(Q/m) or ceil(Q/m), the larger shares going to the members
+      owning most already (fewest moves);
+    * partitions of removed members go to members below their share, the most constrained
+      partitions first; then members below their share take partitions from the members
+      above it, the one with most to spare first, spreading the taker's partitions around
+      the ring;
+    * each time the taker is chosen so that no min(n, m) consecutive partitions get a
+      repeated owner (a key's primaries are then distinct even without the walk skipping).
+
+    One join therefore moves exactly floor(Q/(m+1)) partitions and one leave exactly the
+    leaver's. Where that incremental step cannot keep every window distinct but `claim`
+    can (small clusters, e.g. 5 -> 4 members with n = 3, and rings that were already
+    violating, e.g. after growing while m <= n), the result falls back to the `claim` layout
+    with its member labels matched to the current owners: correct, but it moves many
+    partitions. Where no arrangement exists at all (see `claim`), the incremental result is
+    kept: the preference walk skips repeated owners, so keys still get n distinct primaries.
+
+    Deterministic: depends only on the layout and the set of `members` (sorted here).
+    """
+    _check_layout(layout, n)
+    ordered = tuple(sorted(members))
+    _check_sizes(ordered, layout.partitions, n)
+    if ordered == layout.members:
+        return layout
+    index = {member: i for i, member in enumerate(ordered)}
+    old = [index.get(layout.members[owner], -1) for owner in layout.owners]  # -1: free
+    m, window = len(ordered), min(n, len(ordered))
+    owners = _rebalance(old, m, window)
+    if _window_violations(owners, window):
+        fallback = claim(m, layout.partitions, n)
+        if not _window_violations(fallback, window):
+            owners = _repair(owners, old, window)
+            if _window_violations(owners, window):
+                owners = _relabel(fallback, old, m)
+    return RingLayout(ordered, tuple(owners))
+
+
+def _window_violations(owners: Sequence[int], window: int) -> int:
+    """How many cyclic windows of `window` partitions hold a repeated owner."""
+    q = len(owners)
+    if window <= 1:
+        return 0
+    return sum(len({owners[(p + k) % q] for k in range(window)}) != window for p in range(q))
+
+
+def _shares(counts: Sequence[int], partitions: int) -> list[int]:
+    """Each member's target count: floor(Q/m), plus one for the Q % m members owning most
+    (ties by index), so members that must lose partitions lose as few as possible."""
+    m = len(counts)
+    base, extra = divmod(partitions, m)
+    shares = [base] * m
+    for member in sorted(range(m), key=lambda i: (-counts[i], i))[:extra]:
+        shares[member] += 1
+    return shares
+
+
+def _gap(mine: Sequence[int], partition: int, q: int) -> int:
+    """Cyclic distance from `partition` to the nearest of the sorted partitions `mine`;
+    q when there are none."""
+    if not mine:
+        return q
+    i = bisect_left(mine, partition)
+    after = mine[i % len(mine)]
+    before = mine[i - 1]
+    return min((after - partition) % q, (partition - before) % q)
+
+
+def _gaps(owners: Sequence[int], member: int) -> list[int]:
+    """`_gap` for every partition at once: two sweeps around the ring, each wrapping once."""
+    q = len(owners)
+    dist = [q] * q
+    last = -1
+    for p in range(2 * q):
+        if owners[p % q] == member:
+            last = p
+        if last >= 0:
+            dist[p % q] = min(dist[p % q], p - last)
+    last = -1
+    for p in range(2 * q - 1, -1, -1):
+        if owners[p % q] == member:
+            last = p
+        if last >= 0:
+            dist[p % q] = min(dist[p % q], last - p)
+    return dist
+
+
+def _rebalance(owners: list[int], m: int, window: int) -> list[int]:
+    """Owners (-1 for a removed member's partition) rebalanced to shares with few moves.
+
+    Windows are kept where the greedy choices allow and otherwise left repeated (the caller
+    checks)."""
+    q = len(owners)
+    original = owners
+    owners = owners[:]
+    counts = [0] * m
+    mine: list[list[int]] = [[] for _ in range(m)]
+    for p, owner in enumerate(owners):
+        if owner >= 0:
+            counts[owner] += 1
+            mine[owner].append(p)
+    shares = _shares(counts, q)
+
+    def fits(member: int, partition: int) -> bool:
+        return _gap(mine[member], partition, q) >= window
+
+    def repeated(partition: int) -> bool:
+        """Whether the partition's owner owns another one in a window with it: taking it
+        repairs a window the layout breaks already (from an earlier ring)."""
+        owner = owners[partition]
+        return any(owners[(partition + k) % q] == owner for k in range(1 - window, window) if k)
+
+    def give(partition: int, member: int) -> None:
+        previous = owners[partition]
+        if previous >= 0:
+            counts[previous] -= 1
+            mine[previous].remove(partition)
+        owners[partition] = member
+        counts[member] += 1
+        insort(mine[member], partition)
+
+    # Removed members' partitions first, most constrained (fewest fitting takers) first. When
+    # no member below its share fits, a member at or above it that fits takes the partition
+    # (to give one back below: a partition moved twice in one reclaim still moves once).
+    free = [p for p in range(q) if owners[p] < 0]
+    below = [t for t in range(m) if counts[t] < shares[t]]
+    free.sort(key=lambda p: (sum(fits(t, p) for t in below), p))
+    for p in free:
+        give(
+            p,
+            min(
+                range(m),
+                key=lambda t: (not fits(t, p), counts[t] >= shares[t], counts[t] - shares[t], t),
+            ),
+        )
+
+    # Then members below their share take from those above it, the most constrained taker
+    # (fewest partitions it could take without a repeat) first. A taker that fits none
+    # takes one that fits from a member at its share, which then takes in turn (a chain,
+    # bounded; past the bound, repeats are accepted and the caller falls back to `claim`).
+    chained: set[int] = set()
+    for step in range(2 * q + 4 * m):
+        takers = [t for t in range(m) if counts[t] < shares[t]]
+        if not takers:
+            break
+        spare = [p for p in range(q) if counts[owners[p]] > shares[owners[p]]]
+        gaps = {t: _gaps(owners, t) for t in takers}
+        fitting = {t: sum(gaps[t][p] >= window for p in spare) for t in takers}
+        taker = min(takers, key=lambda t: (fitting[t], counts[t] - shares[t], t))
+        dist = gaps[taker]
+        choices = spare
+        if not fitting[taker] and step < q:
+            links = [
+                p
+                for p in range(q)
+                if dist[p] >= window
+                and p not in chained
+                and owners[p] != taker
+                and counts[owners[p]] == shares[owners[p]]
+            ]
+            choices = links or spare
+        taken = min(
+            choices,
+            key=lambda p: (
+                dist[p] < window,
+                original[p] == owners[p],  # moving it again costs no transfer
+                not repeated(p),
+                shares[owners[p]] - counts[owners[p]],
+                -dist[p],
+                p,
+            ),
+        )
+        if counts[owners[taken]] == shares[owners[taken]]:
+            chained.add(taken)
+        give(taken, taker)
+    return owners
+
+
+def _clear(owners: Sequence[int], member: int, partition: int, window: int, skip: int) -> bool:
+    """Whether `member` owns nothing within `window - 1` of `partition`, not counting the
+    partition `skip` (which is about to change hands)."""
+    q = len(owners)
+    for k in range(1 - window, window):
+        other = (partition + k) % q
+        if k and other != skip and owners[other] == member:
+            return False
+    return True
+
+
+def _repair(owners: list[int], original: Sequence[int], window: int) -> list[int]:
+    """Swap owners of partition pairs (which keeps every count) to clear repeated windows,
+    cheapest swap first: a partition already moved in this reclaim moves again for free.
+
+    The greedy choices of `_rebalance` occasionally leave a few repeats; a swap each clears
+    them with at most two extra moves, where falling back to `claim` would move most of the
+    ring."""
+    q = len(owners)
+    owners = owners[:]
+
+    def cost(p: int, member: int) -> int:
+        return int(member != original[p]) - int(owners[p] != original[p])
+
+    for _ in range(q):
+        bad = [p for p in range(q) if not _clear(owners, owners[p], p, window, p)]
+        if not bad:
+            break
+        swaps = [
+            (cost(p, owners[r]) + cost(r, owners[p]), p, r)
+            for p in bad
+            for r in range(q)
+            if owners[r] != owners[p]
+            and _clear(owners, owners[p], r, window, p)
+            and _clear(owners, owners[r], p, window, r)
+        ]
+        if not swaps:
+            break
+        _, p, r = min(swaps)
+        owners[p], owners[r] = owners[r], owners[p]
+    return owners
+
+
+def _relabel(owners: Sequence[int], old: Sequence[int], m: int) -> list[int]:
+    """`owners` (a fresh claim) with its member indices permuted to keep as many partitions
+    with their `old` owner as a greedy matching finds: same balance and windows, fewer moves."""
+    overlap: dict[tuple[int, int], int] = {}
+    for label, before in zip(owners, old, strict=True):
+        if before >= 0:
+            overlap[label, before] = overlap.get((label, before), 0) + 1
+    mapping: dict[int, int] = {}
+    used: set[int] = set()
+    for (label, before), _ in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0])):
+        if label not in mapping and before not in used:
+            mapping[label] = before
+            used.add(before)
+    rest = iter(sorted(set(range(m)) - used))
+    for label in range(m):
+        if label not in mapping:
+            mapping[label] = next(rest)
+    return [mapping[label] for label in owners]
+
+
 class Ring:
     """Partition ownership for a set of members, and preference lists for keys."""
 
-    __slots__ = ("_bits", "_index", "_owners", "members", "n", "partitions")
+    __slots__ = ("_bits", "_index", "_layout", "_owners", "members", "n", "partitions")
 
     def __init__(self, members: Sequence[str], partitions: int = DEFAULT_PARTITIONS, n: int = 3):
-        _check_sizes(members, partitions, n)
-        self.members: tuple[str, ...] = tuple(sorted(members))
-        self.partitions = partitions
+        """The initial ring of `members` (see `initial_layout`)."""
+        self._init(initial_layout(members, partitions, n), n)
+
+    @classmethod
+    def from_layout(cls, layout: RingLayout, n: int) -> Ring:
+        """A ring routing by a given layout (as agreed through gossip), checked first."""
+        _check_layout(layout, n)
+        ring = cls.__new__(cls)
+        ring._init(layout, n)
+        return ring
+
+    def _init(self, layout: RingLayout, n: int) -> None:
+        self._layout = layout
+        self.members: tuple[str, ...] = layout.members
+        self.partitions = layout.partitions
         self.n = n
-        self._bits = max(partitions.bit_length() - 1, 0)
-        self._owners = array("H", claim(len(self.members), partitions, n))
+        self._bits = max(self.partitions.bit_length() - 1, 0)
+        self._owners = array("H", layout.owners)
         self._index = {member: i for i, member in enumerate(self.members)}
+
+    @property
+    def layout(self) -> RingLayout:
+        return self._layout
 
     def owner(self, partition: int) -> str:
         return self.members[self._owners[partition]]
@@ -184,12 +473,19 @@ class Ring:
     def partition_for_key(self, key: bytes) -> int:
         return self.partition_of_position(_native.hash_key(key))
 
+    def _walk(self, partition: int) -> list[int]:
+        return _native.preference_walk(self._owners, partition, len(self.members))
+
     def preference_list(self, key: bytes) -> list[PreferenceEntry]:
         """Every member, in the order a request for `key` tries them: primaries first."""
-        walk = _native.preference_walk(self._owners, self.partition_for_key(key), len(self.members))
+        walk = self._walk(self.partition_for_key(key))
         return [
             PreferenceEntry(self.members[index], primary=i < self.n) for i, index in enumerate(walk)
         ]
 
     def primaries(self, key: bytes) -> list[str]:
         return [e.member for e in self.preference_list(key) if e.primary]
+
+    def partition_primaries(self, partition: int) -> list[str]:
+        """The primaries of every key in `partition`: which members must hold its data."""
+        return [self.members[index] for index in self._walk(partition)[: self.n]]

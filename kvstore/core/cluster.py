@@ -1,0 +1,104 @@
+"""The cluster's shared state, as gossip carries it: members and the ring they agree on.
+
+Pure data only. Who changes what:
+  * a member changes only its own `Member` record (status, heartbeat), bumping `version`;
+  * the ring changes only by the claimant (`kvstore.core.ringplan`), bumping `epoch`.
+Both merge by "newer wins", so gossip converges whatever order states arrive in.
+
+Members are named by their advertised address (HOST:PORT), as Riak names nodes: the address
+is what peers dial and what the ring lists. A node that comes back at another address is a
+new member.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+
+class MemberStatus(enum.Enum):
+    # Running and gossiping but owning nothing: started with seeds that do not list it, and
+    # not (yet) asked to join.
+    STANDBY = "standby"
+    # Asked to join: the claimant gives it partitions in the next ring.
+    JOINING = "joining"
+    # Owns partitions (or will as soon as the pending ring is committed).
+    ACTIVE = "active"
+    # Asked to leave: the claimant moves its partitions away; it serves until then.
+    LEAVING = "leaving"
+    # Left the ring: owns nothing, can be stopped.
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    address: str
+    node_id: str
+    status: MemberStatus
+    # Wall-clock milliseconds of the process start, given by the runtime: a restarted member's
+    # records win over those of its previous life even though its counter starts again.
+    incarnation: int
+    # Bumped by the member on every gossip round (its heartbeat) and every status change.
+    version: int
+    # The highest pending ring epoch whose incoming partitions this member has finished
+    # pulling from their current owners (ownership handoff); 0 when none.
+    ready_epoch: int = 0
+
+    @property
+    def age(self) -> tuple[int, int]:
+        """Order of records about one member: the greater is the newer."""
+        return (self.incarnation, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class RingLayout:
+    """Who owns each partition: `owners[p]` indexes `members` (sorted addresses)."""
+
+    members: tuple[str, ...]
+    owners: tuple[int, ...]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.owners)
+
+
+@dataclass(frozen=True, slots=True)
+class RingState:
+    """The ring every node routes by. While `pending` is set, partitions are moving to it:
+    reads and writes still use `current`, writes are also copied to the pending owners."""
+
+    epoch: int
+    current: RingLayout
+    pending: RingLayout | None = None
+
+    def digest(self) -> bytes:
+        """Content hash: two rings of one epoch that differ (made by two claimants during a
+        partition) are ordered by it, so every node picks the same one."""
+        h = hashlib.blake2b(digest_size=16)
+        for layout in (self.current, self.pending):
+            if layout is None:
+                h.update(b"-")
+                continue
+            h.update(",".join(layout.members).encode())
+            h.update(b";")
+            h.update(bytes(str(list(layout.owners)), "ascii"))
+        return h.digest()
+
+    def newer_than(self, other: RingState) -> bool:
+        return (self.epoch, self.digest()) > (other.epoch, other.digest())
+
+
+def newer_member(a: Member, b: Member) -> Member:
+    """The record to keep of two about the same member."""
+    return b if b.age > a.age else a
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """A node's knowledge of the cluster: what gossip exchanges and a restart keeps."""
+
+    members: dict[str, Member]
+    ring: RingState | None
+    partitions: int
+    n: int

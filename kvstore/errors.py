@@ -64,6 +64,19 @@ class TransportError(Unavailable):
     """No node could be reached at all (client side)."""
 
 
+class ClusterRefused(KvError):
+    """A peer's cluster state cannot be merged (another partition count or n), or a
+    membership change is not allowed in this node's state."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class HintsFull(KvError):
+    """A fallback holds as many hint bytes as it may (hint_max_bytes)."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Timeout(KvError):
     """The request deadline passed before the operation finished; its outcome is unknown."""
 
@@ -96,6 +109,8 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         TooManySiblings,
         Unavailable,
         TransportError,
+        HintsFull,
+        ClusterRefused,
         Timeout,
         StorageError,
         InternalError,

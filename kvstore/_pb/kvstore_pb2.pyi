@@ -49,14 +49,16 @@ class CausalContext(_message.Message):
     def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., key_position: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("key", "r", "timeout_ms")
+    __slots__ = ("key", "r", "timeout_ms", "strict")
     KEY_FIELD_NUMBER: _ClassVar[int]
     R_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     r: int
     timeout_ms: int
-    def __init__(self, key: _Optional[bytes] = ..., r: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    strict: bool
+    def __init__(self, key: _Optional[bytes] = ..., r: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("values", "context", "found")
@@ -69,20 +71,22 @@ class GetResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "context", "w", "timeout_ms", "tombstone")
+    __slots__ = ("key", "value", "context", "w", "timeout_ms", "tombstone", "strict")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     context: bytes
     w: int
     timeout_ms: int
     tombstone: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., tombstone: _Optional[bool] = ...) -> None: ...
+    strict: bool
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., tombstone: _Optional[bool] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("context",)
@@ -111,6 +115,110 @@ class ReplicaReadResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ...) -> None: ...
 
 class ReplicaMergeRequest(_message.Message):
+    __slots__ = ("key", "record", "hint_for")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    HINT_FOR_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    record: KeyRecord
+    hint_for: str
+    def __init__(self, key: _Optional[bytes] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ..., hint_for: _Optional[str] = ...) -> None: ...
+
+class ReplicaMergeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReplicaMergeBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReplicaMergeRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReplicaMergeRequest, _Mapping]]] = ...) -> None: ...
+
+class ReplicaMergeBatchResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HintRecord(_message.Message):
+    __slots__ = ("format", "key", "target", "record", "stored_ms")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    STORED_MS_FIELD_NUMBER: _ClassVar[int]
+    format: int
+    key: bytes
+    target: str
+    record: KeyRecord
+    stored_ms: int
+    def __init__(self, format: _Optional[int] = ..., key: _Optional[bytes] = ..., target: _Optional[str] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ..., stored_ms: _Optional[int] = ...) -> None: ...
+
+class MemberState(_message.Message):
+    __slots__ = ("address", "node_id", "status", "incarnation", "version", "ready_epoch")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    READY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    node_id: str
+    status: str
+    incarnation: int
+    version: int
+    ready_epoch: int
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., ready_epoch: _Optional[int] = ...) -> None: ...
+
+class RingLayoutState(_message.Message):
+    __slots__ = ("members", "owners")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    OWNERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    owners: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., owners: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RingStateMessage(_message.Message):
+    __slots__ = ("epoch", "current", "pending", "has_pending")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    HAS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    current: RingLayoutState
+    pending: RingLayoutState
+    has_pending: bool
+    def __init__(self, epoch: _Optional[int] = ..., current: _Optional[_Union[RingLayoutState, _Mapping]] = ..., pending: _Optional[_Union[RingLayoutState, _Mapping]] = ..., has_pending: _Optional[bool] = ...) -> None: ...
+
+class ClusterState(_message.Message):
+    __slots__ = ("format", "members", "ring", "has_ring", "partitions", "n")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    RING_FIELD_NUMBER: _ClassVar[int]
+    HAS_RING_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    format: int
+    members: _containers.RepeatedCompositeFieldContainer[MemberState]
+    ring: RingStateMessage
+    has_ring: bool
+    partitions: int
+    n: int
+    def __init__(self, format: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberState, _Mapping]]] = ..., ring: _Optional[_Union[RingStateMessage, _Mapping]] = ..., has_ring: _Optional[bool] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
+
+class GossipRequest(_message.Message):
+    __slots__ = ("state", "sender")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    state: ClusterState
+    sender: str
+    def __init__(self, state: _Optional[_Union[ClusterState, _Mapping]] = ..., sender: _Optional[str] = ...) -> None: ...
+
+class GossipResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: ClusterState
+    def __init__(self, state: _Optional[_Union[ClusterState, _Mapping]] = ...) -> None: ...
+
+class KeyedRecord(_message.Message):
     __slots__ = ("key", "record")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
@@ -118,17 +226,67 @@ class ReplicaMergeRequest(_message.Message):
     record: KeyRecord
     def __init__(self, key: _Optional[bytes] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ...) -> None: ...
 
-class ReplicaMergeResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+class TreeHashesRequest(_message.Message):
+    __slots__ = ("partition", "level", "indices")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    level: int
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, partition: _Optional[int] = ..., level: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TreeHashesResponse(_message.Message):
+    __slots__ = ("hashes",)
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SegmentRecordsRequest(_message.Message):
+    __slots__ = ("partition", "segments")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    segments: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, partition: _Optional[int] = ..., segments: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SegmentRecordsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[KeyedRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[KeyedRecord, _Mapping]]] = ...) -> None: ...
+
+class PartitionRecordsRequest(_message.Message):
+    __slots__ = ("partition", "after", "limit")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    after: bytes
+    limit: int
+    def __init__(self, partition: _Optional[int] = ..., after: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PartitionRecordsResponse(_message.Message):
+    __slots__ = ("records", "last", "done")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[KeyedRecord]
+    last: bytes
+    done: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[KeyedRecord, _Mapping]]] = ..., last: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class ForwardPutRequest(_message.Message):
-    __slots__ = ("request", "hops")
+    __slots__ = ("request", "hops", "ring_epoch", "sender")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
+    RING_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
     request: PutRequest
     hops: int
-    def __init__(self, request: _Optional[_Union[PutRequest, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...
+    ring_epoch: int
+    sender: str
+    def __init__(self, request: _Optional[_Union[PutRequest, _Mapping]] = ..., hops: _Optional[int] = ..., ring_epoch: _Optional[int] = ..., sender: _Optional[str] = ...) -> None: ...
 
 class NodeInfoRequest(_message.Message):
     __slots__ = ()
@@ -149,3 +307,70 @@ class NodeInfoResponse(_message.Message):
     partitions: int
     n: int
     def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MemberReport(_message.Message):
+    __slots__ = ("address", "node_id", "status", "up", "phi", "partitions_owned", "partitions_pending")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    PHI_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_OWNED_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    node_id: str
+    status: str
+    up: bool
+    phi: float
+    partitions_owned: int
+    partitions_pending: int
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., up: _Optional[bool] = ..., phi: _Optional[float] = ..., partitions_owned: _Optional[int] = ..., partitions_pending: _Optional[int] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("address", "node_id", "ring_epoch", "ring_pending", "members", "hints_pending", "hint_bytes", "handoffs_pending", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RING_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RING_PENDING_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HINTS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    HINT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HANDOFFS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    node_id: str
+    ring_epoch: int
+    ring_pending: bool
+    members: _containers.RepeatedCompositeFieldContainer[MemberReport]
+    hints_pending: int
+    hint_bytes: int
+    handoffs_pending: int
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., ring_epoch: _Optional[int] = ..., ring_pending: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[MemberReport, _Mapping]]] = ..., hints_pending: _Optional[int] = ..., hint_bytes: _Optional[int] = ..., handoffs_pending: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

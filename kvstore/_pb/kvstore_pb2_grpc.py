@@ -213,6 +213,31 @@ class PeerStub:
                 request_serializer=kvstore__pb2.NodeInfoRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.NodeInfoResponse.FromString,
                 _registered_method=True)
+        self.ReplicaMergeBatch = channel.unary_unary(
+                '/kvstore.v1.Peer/ReplicaMergeBatch',
+                request_serializer=kvstore__pb2.ReplicaMergeBatchRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.ReplicaMergeBatchResponse.FromString,
+                _registered_method=True)
+        self.Gossip = channel.unary_unary(
+                '/kvstore.v1.Peer/Gossip',
+                request_serializer=kvstore__pb2.GossipRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.GossipResponse.FromString,
+                _registered_method=True)
+        self.TreeHashes = channel.unary_unary(
+                '/kvstore.v1.Peer/TreeHashes',
+                request_serializer=kvstore__pb2.TreeHashesRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.TreeHashesResponse.FromString,
+                _registered_method=True)
+        self.SegmentRecords = channel.unary_unary(
+                '/kvstore.v1.Peer/SegmentRecords',
+                request_serializer=kvstore__pb2.SegmentRecordsRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.SegmentRecordsResponse.FromString,
+                _registered_method=True)
+        self.PartitionRecords = channel.unary_unary(
+                '/kvstore.v1.Peer/PartitionRecords',
+                request_serializer=kvstore__pb2.PartitionRecordsRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.PartitionRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -242,6 +267,36 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplicaMergeBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Gossip(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TreeHashes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SegmentRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PartitionRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +319,31 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.NodeInfo,
                     request_deserializer=kvstore__pb2.NodeInfoRequest.FromString,
                     response_serializer=kvstore__pb2.NodeInfoResponse.SerializeToString,
+            ),
+            'ReplicaMergeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaMergeBatch,
+                    request_deserializer=kvstore__pb2.ReplicaMergeBatchRequest.FromString,
+                    response_serializer=kvstore__pb2.ReplicaMergeBatchResponse.SerializeToString,
+            ),
+            'Gossip': grpc.unary_unary_rpc_method_handler(
+                    servicer.Gossip,
+                    request_deserializer=kvstore__pb2.GossipRequest.FromString,
+                    response_serializer=kvstore__pb2.GossipResponse.SerializeToString,
+            ),
+            'TreeHashes': grpc.unary_unary_rpc_method_handler(
+                    servicer.TreeHashes,
+                    request_deserializer=kvstore__pb2.TreeHashesRequest.FromString,
+                    response_serializer=kvstore__pb2.TreeHashesResponse.SerializeToString,
+            ),
+            'SegmentRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.SegmentRecords,
+                    request_deserializer=kvstore__pb2.SegmentRecordsRequest.FromString,
+                    response_serializer=kvstore__pb2.SegmentRecordsResponse.SerializeToString,
+            ),
+            'PartitionRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.PartitionRecords,
+                    request_deserializer=kvstore__pb2.PartitionRecordsRequest.FromString,
+                    response_serializer=kvstore__pb2.PartitionRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -374,6 +454,302 @@ class Peer:
             '/kvstore.v1.Peer/NodeInfo',
             kvstore__pb2.NodeInfoRequest.SerializeToString,
             kvstore__pb2.NodeInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaMergeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/ReplicaMergeBatch',
+            kvstore__pb2.ReplicaMergeBatchRequest.SerializeToString,
+            kvstore__pb2.ReplicaMergeBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Gossip(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/Gossip',
+            kvstore__pb2.GossipRequest.SerializeToString,
+            kvstore__pb2.GossipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TreeHashes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/TreeHashes',
+            kvstore__pb2.TreeHashesRequest.SerializeToString,
+            kvstore__pb2.TreeHashesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SegmentRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/SegmentRecords',
+            kvstore__pb2.SegmentRecordsRequest.SerializeToString,
+            kvstore__pb2.SegmentRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PartitionRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/PartitionRecords',
+            kvstore__pb2.PartitionRecordsRequest.SerializeToString,
+            kvstore__pb2.PartitionRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminStub:
+    """Asked of one node about itself: its view, or to join or leave the ring.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Status = channel.unary_unary(
+                '/kvstore.v1.Admin/Status',
+                request_serializer=kvstore__pb2.StatusRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.Join = channel.unary_unary(
+                '/kvstore.v1.Admin/Join',
+                request_serializer=kvstore__pb2.JoinRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.JoinResponse.FromString,
+                _registered_method=True)
+        self.Leave = channel.unary_unary(
+                '/kvstore.v1.Admin/Leave',
+                request_serializer=kvstore__pb2.LeaveRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.LeaveResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """Asked of one node about itself: its view, or to join or leave the ring.
+    """
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Join(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Leave(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=kvstore__pb2.StatusRequest.FromString,
+                    response_serializer=kvstore__pb2.StatusResponse.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=kvstore__pb2.JoinRequest.FromString,
+                    response_serializer=kvstore__pb2.JoinResponse.SerializeToString,
+            ),
+            'Leave': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leave,
+                    request_deserializer=kvstore__pb2.LeaveRequest.FromString,
+                    response_serializer=kvstore__pb2.LeaveResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kvstore.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kvstore.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """Asked of one node about itself: its view, or to join or leave the ring.
+    """
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Status',
+            kvstore__pb2.StatusRequest.SerializeToString,
+            kvstore__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Join',
+            kvstore__pb2.JoinRequest.SerializeToString,
+            kvstore__pb2.JoinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Leave',
+            kvstore__pb2.LeaveRequest.SerializeToString,
+            kvstore__pb2.LeaveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,8 +2,9 @@
 
 Column families:
   data  ring position (8 bytes, big-endian murmur3) + key  ->  KeyRecord
-  hints reserved for hinted handoff
-  meta  node identity (node id, actor id) and later membership state
+  hints ring position + key length (4 bytes) + key + target address  ->  HintRecord
+        (states a fallback keeps for a primary; all hints of one key are one key range)
+  meta  node identity (node id, actor id) and the last cluster state (members, ring)
 
 Data keys are prefixed by their ring position so a partition is one contiguous key range,
 whatever Q is: anti-entropy and ownership handoff scan ranges instead of the whole store.
@@ -18,7 +19,7 @@ import os
 import secrets
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -26,17 +27,29 @@ import rocksdict
 
 from kvstore import _native
 from kvstore.core.versions import KeyState, merge
-from kvstore.errors import ConfigError, StorageError
-from kvstore.storage.codec import decode_record, encode_record
+from kvstore.errors import ConfigError, HintsFull, StorageError
+from kvstore.storage.codec import DecodedHint as Hint
+from kvstore.storage.codec import decode_hint, decode_record, encode_hint, encode_record
 
 COLUMN_FAMILIES = ("data", "hints", "meta")
 _POSITION = struct.Struct(">Q")
+_KEY_LENGTH = struct.Struct(">I")
 _META_NODE_ID = b"node_id"
 _META_ACTOR = b"actor"
+_META_CLUSTER = b"cluster"
 
 
 def data_key(key: bytes) -> bytes:
     return _POSITION.pack(_native.hash_key(key)) + key
+
+
+def position_of(storage_key: bytes) -> int:
+    position: int = _POSITION.unpack_from(storage_key)[0]
+    return position
+
+
+def _hint_prefix(key: bytes) -> bytes:
+    return _POSITION.pack(_native.hash_key(key)) + _KEY_LENGTH.pack(len(key)) + key
 
 
 def _options() -> rocksdict.Options:
@@ -65,11 +78,19 @@ class Storage:
         except Exception as exc:  # rocksdict raises plain Exception subclasses
             raise StorageError(f"cannot open RocksDB at {self.path}: {exc}") from exc
         self._data = self._db.get_column_family("data")
+        self._hints = self._db.get_column_family("hints")
         self._meta = self._db.get_column_family("meta")
+        self._data_handle = self._db.get_column_family_handle("data")
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync
         self._lock = threading.Lock()
         self._closed = False
+        # Totals of the hints column family, kept in step with every change to it.
+        self.hint_count = 0
+        self.hint_bytes = 0
+        for hint_key, raw in self._hints.items():
+            self.hint_count += 1
+            self.hint_bytes += len(cast(bytes, hint_key)) + len(cast(bytes, raw))
 
     # ---- identity ----
 
@@ -94,6 +115,14 @@ class Storage:
         if actor_bytes is None:
             raise StorageError(f"data directory {self.path} has a node id but no actor id")
         return bytes(actor_bytes).decode()
+
+    def load_cluster(self) -> bytes | None:
+        raw = self._meta.get(_META_CLUSTER)
+        return None if raw is None else bytes(raw)
+
+    def save_cluster(self, encoded: bytes) -> None:
+        """The node's last cluster state (members and ring), so a restart keeps them."""
+        self._meta.put(_META_CLUSTER, encoded, write_opt=self._sync_options())
 
     def _sync_options(self) -> rocksdict.WriteOptions:
         options = rocksdict.WriteOptions()
@@ -124,16 +153,118 @@ class Storage:
             key, lambda current: incoming if current is None else merge(current, incoming)
         )
 
+    def merge_many(self, items: Iterable[tuple[bytes, KeyState]]) -> None:
+        """Merge many replica states in one atomic write (one WAL record)."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        with self._lock:
+            pending: dict[bytes, KeyState] = {}
+            for key, incoming in items:
+                dk = data_key(key)
+                current = pending.get(dk)
+                if current is None:
+                    raw = self._data.get(dk)
+                    current = None if raw is None else decode_record(raw)
+                new = incoming if current is None else merge(current, incoming)
+                if new != current:
+                    pending[dk] = new
+            for dk, state in pending.items():
+                batch.put(dk, encode_record(state), column_family=self._data_handle)
+            if pending:
+                self._db.write(batch, write_opt=self._write_options)
+
     def items(self) -> Iterator[tuple[bytes, KeyState]]:
         """Every stored key and its state, in ring order."""
         for dk, raw in self._data.items():
             yield cast(bytes, dk)[_POSITION.size :], decode_record(cast(bytes, raw))
 
+    def scan(self, low: int, high: int, after: bytes = b"") -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(storage key, key, encoded record) of every key whose ring position is in
+        [low, high), in storage order, starting after the storage key `after`.
+
+        A partition is one such range. Records are yielded encoded: anti-entropy hashes
+        them as stored and ownership handoff ships them without decoding.
+        """
+        start = max(_POSITION.pack(low), after + b"\0") if after else _POSITION.pack(low)
+        for dk, raw in self._data.items(from_key=start):
+            dk = cast(bytes, dk)
+            if position_of(dk) >= high:
+                return
+            yield dk, dk[_POSITION.size :], cast(bytes, raw)
+
+    def delete_if_unchanged(self, key: bytes, expected: KeyState) -> bool:
+        """Delete the key if its state is still `expected` (a state handed off to its owners,
+        or a tombstone every replica holds). False, and nothing deleted, otherwise."""
+        dk = data_key(key)
+        with self._lock:
+            raw = self._data.get(dk)
+            if raw is None or decode_record(raw) != expected:
+                return False
+            self._data.delete(dk, write_opt=self._write_options)
+            return True
+
+    # ---- hints ----
+
+    def store_hint(
+        self, target: str, key: bytes, state: KeyState, now_ms: int, max_bytes: int
+    ) -> None:
+        """Keep `state` for `target`, merged into any hint already held for it and the key.
+
+        Raises HintsFull, storing nothing, when the hints would pass `max_bytes` in all: the
+        write then counts as failed on this fallback and the coordinator tries the next.
+        """
+        hint_key = _hint_prefix(key) + target.encode()
+        with self._lock:
+            old = self._hints.get(hint_key)
+            stored_ms = now_ms
+            if old is not None:
+                previous = decode_hint(old)
+                state = merge(previous.state, state)
+                stored_ms = previous.stored_ms
+            raw = encode_hint(target, key, state, stored_ms)
+            old_size = 0 if old is None else len(hint_key) + len(old)
+            new_size = len(hint_key) + len(raw)
+            if self.hint_bytes - old_size + new_size > max_bytes:
+                raise HintsFull(
+                    f"hints would take {self.hint_bytes - old_size + new_size} bytes; the"
+                    f" limit is {max_bytes} (hint_max_bytes)"
+                )
+            self._hints.put(hint_key, raw, write_opt=self._write_options)
+            self.hint_count += old is None
+            self.hint_bytes += new_size - old_size
+
+    def hints_for_key(self, key: bytes) -> list[KeyState]:
+        """The states fallbacks' hints hold for the key here (a sloppy read answers them)."""
+        prefix = _hint_prefix(key)
+        found = []
+        for hint_key, raw in self._hints.items(from_key=prefix):
+            if not cast(bytes, hint_key).startswith(prefix):
+                break
+            found.append(decode_hint(cast(bytes, raw)).state)
+        return found
+
+    def hints(self) -> Iterator[Hint]:
+        """Every hint held, in ring order."""
+        for _hint_key, raw in self._hints.items():
+            yield decode_hint(cast(bytes, raw))
+
+    def delete_hint(self, hint: Hint) -> bool:
+        """Delete a hint if it is unchanged since it was read (delivered or dropped); a hint
+        that grew meanwhile stays, to be delivered again."""
+        hint_key = _hint_prefix(hint.key) + hint.target.encode()
+        with self._lock:
+            current = self._hints.get(hint_key)
+            if current is None or bytes(current) != hint.raw:
+                return False
+            self._hints.delete(hint_key, write_opt=self._write_options)
+            self.hint_count -= 1
+            self.hint_bytes -= len(hint_key) + len(hint.raw)
+            return True
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             # Column-family handles hold the database open: release them before closing it.
-            del self._data, self._meta
+            del self._data, self._hints, self._meta, self._data_handle
             self._db.close()
 
     def __enter__(self) -> Storage:

@@ -266,3 +266,112 @@ def test_acknowledged_updates_survive_kill_9(tmp_path: Path, mode: str) -> None:
             assert state is not None
             assert state.live_values == [b"v%d" % i]
         assert storage.claim_identity("node-k").startswith("node-k/")
+
+
+# ---- hints, scans, batches, cluster state ----
+
+
+def state_of(value: bytes, actor: str = "n1/x") -> KeyState:
+    return write(EMPTY, {}, actor, value)[0]
+
+
+def test_hints_merge_per_target_and_key_and_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    a, b = state_of(b"a"), state_of(b"b", "n2/y")
+    with Storage(path) as storage:
+        storage.store_hint("p1:1", b"k", a, now_ms=1_000, max_bytes=1 << 20)
+        storage.store_hint("p1:1", b"k", b, now_ms=2_000, max_bytes=1 << 20)  # merged
+        storage.store_hint("p2:1", b"k", a, now_ms=3_000, max_bytes=1 << 20)
+        storage.store_hint("p1:1", b"k2", a, now_ms=4_000, max_bytes=1 << 20)
+        assert storage.hint_count == 3
+        assert sorted(s.live_values for s in storage.hints_for_key(b"k")) == [
+            [b"a"],
+            [b"a", b"b"],
+        ]
+        assert storage.hints_for_key(b"k3") == []
+        assert storage.get(b"k") is None  # hints are not data
+        size = storage.hint_bytes
+    with Storage(path) as storage:
+        assert (storage.hint_count, storage.hint_bytes) == (3, size)
+        held = {(h.target, h.key): h for h in storage.hints()}
+        first = held[("p1:1", b"k")]
+        assert first.state == merge(a, b)
+        assert first.stored_ms == 1_000  # the age counts from the first store
+
+
+def test_a_hint_that_grew_after_it_was_read_is_not_deleted(tmp_path: Path) -> None:
+    with Storage(tmp_path / "db") as storage:
+        storage.store_hint("p1:1", b"k", state_of(b"a"), now_ms=1, max_bytes=1 << 20)
+        (read,) = list(storage.hints())
+        storage.store_hint("p1:1", b"k", state_of(b"b", "n2/y"), now_ms=2, max_bytes=1 << 20)
+        assert not storage.delete_hint(read)  # delivered the old one; the new must stay
+        assert storage.hint_count == 1
+        (again,) = list(storage.hints())
+        assert storage.delete_hint(again)
+        assert (storage.hint_count, storage.hint_bytes) == (0, 0)
+        assert not storage.delete_hint(again)
+
+
+def test_hints_refuse_to_pass_their_byte_limit_and_store_nothing(tmp_path: Path) -> None:
+    from kvstore.errors import HintsFull
+
+    with Storage(tmp_path / "db") as storage:
+        storage.store_hint("p1:1", b"k", state_of(b"a"), now_ms=1, max_bytes=200)
+        before = (storage.hint_count, storage.hint_bytes)
+        with pytest.raises(HintsFull, match="hint_max_bytes"):
+            storage.store_hint("p1:1", b"k2", state_of(b"x" * 300), now_ms=1, max_bytes=200)
+        assert (storage.hint_count, storage.hint_bytes) == before
+        assert storage.hints_for_key(b"k2") == []
+
+
+def test_scan_yields_a_position_range_in_order_and_resumes_after_a_key(tmp_path: Path) -> None:
+    from kvstore.storage.engine import position_of
+
+    with Storage(tmp_path / "db") as storage:
+        keys = [f"key-{i}".encode() for i in range(200)]
+        for key in keys:
+            put(storage, key, b"v")
+        half = 1 << 63
+        low = list(storage.scan(0, half))
+        high = list(storage.scan(half, 1 << 64))
+        assert len(low) + len(high) == 200
+        assert all(position_of(dk) < half for dk, _, _ in low)
+        assert all(position_of(dk) >= half for dk, _, _ in high)
+        assert [dk for dk, _, _ in low] == sorted(dk for dk, _, _ in low)
+        assert {k for _, k, _ in low + high} == set(keys)
+        resumed = list(storage.scan(0, half, after=low[9][0]))
+        assert resumed == low[10:]
+
+
+def test_merge_many_and_delete_if_unchanged(tmp_path: Path) -> None:
+    with Storage(tmp_path / "db") as storage:
+        a, b = state_of(b"a"), state_of(b"b", "n2/y")
+        storage.merge_many([(b"k1", a), (b"k2", a), (b"k1", b)])
+        assert storage.get(b"k1") == merge(a, b)
+        assert storage.get(b"k2") == a
+        assert not storage.delete_if_unchanged(b"k1", a)  # it changed since
+        assert storage.get(b"k1") == merge(a, b)
+        assert storage.delete_if_unchanged(b"k2", a)
+        assert storage.get(b"k2") is None
+        assert not storage.delete_if_unchanged(b"k2", a)
+
+
+def test_cluster_state_round_trip(tmp_path: Path) -> None:
+    from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingLayout, RingState
+    from kvstore.storage.codec import decode_cluster, encode_cluster
+
+    view = ClusterView(
+        members={"a:1": Member("a:1", "a", MemberStatus.LEAVING, 5, 9, 2)},
+        ring=RingState(3, RingLayout(("a:1", "b:1"), (0, 1, 0, 1)), RingLayout(("b:1",), (0,) * 4)),
+        partitions=4,
+        n=2,
+    )
+    with Storage(tmp_path / "db") as storage:
+        assert storage.load_cluster() is None
+        storage.save_cluster(encode_cluster(view))
+    with Storage(tmp_path / "db") as storage:
+        loaded = storage.load_cluster()
+        assert loaded is not None
+        assert decode_cluster(loaded) == view
+    with pytest.raises(StorageError):
+        decode_cluster(b"\xff\xff")

@@ -23,6 +23,53 @@ ENV_PREFIX = "KVSTORE_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+@dataclass(frozen=True, slots=True)
+class Background:
+    """Timers and bounds of the work a node does besides answering requests."""
+
+    # Gossip with one random peer this often; peers' heartbeats arrive through it.
+    gossip_interval_ms: int = 1_000
+    # Phi above which the failure detector holds a peer down (8: ~1e-8 odds it is alive).
+    phi_threshold: int = 8
+    # A primary that has not acknowledged a write after this long gets a stand-in (sloppy
+    # quorum); it may still answer, and whichever does counts.
+    replica_timeout_ms: int = 1_000
+    # How often held hints are offered to their primaries.
+    hint_interval_ms: int = 1_000
+    # Hints older than this are dropped (counted) instead of delivered; anti-entropy still
+    # repairs what they carried. Also the least tombstone grace, so a late hint cannot
+    # bring back a value whose tombstone was purged.
+    hint_max_age_s: int = 86_400
+    hint_max_bytes: int = 1 << 30
+    # Pause between two anti-entropy exchanges (one partition with one peer each); 0 = off.
+    anti_entropy_interval_ms: int = 200
+    # How often ownership handoff and stray-data cleanup look for work.
+    handoff_interval_ms: int = 1_000
+    # Tombstones younger than this are kept even when every replica has them.
+    tombstone_grace_s: int = 86_400 * 3
+
+    def check(self) -> None:
+        for name, low, high in (
+            ("gossip_interval_ms", 10, 600_000),
+            ("phi_threshold", 1, 1_000),
+            ("replica_timeout_ms", 1, 600_000),
+            ("hint_interval_ms", 10, 600_000),
+            ("hint_max_age_s", 1, 10 * 365 * 86_400),
+            ("hint_max_bytes", 0, 1 << 50),
+            ("anti_entropy_interval_ms", 0, 3_600_000),
+            ("handoff_interval_ms", 10, 600_000),
+            ("tombstone_grace_s", 0, 10 * 365 * 86_400),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+        if self.tombstone_grace_s < self.hint_max_age_s:
+            raise ConfigError(
+                "tombstone_grace_s must be at least hint_max_age_s: a hint delivered after its"
+                " key's tombstone was purged would bring the deleted value back"
+            )
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: str
@@ -34,11 +81,18 @@ class NodeConfig:
     sync_writes: bool = False
     quorum: Quorum = field(default_factory=Quorum)
     limits: Limits = field(default_factory=Limits)
+    background: Background = field(default_factory=Background)
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The static member list: every seed plus this node itself."""
+        """Every seed plus this node itself: the first ring's members when it bootstraps."""
         return tuple(sorted(set(self.seeds) | {self.advertise}))
+
+    @property
+    def bootstraps(self) -> bool:
+        """A node listed in its own seeds (or given none) starts the cluster with the ring of
+        `members`; one that is not is a newcomer that waits to be joined (`kvstore join`)."""
+        return not self.seeds or self.advertise in self.seeds
 
 
 _INT_SETTINGS = {
@@ -51,6 +105,7 @@ _INT_SETTINGS = {
     "max_siblings",
     "request_timeout_ms",
     "max_request_timeout_ms",
+    *(f.name for f in dataclasses.fields(Background)),
 }
 _BOOL_SETTINGS = {"sync_writes"}
 _STR_SETTINGS = {"node_id", "listen", "advertise", "data_dir"}
@@ -152,8 +207,11 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
     quorum = Quorum(**{k: settings[k] for k in ("n", "r", "w") if k in settings})
     limit_names = {f.name for f in dataclasses.fields(Limits)}
     limits = Limits(**{k: v for k, v in settings.items() if k in limit_names})
+    background_names = {f.name for f in dataclasses.fields(Background)}
+    background = Background(**{k: v for k, v in settings.items() if k in background_names})
     quorum.check()
     limits.check()
+    background.check()
     config = NodeConfig(
         node_id=node_id,
         listen=listen,
@@ -164,6 +222,7 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
         sync_writes=settings.get("sync_writes", False),
         quorum=quorum,
         limits=limits,
+        background=background,
     )
     try:
         Ring(config.members, config.partitions, quorum.n)

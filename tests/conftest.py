@@ -19,12 +19,15 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFa
     """Start local clusters; every process a test started is stopped by pid afterwards."""
     started: list[LocalCluster] = []
 
-    def make(count: int = 3, extra_args: tuple[str, ...] = ()) -> LocalCluster:
+    def make(
+        count: int = 3, extra_args: tuple[str, ...] = (), founders: int | None = None
+    ) -> LocalCluster:
         cluster = LocalCluster(
             count,
             tmp_path_factory.mktemp("cluster"),
             ports=free_ports(count),
             extra_args=extra_args,
+            founders=founders,
         )
         started.append(cluster)
         cluster.start()

@@ -13,7 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client import Client, GetResult
+from kvstore.client._common import parse_seeds
 from kvstore.config import SETTINGS, load_node_config
 from kvstore.errors import KvError
 
@@ -73,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--w", type=int)
     _add_client_options(delete)
 
+    for name in ("get", "put", "delete"):
+        sub.choices[name].add_argument(
+            "--strict",
+            action="store_true",
+            help="count only the key's primaries (no fallbacks stand in for a down node)",
+        )
+
+    status = sub.add_parser("status", help="a node's view of the cluster")
+    status.add_argument("--node", help="HOST:PORT of the node to ask (default: the first seed)")
+    _add_client_options(status)
+    join = sub.add_parser("join", help="make a standby node (not in its seeds) join the ring")
+    join.add_argument("--node", required=True, help="HOST:PORT of the node that joins")
+    _add_client_options(join)
+    leave = sub.add_parser("leave", help="make a node leave the ring, handing its data off")
+    leave.add_argument("--node", required=True, help="HOST:PORT of the node that leaves")
+    _add_client_options(leave)
+
     debug = sub.add_parser("debug", help="operator tools")
     debug_sub = debug.add_subparsers(dest="debug_command", required=True)
     local_get = debug_sub.add_parser("local-get", help="one node's own stored versions of a key")
@@ -116,18 +137,44 @@ def _print_get(result: GetResult, as_json: bool) -> int:
     return 0 if result.found else 1
 
 
+def _print_status(status: pb.StatusResponse, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(MessageToDict(status, preserving_proto_field_name=True)))
+        return 0
+    pending = " (partitions moving)" if status.ring_pending else ""
+    print(f"node {status.node_id} at {status.address}: ring epoch {status.ring_epoch}{pending}")
+    print(f"{'address':<24} {'node id':<16} {'status':<8} {'up':<4} {'phi':>6} {'owns':>5}"
+          f" {'will own':>8}")  # fmt: skip
+    for m in status.members:
+        future = str(m.partitions_pending) if status.ring_pending else "-"
+        print(f"{m.address:<24} {m.node_id:<16} {m.status:<8} {'yes' if m.up else 'NO':<4}"
+              f" {m.phi:>6.1f} {m.partitions_owned:>5} {future:>8}")  # fmt: skip
+    print(f"hints pending: {status.hints_pending} ({status.hint_bytes} bytes)")
+    print(f"partitions to pull (handoff): {status.handoffs_pending}")
+    for name, value in sorted(status.counters.items()):
+        print(f"  {name}: {value}")
+    return 0
+
+
 def _client_command(args: argparse.Namespace) -> int:
     with Client(args.seeds, timeout=args.timeout) as kv:
+        if args.command == "status":
+            node = args.node or parse_seeds(args.seeds)[0]
+            return _print_status(kv.status(node), args.json)
+        if args.command in ("join", "leave"):
+            (kv.join if args.command == "join" else kv.leave)(args.node)
+            print(f"ok: {args.node} asked to {args.command}; watch `kvstore status`")
+            return 0
         if args.command == "get":
-            return _print_get(kv.get(args.key, r=args.r), args.json)
+            return _print_get(kv.get(args.key, r=args.r, sloppy=not args.strict), args.json)
         if args.command == "debug":
             return _print_get(kv.local_get(args.node, args.key), args.json)
         context = _decode_context(args.context)
         if args.command == "put":
             value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
-            result = kv.put(args.key, value, context=context, w=args.w)
+            result = kv.put(args.key, value, context=context, w=args.w, sloppy=not args.strict)
         else:
-            result = kv.delete(args.key, context=context, w=args.w)
+            result = kv.delete(args.key, context=context, w=args.w, sloppy=not args.strict)
         encoded = base64.b64encode(result.context).decode()
         print(json.dumps({"context": encoded}) if args.json else f"ok\ncontext: {encoded}")
         return 0

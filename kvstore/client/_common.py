@@ -105,13 +105,21 @@ class RequestBuilder:
     def deadline_s(self) -> float:
         return self.timeout + DEADLINE_SLACK_S
 
-    def get_request(self, key: Key, r: int | None) -> pb.GetRequest:
+    def get_request(self, key: Key, r: int | None, sloppy: bool = True) -> pb.GetRequest:
         return pb.GetRequest(
-            key=key_bytes(key), r=quorum_option("r", r), timeout_ms=self.timeout_ms
+            key=key_bytes(key),
+            r=quorum_option("r", r),
+            timeout_ms=self.timeout_ms,
+            strict=not sloppy,
         )
 
     def put_request(
-        self, key: Key, value: bytes | None, context: bytes | None, w: int | None
+        self,
+        key: Key,
+        value: bytes | None,
+        context: bytes | None,
+        w: int | None,
+        sloppy: bool = True,
     ) -> pb.PutRequest:
         return pb.PutRequest(
             key=key_bytes(key),
@@ -120,6 +128,7 @@ class RequestBuilder:
             context=context_bytes(context),
             w=quorum_option("w", w),
             timeout_ms=self.timeout_ms,
+            strict=not sloppy,
         )
 
     def get_result(self, response: pb.GetResponse, resolver: Resolver | None) -> GetResult:

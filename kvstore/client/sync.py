@@ -59,19 +59,35 @@ class Client:
                 errors.append(error)
         raise no_node_answered(errors)
 
-    def get(self, key: Key, r: int | None = None, resolver: Resolver | None = None) -> GetResult:
-        request = self._requests.get_request(key, r)
+    def get(
+        self,
+        key: Key,
+        r: int | None = None,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> GetResult:
+        """`sloppy=False` counts only the key's primaries towards r (Riak's PR)."""
+        request = self._requests.get_request(key, r, sloppy)
         deadline = self._requests.deadline_s
         response = self._call(lambda stub: stub.Get(request, timeout=deadline))
         return self._requests.get_result(response, resolver)
 
     def put(
-        self, key: Key, value: bytes, context: bytes | None = None, w: int | None = None
+        self,
+        key: Key,
+        value: bytes,
+        context: bytes | None = None,
+        w: int | None = None,
+        sloppy: bool = True,
     ) -> PutResult:
-        return self._put(self._requests.put_request(key, value, context, w))
+        """`sloppy=False` counts only the key's primaries towards w (Riak's PW): no
+        fallback stands in for a primary that is down."""
+        return self._put(self._requests.put_request(key, value, context, w, sloppy))
 
-    def delete(self, key: Key, context: bytes | None = None, w: int | None = None) -> PutResult:
-        return self._put(self._requests.put_request(key, None, context, w))
+    def delete(
+        self, key: Key, context: bytes | None = None, w: int | None = None, sloppy: bool = True
+    ) -> PutResult:
+        return self._put(self._requests.put_request(key, None, context, w, sloppy))
 
     def _put(self, request: pb.PutRequest) -> PutResult:
         deadline = self._requests.deadline_s
@@ -90,6 +106,39 @@ class Client:
             [node_address],
         )
         return self._requests.get_result(response, resolver=None)
+
+    # ---- operators: asked of one node about itself ----
+
+    def _admin(self, node_address: str) -> pb_grpc.AdminStub:
+        self._pool.stub(node_address)  # opens (or reuses) the channel to the node
+        return pb_grpc.AdminStub(self._pool.channels[node_address])
+
+    def status(self, node_address: str) -> pb.StatusResponse:
+        """The node's view: members (state, up/down, partitions), ring epoch, pending hints
+        and handoffs, and its counters."""
+        request = pb.StatusRequest()
+        deadline = self._requests.deadline_s
+        response: pb.StatusResponse = self._call(
+            lambda _: self._admin(node_address).Status(request, timeout=deadline),
+            [node_address],
+        )
+        return response
+
+    def join(self, node_address: str) -> None:
+        """Ask a standby node (started with seeds that do not list it) to join the ring."""
+        deadline = self._requests.deadline_s
+        self._call(
+            lambda _: self._admin(node_address).Join(pb.JoinRequest(), timeout=deadline),
+            [node_address],
+        )
+
+    def leave(self, node_address: str) -> None:
+        """Ask a node to leave the ring: its partitions move to the others first."""
+        deadline = self._requests.deadline_s
+        self._call(
+            lambda _: self._admin(node_address).Leave(pb.LeaveRequest(), timeout=deadline),
+            [node_address],
+        )
 
     def close(self) -> None:
         for channel in self._pool.take_channels():

@@ -9,18 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.config import NodeConfig
 from kvstore.core import versions
-from kvstore.core.coordinator import GetCoordinator, Outcome, PutCoordinator
+from kvstore.core.cluster import MemberStatus
+from kvstore.core.coordinator import (
+    GetCoordinator,
+    MergeReplica,
+    Outcome,
+    PutCoordinator,
+)
+from kvstore.core.membership import Membership
 from kvstore.core.ring import Ring
 from kvstore.core.versions import EMPTY, KeyState
-from kvstore.errors import KvError, TooManySiblings, Unavailable
+from kvstore.errors import ClusterRefused, KvError, TooManySiblings, Unavailable
 from kvstore.rpc.peer import PeerClient, PeerFailure
 from kvstore.rpc.status import error_from_rpc, is_transport_failure
 from kvstore.storage.codec import decode_context, encode_context
@@ -28,90 +36,238 @@ from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
 
-# A write reaching a non-replica is forwarded once; a second hop means the rings disagree.
-MAX_FORWARD_HOPS = 1
-R = TypeVar("R")
+# A write reaching a non-replica is forwarded to a replica. Right after a ring change the
+# nodes' rings disagree until gossip has spread the new one (a second or two): a receiver
+# with an older ring than the sender's first catches up from it, one with a newer ring
+# forwards again by its own. The bound stops a loop between nodes that keep disagreeing.
+MAX_FORWARD_HOPS = 3
 
 
 class Node:
-    def __init__(self, config: NodeConfig, storage: Storage, actor: str, peers: PeerClient):
+    def __init__(
+        self,
+        config: NodeConfig,
+        storage: Storage,
+        actor: str,
+        peers: PeerClient,
+        membership: Membership,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.config = config
         self.storage = storage
         self.actor = actor
         self.peers = peers
+        self.membership = membership
+        self.clock = clock
         self.address = config.advertise
-        self.ring = Ring(config.members, config.partitions, config.quorum.n)
         self.limits = config.limits
-        # Replication calls still running after the client was answered (W < N).
-        self._background: set[asyncio.Task[None]] = set()
+        self.background = config.background
+        # Events worth an operator's eye (hints stored/delivered/dropped, read repairs, ...).
+        self.counters: Counter[str] = Counter()
+        self.ring: Ring | None = None
+        self.pending_ring: Ring | None = None
+        self.refresh_ring()
+        # Replication, read repair and copies still running after the client was answered.
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # ---- the ring ----
+
+    def refresh_ring(self) -> None:
+        """Rebuild the routing rings from the membership's ring state (after gossip)."""
+        state = self.membership.ring
+        n = self.config.quorum.n
+        self.ring = None if state is None else Ring.from_layout(state.current, n)
+        pending = None if state is None else state.pending
+        self.pending_ring = None if pending is None else Ring.from_layout(pending, n)
+
+    def require_ring(self) -> Ring:
+        if self.ring is None:
+            raise Unavailable(
+                f"node {self.address} has no ring yet: it is waiting to hear from its seeds"
+                f" ({', '.join(self.config.seeds) or 'none given'})"
+            )
+        return self.ring
+
+    @property
+    def ring_epoch(self) -> int:
+        state = self.membership.ring
+        return 0 if state is None else state.epoch
+
+    def is_up(self, address: str) -> bool:
+        return self.membership.is_up(address, self.clock())
 
     def info(self) -> pb.NodeInfoResponse:
+        ring = self.ring
         return pb.NodeInfoResponse(
             node_id=self.config.node_id,
             actor=self.actor,
             address=self.address,
-            members=list(self.ring.members),
-            partitions=self.ring.partitions,
-            n=self.ring.n,
+            members=list(ring.members) if ring else [],
+            partitions=self.config.partitions,
+            n=self.config.quorum.n,
         )
 
-    async def check_peers(self, attempts: int = 60, interval: float = 1.0) -> list[str]:
-        """Ask every peer for its ring until each has answered (bounded); log and return the
-        disagreements. Static membership has no other guard against a mistyped --seeds."""
-        mine = self.info()
-        waiting = [m for m in self.ring.members if m != self.address]
-        problems: list[str] = []
-        for _ in range(attempts):
-            for peer in list(waiting):
-                try:
-                    theirs = await self.peers.node_info(peer, timeout=interval)
-                except grpc.aio.AioRpcError:
-                    continue
-                waiting.remove(peer)
-                for field in ("members", "partitions", "n"):
-                    if list_or_value(theirs, field) != list_or_value(mine, field):
-                        problem = (
-                            f"peer {peer} has {field}={list_or_value(theirs, field)}, this node"
-                            f" {list_or_value(mine, field)}: the nodes place keys differently;"
-                            " give every node the same --seeds, --partitions and --n"
-                        )
-                        log.error("%s", problem)
-                        problems.append(problem)
-            if not waiting:
-                if not problems:
-                    log.info("ring agreed with all %d peers", len(self.ring.members) - 1)
-                break
-            await asyncio.sleep(interval)
-        return problems
+    # ---- operators ----
+
+    def request_status(self, status: MemberStatus) -> None:
+        """`kvstore join` (JOINING) or `kvstore leave` (LEAVING) asked of this node."""
+        current = self.membership.me.status
+        if status is MemberStatus.JOINING:
+            if current in (MemberStatus.JOINING, MemberStatus.ACTIVE):
+                return  # asked twice: already on its way, or in
+            if current is not MemberStatus.STANDBY or self.ring is None:
+                raise ClusterRefused(
+                    f"node {self.address} is {current.value}"
+                    + ("" if self.ring else " and has not heard from its seeds yet")
+                    + ": only a standby node that knows the ring can join"
+                )
+        elif status is MemberStatus.LEAVING:
+            if current in (MemberStatus.LEAVING, MemberStatus.LEFT):
+                return
+            ring = self.require_ring()
+            if current is not MemberStatus.ACTIVE:
+                raise ClusterRefused(f"node {self.address} is {current.value}, not active")
+            if len(ring.members) <= 1:
+                raise ClusterRefused("the last member of a ring cannot leave it")
+        self.membership.set_status(status)
+        log.info("asked to %s", "join" if status is MemberStatus.JOINING else "leave")
+
+    def status(self, handoffs_pending: int) -> pb.StatusResponse:
+        now = self.clock()
+        membership = self.membership
+        ring, pending = self.ring, self.pending_ring
+        owned = Counter(ring.owner(p) for p in range(ring.partitions)) if ring else Counter()
+        future = (
+            Counter(pending.owner(p) for p in range(pending.partitions)) if pending else Counter()
+        )
+        known = set(membership.members)
+        for layout in (ring, pending):
+            if layout is not None:
+                known.update(layout.members)
+        members = []
+        for address in sorted(known):
+            record = membership.members.get(address)
+            members.append(
+                pb.MemberReport(
+                    address=address,
+                    # A ring member not heard from since this node started has no record.
+                    node_id=record.node_id if record else "",
+                    status=record.status.value if record else "unknown",
+                    up=membership.is_up(address, now),
+                    phi=0.0 if address == self.address else membership.detector.phi(address, now),
+                    partitions_owned=owned[address],
+                    partitions_pending=future[address],
+                )
+            )
+        state = membership.ring
+        return pb.StatusResponse(
+            address=self.address,
+            node_id=self.config.node_id,
+            ring_epoch=state.epoch if state else 0,
+            ring_pending=pending is not None,
+            members=members,
+            hints_pending=self.storage.hint_count,
+            hint_bytes=self.storage.hint_bytes,
+            handoffs_pending=handoffs_pending,
+            counters=dict(self.counters),
+        )
 
     # ---- replica side ----
 
     def local_get(self, key: bytes) -> KeyState | None:
+        """What this node's data holds for the key (hints left out)."""
         self.limits.check_key(key)
         return self.storage.get(key)
 
-    def replica_merge(self, key: bytes, state: KeyState) -> None:
+    def replica_read(self, key: bytes) -> KeyState | None:
+        """This node's answer as a replica: its data merged with hints it keeps for others,
+        so a fallback standing in for a primary answers what it was given."""
         self.limits.check_key(key)
-        self.storage.merge(key, state)
+        state = self.storage.get(key)
+        hints = self.storage.hints_for_key(key)
+        if not hints:
+            return state
+        return versions.merge_all([state or EMPTY, *hints])
+
+    def replica_merge(self, key: bytes, state: KeyState, hint_for: str = "") -> None:
+        self.limits.check_key(key)
+        if hint_for and hint_for != self.address:
+            self.storage.store_hint(
+                hint_for, key, state, time.time_ns() // 1_000_000, self.background.hint_max_bytes
+            )
+            self.counters["hints_stored"] += 1
+        else:
+            self.storage.merge(key, state)
+
+    def replica_merge_batch(self, items: list[tuple[bytes, KeyState]]) -> None:
+        for key, _ in items:
+            self.limits.check_key(key)
+        self.storage.merge_many(items)
 
     # ---- coordination ----
 
-    async def get(self, key: bytes, r: int, timeout_ms: int) -> KeyState:
+    def _replicas(self, key: bytes, strict: bool) -> tuple[list[str], list[str], set[str]]:
+        """The key's primaries, the fallbacks that may stand in for them (none when strict),
+        and those of both the failure detector holds down."""
+        ring = self.require_ring()
+        preference = ring.preference_list(key)
+        primaries = [e.member for e in preference if e.primary]
+        fallbacks = [] if strict else [e.member for e in preference if not e.primary]
+        now = self.clock()
+        down = {m for m in primaries + fallbacks if not self.membership.is_up(m, now)}
+        return primaries, fallbacks, down
+
+    async def get(self, key: bytes, r: int, timeout_ms: int, strict: bool = False) -> KeyState:
         self.limits.check_key(key)
         required = self.config.quorum.read_quorum(r)
         deadline = self._deadline(timeout_ms)
-        fsm = GetCoordinator(self.ring.primaries(key), required)
-        calls = {a.target: self._read(a.target, key, deadline) for a in fsm.start()}
-
-        def on_result(target: str, result: KeyState | None) -> Outcome:
-            return fsm.on_reply(target, result)
-
-        await _drive(calls, deadline, on_result, fsm.on_failure, lambda: fsm.outcome, keep=False)
+        primaries, fallbacks, down = self._replicas(key, strict)
+        fsm = GetCoordinator(primaries, required, fallbacks, down)
+        decided = asyncio.get_running_loop().create_future()
+        self._spawn(self._collect_reads(fsm, key, deadline, decided))
+        await asyncio.shield(decided)
         if fsm.outcome is not Outcome.SUCCEEDED:
             raise fsm.unavailable(_why(fsm.outcome))
         return fsm.result()
 
-    async def put(self, request: pb.PutRequest, hops: int) -> bytes:
+    async def _collect_reads(
+        self, fsm: GetCoordinator, key: bytes, deadline: float, decided: asyncio.Future[None]
+    ) -> None:
+        """Read until every contacted replica answered or the deadline, answering the client
+        as soon as the quorum decides; then repair the replicas that were behind."""
+        calls = _Calls(decided)
+        for action in fsm.start():
+            calls.add(action.target, self._read(action.target, key, deadline))
+        try:
+            while calls.pending and not fsm.settled:
+                calls.decide_if(fsm.outcome)
+                for target, result, error in await calls.next(deadline):
+                    if error is None:
+                        fsm.on_reply(target, result)
+                    else:
+                        fsm.on_failure(target, error)
+                for action in fsm.take_actions():
+                    calls.add(action.target, self._read(action.target, key, deadline))
+        finally:
+            calls.close()
+        if len(fsm.replies) > 1:
+            await self._read_repair(key, fsm)
+
+    async def _read_repair(self, key: bytes, fsm: GetCoordinator) -> None:
+        merged = fsm.result()
+        stale = fsm.stale_targets(merged)
+        timeout = self.limits.request_timeout_ms / 1000
+        for target in stale:
+            try:
+                if target == self.address:
+                    self.storage.merge(key, merged)
+                else:
+                    await self.peers.merge(target, key, merged, timeout)
+                self.counters["read_repairs"] += 1
+            except (PeerFailure, KvError) as exc:
+                log.info("read repair of a key on %s failed: %s", target, exc)
+
+    async def put(self, request: pb.PutRequest, hops: int = 0) -> bytes:
         """Coordinate a put or delete (`request.tombstone`); returns the new context."""
         key = request.key
         self.limits.check_key(key)
@@ -120,9 +276,9 @@ class Node:
         context = decode_context(request.context, key)
         required = self.config.quorum.write_quorum(request.w)
         deadline = self._deadline(request.timeout_ms)
-        targets = self.ring.primaries(key)
-        if self.address not in targets:
-            return await self._forward(request, targets, hops, deadline)
+        primaries, fallbacks, down = self._replicas(key, request.strict)
+        if self.address not in primaries:
+            return await self._forward(request, primaries, down, hops, deadline)
 
         value = None if request.tombstone else request.value
         max_siblings = self.limits.max_siblings
@@ -138,57 +294,125 @@ class Node:
                 )
             return new
 
-        fsm = PutCoordinator(self.address, targets, required)
+        fsm = PutCoordinator(self.address, primaries, required, fallbacks, down)
         applied = self.storage.update(key, apply)
-        calls = {
-            a.target: self.peers.merge(a.target, key, a.state, _remaining(deadline))
-            for a in fsm.start(applied)
-        }
-
-        def on_result(target: str, _result: None) -> Outcome:
-            return fsm.on_ack(target)
-
-        await _drive(
-            calls,
-            deadline,
-            on_result,
-            fsm.on_failure,
-            lambda: fsm.outcome,
-            keep=True,
-            background=self._background,
-        )
+        decided = asyncio.get_running_loop().create_future()
+        self._spawn(self._replicate(fsm, fsm.start(applied), key, deadline, decided))
+        if self.pending_ring is not None:
+            # Partitions are moving: the pending owners get every write too, so the data
+            # they pulled stays complete until the move is committed. Not counted in w.
+            for target in self.pending_ring.primaries(key):
+                if target not in primaries:
+                    self._spawn(self._copy(target, key, applied, deadline))
+        await asyncio.shield(decided)
         if fsm.outcome is not Outcome.SUCCEEDED:
             raise fsm.unavailable(
                 _why(fsm.outcome) + " (the write may be present on some replicas)"
             )
         return encode_context(applied.vector, key)
 
+    async def _replicate(
+        self,
+        fsm: PutCoordinator,
+        first: list[MergeReplica],
+        key: bytes,
+        deadline: float,
+        decided: asyncio.Future[None],
+    ) -> None:
+        """Ship the write until every primary's place is taken (by it or a stand-in) or the
+        deadline, answering the client as soon as w replicas acknowledged. A primary silent
+        for replica_timeout_ms gets a stand-in that keeps a hint for it."""
+        loop = asyncio.get_running_loop()
+        calls = _Calls(decided)
+
+        def launch(actions: list[MergeReplica]) -> None:
+            for a in actions:
+                call = self.peers.merge(a.target, key, a.state, _remaining(deadline), a.hint_for)
+                calls.add(a.target, call)
+
+        launch(first)
+        slow_at = loop.time() + self.background.replica_timeout_ms / 1000
+        try:
+            while calls.pending and not fsm.settled:
+                calls.decide_if(fsm.outcome)
+                wake = min(slow_at, deadline) if slow_at else deadline
+                for target, _result, error in await calls.next(wake):
+                    if error is None:
+                        fsm.on_ack(target)
+                    else:
+                        fsm.on_failure(target, error)
+                if slow_at and loop.time() >= slow_at:
+                    slow_at = 0.0
+                    for target in fsm.targets:
+                        fsm.on_slow(target)
+                launch(fsm.take_actions())
+                if loop.time() >= deadline:
+                    break
+        finally:
+            calls.close()
+
+    async def _copy(self, target: str, key: bytes, state: KeyState, deadline: float) -> None:
+        try:
+            await self.peers.merge(target, key, state, _remaining(deadline))
+        except (PeerFailure, KvError) as exc:
+            log.info("copy of a write to pending owner %s failed: %s", target, exc)
+
     async def _read(self, target: str, key: bytes, deadline: float) -> KeyState | None:
         if target == self.address:
-            return self.storage.get(key)
+            return self.replica_read(key)
         return await self.peers.read(target, key, _remaining(deadline))
 
     async def _forward(
-        self, request: pb.PutRequest, targets: list[str], hops: int, deadline: float
+        self,
+        request: pb.PutRequest,
+        primaries: list[str],
+        down: set[str],
+        hops: int,
+        deadline: float,
     ) -> bytes:
-        """Hand the write to a replica of the key: only replicas create dots."""
+        """Hand the write to a replica of the key: only replicas create dots. Primaries the
+        failure detector holds up are tried first; each but the last gets two replica
+        timeouts, so a paused primary (which accepts connections and never answers) costs
+        that much rather than the whole request deadline. A timed-out attempt may still have
+        been applied: the retry then leaves a second sibling of the same value, never a loss.
+        """
         if hops >= MAX_FORWARD_HOPS:
-            raise Unavailable(f"put forwarded to {self.address}, which is not a replica of the key")
+            raise Unavailable(
+                f"put forwarded {hops} times and {self.address} is still not a replica of the"
+                " key: the nodes' rings disagree (a ring change still spreading?)"
+            )
         tried: list[str] = []
-        for target in targets:
+        order = sorted(primaries, key=lambda p: p in down)
+        attempt_s = 2 * self.background.replica_timeout_ms / 1000
+        for i, target in enumerate(order):
+            timeout = _remaining(deadline)
+            if i < len(order) - 1:
+                timeout = min(timeout, attempt_s)
             try:
-                response = await self.peers.forward_put(
-                    target, request, hops + 1, _remaining(deadline)
+                forward = pb.ForwardPutRequest(
+                    request=request, hops=hops + 1, ring_epoch=self.ring_epoch, sender=self.address
                 )
+                response = await self.peers.forward_put(target, forward, timeout)
                 return response.context
             except grpc.aio.AioRpcError as exc:
-                if not is_transport_failure(exc):
+                timed_out = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                if not (is_transport_failure(exc) or timed_out):
                     raise error_from_rpc(exc, target) from exc
-                tried.append(target)
+                tried.append(f"{target} ({'no answer in time' if timed_out else 'unreachable'})")
         raise Unavailable(f"put: no replica of the key could be reached (tried {', '.join(tried)})")
 
     def _deadline(self, timeout_ms: int) -> float:
         return asyncio.get_running_loop().time() + self.limits.timeout_ms(timeout_ms) / 1000
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background request work failed", exc_info=task.exception())
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -196,9 +420,50 @@ class Node:
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def list_or_value(info: pb.NodeInfoResponse, field: str) -> object:
-    value = getattr(info, field)
-    return sorted(value) if field == "members" else value
+class _Calls:
+    """Replica calls of one request in flight, and the future that answers its client."""
+
+    def __init__(self, decided: asyncio.Future[None]) -> None:
+        self._tasks: dict[asyncio.Future[Any], str] = {}
+        self._decided = decided
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._tasks)
+
+    def add(self, target: str, call: Awaitable[Any]) -> None:
+        self._tasks[asyncio.ensure_future(call)] = target
+
+    def decide_if(self, outcome: Outcome) -> None:
+        if outcome is not Outcome.PENDING and not self._decided.done():
+            self._decided.set_result(None)
+
+    async def next(self, until: float) -> list[tuple[str, Any, str | None]]:
+        """The calls that end before `until` (loop time): (target, result, error or None)."""
+        timeout = max(until - asyncio.get_running_loop().time(), 0)
+        done, _ = await asyncio.wait(
+            self._tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        ended: list[tuple[str, Any, str | None]] = []
+        for task in done:
+            target = self._tasks.pop(task)
+            exc = task.exception()
+            if exc is None:
+                ended.append((target, task.result(), None))
+            elif isinstance(exc, PeerFailure | KvError):
+                ended.append((target, None, str(exc)))
+            else:
+                log.error("replica call to %s failed unexpectedly", target, exc_info=exc)
+                ended.append((target, None, f"{type(exc).__name__}: {exc}"))
+        return ended
+
+    def close(self) -> None:
+        """The request is over: answer the client if not yet, stop the calls left."""
+        if not self._decided.done():
+            self._decided.set_result(None)
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
 
 
 def _remaining(deadline: float) -> float:
@@ -207,53 +472,3 @@ def _remaining(deadline: float) -> float:
 
 def _why(outcome: Outcome) -> str:
     return "deadline reached" if outcome is Outcome.PENDING else "too many replicas failed"
-
-
-async def _drive(
-    calls: Mapping[str, Awaitable[R]],
-    deadline: float,
-    on_result: Callable[[str, R], Outcome],
-    on_failure: Callable[[str, str], Outcome],
-    outcome: Callable[[], Outcome],
-    *,
-    keep: bool,
-    background: set[asyncio.Task[None]] | None = None,
-) -> None:
-    """Run replica calls until the coordinator decides or the deadline passes.
-
-    Calls still running at that point are cancelled, or with `keep` left to finish in the
-    background (replication to the replicas beyond the write quorum), bounded by the deadline.
-    """
-    tasks: dict[asyncio.Future[R], str] = {
-        asyncio.ensure_future(call): target for target, call in calls.items()
-    }
-    loop = asyncio.get_running_loop()
-    while tasks and outcome() is Outcome.PENDING:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        done, _ = await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            target = tasks.pop(task)
-            exc = task.exception()
-            if exc is None:
-                on_result(target, task.result())
-            elif isinstance(exc, PeerFailure | KvError):
-                on_failure(target, str(exc))
-            else:
-                log.error("replica call to %s failed unexpectedly", target, exc_info=exc)
-                on_failure(target, f"{type(exc).__name__}: {exc}")
-    for task in tasks:
-        if keep and background is not None:
-            watcher = asyncio.ensure_future(_finish_quietly(task, tasks[task]))
-            background.add(watcher)
-            watcher.add_done_callback(background.discard)
-        else:
-            task.cancel()
-
-
-async def _finish_quietly(task: asyncio.Future[Any], target: str) -> None:
-    try:
-        await task
-    except (PeerFailure, KvError) as exc:
-        log.info("background replication to %s failed: %s", target, exc)

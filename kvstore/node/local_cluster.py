@@ -67,12 +67,18 @@ class LocalCluster:
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         ports: list[int] | None = None,
+        founders: int | None = None,
     ) -> None:
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
         ports = ports or [base_port + i for i in range(count)]
         if len(ports) != count:
             raise ClusterError(f"{count} nodes need {count} ports, got {len(ports)}")
+        # The first `founders` nodes are every node's seeds and start the ring; the others
+        # start as standby members, to be joined (`kvstore join`).
+        self.founders = count if founders is None else founders
+        if not 1 <= self.founders <= count:
+            raise ClusterError(f"founders must be in 1..{count}")
         self.data_dir = Path(data_dir).resolve()
         self.extra_args = extra_args
         self.env = env
@@ -93,7 +99,7 @@ class LocalCluster:
 
     @property
     def seeds(self) -> str:
-        return ",".join(self.addresses)
+        return ",".join(self.addresses[: self.founders])
 
     def command(self, node: LocalNode) -> list[str]:
         return [
@@ -106,6 +112,7 @@ class LocalCluster:
         ]  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start every node (founders and standby ones) and wait until each is serving."""
         for node in self.nodes:
             self.start_node(node.index, wait=False)
         for node in self.nodes:

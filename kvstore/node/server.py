@@ -6,14 +6,22 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 
 import grpc
 
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.config import NodeConfig
+from kvstore.core.failure import PhiAccrualDetector
+from kvstore.core.membership import Membership
+from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.app import Node
+from kvstore.node.gossip import Gossip
+from kvstore.node.handoff import Handoff
+from kvstore.node.hints import HintDelivery
 from kvstore.rpc.peer import PeerClient, channel_options
-from kvstore.rpc.servicers import KVServicer, PeerServicer
+from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
+from kvstore.storage.codec import decode_cluster
 from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
@@ -35,10 +43,15 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         actor = storage.claim_identity(config.node_id)
         message_bytes = max_message_bytes(config)
         peers = PeerClient(message_bytes)
-        node = Node(config, storage, actor, peers)
+        node = Node(config, storage, actor, peers, start_membership(config, storage))
+        gossip = Gossip(node)
+        anti_entropy = AntiEntropy(node)
+        handoff = Handoff(node, gossip)
+        hints = HintDelivery(node)
         server = grpc.aio.server(options=channel_options(message_bytes))
         pb_grpc.add_KVServicer_to_server(KVServicer(node), server)
-        pb_grpc.add_PeerServicer_to_server(PeerServicer(node), server)
+        pb_grpc.add_PeerServicer_to_server(PeerServicer(node, gossip, anti_entropy), server)
+        pb_grpc.add_AdminServicer_to_server(AdminServicer(node, handoff), server)
         if server.add_insecure_port(config.listen) == 0:
             raise OSError(f"cannot listen on {config.listen}")
         await server.start()
@@ -49,18 +62,47 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         # One parseable line for scripts and tests waiting on start-up.
         print(
             f"kvstore node {config.node_id} ready on {config.listen} actor={actor}"
-            f" members={','.join(config.members)}",
+            f" members={','.join(node.ring.members) if node.ring else '(none yet)'}",
             flush=True,
         )
-        checker = asyncio.create_task(node.check_peers())
+        loops = [asyncio.create_task(work.run()) for work in (gossip, anti_entropy, handoff, hints)]
         await stop.wait()
-        checker.cancel()
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        gossip.save()
         log.info("stopping node %s", config.node_id)
         await server.stop(grace=2.0)
         await node.close()
         await peers.close()
     finally:
         storage.close()
+
+
+def start_membership(config: NodeConfig, storage: Storage) -> Membership:
+    """This node's membership: from the state it saved, or bootstrapped from its seeds."""
+    interval = config.background.gossip_interval_ms / 1000
+    # A peer's heartbeat reaches us through gossip in one to a few rounds: the detector's
+    # prior and its least deviation scale with the round, so a faster gossip detects faster.
+    detector = PhiAccrualDetector(
+        threshold=config.background.phi_threshold,
+        min_std_s=interval / 2,
+        acceptable_pause_s=interval,
+        first_interval_s=interval * 2,
+    )
+    saved = storage.load_cluster()
+    return Membership(
+        address=config.advertise,
+        node_id=config.node_id,
+        incarnation=time.time_ns() // 1_000_000,
+        partitions=config.partitions,
+        n=config.quorum.n,
+        seeds=config.seeds,
+        detector=detector,
+        now=time.monotonic(),
+        saved=None if saved is None else decode_cluster(saved),
+        bootstrap=config.bootstraps,
+    )
 
 
 def run(config: NodeConfig) -> int:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.core.cluster import MemberStatus
 from kvstore.core.versions import KeyState
-from kvstore.errors import InternalError, KvError
+from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError
+from kvstore.node.antientropy import partition_range
 from kvstore.rpc.status import abort
-from kvstore.storage.codec import encode_context, state_from_proto, state_to_proto
+from kvstore.storage.codec import decode_record, encode_context, state_from_proto, state_to_proto
 
 if TYPE_CHECKING:
+    from kvstore.node.antientropy import AntiEntropy
     from kvstore.node.app import Node
+    from kvstore.node.gossip import Gossip
+    from kvstore.node.handoff import Handoff
+
+# Records per page of a partition handed off.
+MAX_PAGE = 5_000
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +39,17 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
         log.exception("internal error")
         await abort(context, InternalError(f"{type(exc).__name__}: {exc}"))
     raise AssertionError("abort returned")  # context.abort always raises
+
+
+def _keyed_states(items: Iterable[pb.ReplicaMergeRequest]) -> list[tuple[bytes, KeyState]]:
+    try:
+        return [(item.key, state_from_proto(item.record)) for item in items]
+    except ValueError as exc:
+        raise InternalError(f"peer sent a bad record: {exc}") from exc
+
+
+def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedRecord]:
+    return [pb.KeyedRecord(key=key, record=state_to_proto(state)) for key, state in items]
 
 
 def get_response(key: bytes, state: KeyState | None) -> pb.GetResponse:
@@ -49,9 +68,10 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         async def call() -> pb.GetResponse:
-            return get_response(
-                request.key, await self._node.get(request.key, request.r, request.timeout_ms)
+            state = await self._node.get(
+                request.key, request.r, request.timeout_ms, strict=request.strict
             )
+            return get_response(request.key, state)
 
         return await _answer(context, call)
 
@@ -59,7 +79,7 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
         async def call() -> pb.PutResponse:
-            return pb.PutResponse(context=await self._node.put(request, hops=0))
+            return pb.PutResponse(context=await self._node.put(request))
 
         return await _answer(context, call)
 
@@ -73,14 +93,16 @@ class KVServicer(pb_grpc.KVServicer):
 
 
 class PeerServicer(pb_grpc.PeerServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, gossip: Gossip, anti_entropy: AntiEntropy) -> None:
         self._node = node
+        self._gossip = gossip
+        self._anti_entropy = anti_entropy
 
     async def ReplicaRead(
         self, request: pb.ReplicaReadRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaReadResponse:
         async def call() -> pb.ReplicaReadResponse:
-            state = self._node.local_get(request.key)
+            state = self._node.replica_read(request.key)
             if state is None:
                 return pb.ReplicaReadResponse(found=False)
             return pb.ReplicaReadResponse(found=True, record=state_to_proto(state))
@@ -95,8 +117,75 @@ class PeerServicer(pb_grpc.PeerServicer):
                 state = state_from_proto(request.record)
             except ValueError as exc:
                 raise InternalError(f"peer sent a bad record: {exc}") from exc
-            self._node.replica_merge(request.key, state)
+            self._node.replica_merge(request.key, state, request.hint_for)
             return pb.ReplicaMergeResponse()
+
+        return await _answer(context, call)
+
+    async def ReplicaMergeBatch(
+        self, request: pb.ReplicaMergeBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplicaMergeBatchResponse:
+        async def call() -> pb.ReplicaMergeBatchResponse:
+            self._node.replica_merge_batch(_keyed_states(request.items))
+            return pb.ReplicaMergeBatchResponse()
+
+        return await _answer(context, call)
+
+    async def Gossip(
+        self, request: pb.GossipRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GossipResponse:
+        async def call() -> pb.GossipResponse:
+            try:
+                return pb.GossipResponse(state=self._gossip.on_request(request))
+            except ValueError as exc:  # ClusterMismatch too
+                raise ClusterRefused(str(exc)) from exc
+
+        return await _answer(context, call)
+
+    async def TreeHashes(
+        self, request: pb.TreeHashesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TreeHashesResponse:
+        async def call() -> pb.TreeHashesResponse:
+            try:
+                hashes = self._anti_entropy.hashes(
+                    request.partition, request.level, request.indices
+                )
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+            return pb.TreeHashesResponse(hashes=hashes)
+
+        return await _answer(context, call)
+
+    async def SegmentRecords(
+        self, request: pb.SegmentRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SegmentRecordsResponse:
+        async def call() -> pb.SegmentRecordsResponse:
+            records = self._anti_entropy.segment_records(request.partition, request.segments)
+            return pb.SegmentRecordsResponse(records=_keyed_records(records))
+
+        return await _answer(context, call)
+
+    async def PartitionRecords(
+        self, request: pb.PartitionRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PartitionRecordsResponse:
+        async def call() -> pb.PartitionRecordsResponse:
+            ring = self._node.require_ring()
+            if not 0 <= request.partition < ring.partitions:
+                raise InvalidArgument(f"partition must be in 0..{ring.partitions - 1}")
+            limit = min(max(request.limit, 1), MAX_PAGE)
+            low, high = partition_range(ring, request.partition)
+            records: list[tuple[bytes, KeyState]] = []
+            last = request.after
+            for storage_key, key, raw in self._node.storage.scan(low, high, request.after):
+                if len(records) == limit:
+                    return pb.PartitionRecordsResponse(
+                        records=_keyed_records(records), last=last, done=False
+                    )
+                records.append((key, decode_record(raw)))
+                last = storage_key
+            return pb.PartitionRecordsResponse(
+                records=_keyed_records(records), last=last, done=True
+            )
 
         return await _answer(context, call)
 
@@ -104,6 +193,8 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ForwardPutRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
         async def call() -> pb.PutResponse:
+            if request.ring_epoch > self._node.ring_epoch and request.sender:
+                await self._gossip.exchange(request.sender)
             return pb.PutResponse(context=await self._node.put(request.request, hops=request.hops))
 
         return await _answer(context, call)
@@ -112,3 +203,35 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.NodeInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.NodeInfoResponse:
         return self._node.info()
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, node: Node, handoff: Handoff) -> None:
+        self._node = node
+        self._handoff = handoff
+
+    async def Status(
+        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StatusResponse:
+        async def call() -> pb.StatusResponse:
+            return self._node.status(self._handoff.pending_pulls())
+
+        return await _answer(context, call)
+
+    async def Join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JoinResponse:
+        async def call() -> pb.JoinResponse:
+            self._node.request_status(MemberStatus.JOINING)
+            return pb.JoinResponse()
+
+        return await _answer(context, call)
+
+    async def Leave(
+        self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LeaveResponse:
+        async def call() -> pb.LeaveResponse:
+            self._node.request_status(MemberStatus.LEAVING)
+            return pb.LeaveResponse()
+
+        return await _answer(context, call)

@@ -124,6 +124,15 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "max_siblings",
         "request_timeout_ms",
         "max_request_timeout_ms",
+        "gossip_interval_ms",
+        "phi_threshold",
+        "replica_timeout_ms",
+        "hint_interval_ms",
+        "hint_max_age_s",
+        "hint_max_bytes",
+        "anti_entropy_interval_ms",
+        "handoff_interval_ms",
+        "tombstone_grace_s",
     } == SETTINGS
     path = toml(tmp_path, "max_siblings = 5\nrequest_timeout_ms = 700\n")
     config = load_node_config(

@@ -1,0 +1,123 @@
+"""Ownership handoff, and the cleanup of data a node holds but does not own.
+
+While a ring change is pending, each node that will become a primary of a partition pulls
+the partition's records from all its current primaries (pages of PAGE records), merging
+them; when it has every partition it receives, it tells the claimant through its member
+record (`ready_epoch`), and the claimant commits the ring. Writes made meanwhile are copied
+to it by their coordinators.
+
+Any data a node holds for a partition it is no primary of (after a commit, or a write from
+a coordinator with an older ring) is pushed to the partition's primaries and deleted once
+every one of them acknowledged it, and only if it did not change meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from kvstore.core import ringplan
+from kvstore.node.antientropy import partition_range
+from kvstore.node.app import Node
+from kvstore.node.gossip import Gossip
+from kvstore.node.periodic import run_every
+from kvstore.rpc.peer import PeerFailure
+from kvstore.storage.codec import decode_record
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+
+
+class Handoff:
+    def __init__(self, node: Node, gossip: Gossip) -> None:
+        self.node = node
+        self.gossip = gossip
+        self._pulled: set[int] = set()
+        self._pulled_epoch = 0
+
+    def pending_pulls(self) -> int:
+        """Partitions this node still has to pull for the pending ring."""
+        state = self.node.membership.ring
+        if state is None or state.pending is None:
+            return 0
+        if self.node.membership.me.ready_epoch >= state.epoch:
+            return 0
+        mine = ringplan.receivers(state, self.node.config.quorum.n).get(self.node.address, [])
+        if self._pulled_epoch != state.epoch:
+            return len(mine)
+        return len([p for p in mine if p not in self._pulled])
+
+    async def pull_round(self) -> None:
+        node = self.node
+        state = node.membership.ring
+        ring = node.ring
+        if state is None or state.pending is None or ring is None:
+            return
+        if node.membership.me.ready_epoch >= state.epoch:
+            return
+        if self._pulled_epoch != state.epoch:
+            self._pulled, self._pulled_epoch = set(), state.epoch
+        timeout = node.limits.request_timeout_ms / 1000
+        for partition in ringplan.receivers(state, node.config.quorum.n).get(node.address, []):
+            if partition in self._pulled:
+                continue
+            sources = [p for p in ring.partition_primaries(partition) if p != node.address]
+            try:
+                for source in sources:
+                    after = b""
+                    while True:
+                        records, after, done = await node.peers.partition_records(
+                            source, partition, after, PAGE, timeout
+                        )
+                        node.storage.merge_many(records)
+                        node.counters["handoff_keys_received"] += len(records)
+                        if done:
+                            break
+            except PeerFailure as exc:
+                log.info("pulling partition %d failed (will retry): %s", partition, exc)
+                return
+            self._pulled.add(partition)
+        node.membership.mark_ready(state.epoch)
+        self.gossip.save()
+        log.info("pulled every partition this node receives in ring epoch %d", state.epoch)
+
+    async def cleanup_round(self) -> int:
+        """Push away and delete data of partitions this node is no primary of; returns the
+        number of keys moved."""
+        node = self.node
+        ring = node.ring
+        if ring is None:
+            return 0
+        pending = node.pending_ring
+        moved = 0
+        timeout = node.limits.request_timeout_ms / 1000
+        for partition in range(ring.partitions):
+            primaries = ring.partition_primaries(partition)
+            if node.address in primaries:
+                continue
+            if pending is not None and node.address in pending.partition_primaries(partition):
+                continue
+            low, high = partition_range(ring, partition)
+            scan = node.storage.scan(low, high)
+            page = [(key, decode_record(raw)) for _, key, raw in itertools.islice(scan, PAGE)]
+            if not page:
+                continue
+            try:
+                await asyncio.gather(*(node.peers.merge_batch(p, page, timeout) for p in primaries))
+            except PeerFailure as exc:
+                log.info("handing off partition %d failed (will retry): %s", partition, exc)
+                continue
+            for key, state in page:
+                moved += node.storage.delete_if_unchanged(key, state)
+        node.counters["handoff_keys_moved"] += moved
+        return moved
+
+    async def run(self) -> None:
+        interval = self.node.background.handoff_interval_ms / 1000
+        await run_every(interval, self.round, "handoff")
+
+    async def round(self) -> None:
+        await self.pull_round()
+        await self.cleanup_round()

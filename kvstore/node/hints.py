@@ -1,0 +1,75 @@
+"""Hinted handoff, the delivering side: hints this node keeps as a fallback go to their
+primaries once the failure detector holds them up, and are deleted only after the primary
+acknowledged them (and only if no newer write was merged into the hint meanwhile)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from kvstore.core.versions import KeyState
+from kvstore.node.app import Node
+from kvstore.node.periodic import run_every
+from kvstore.rpc.peer import PeerFailure
+from kvstore.storage.codec import DecodedHint
+
+log = logging.getLogger(__name__)
+
+# Per round: hints looked at (bounds the scan) and hints sent to one target in one call.
+SCAN_LIMIT = 20_000
+BATCH = 500
+
+
+class HintDelivery:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def _destinations(self, hint: DecodedHint) -> list[str]:
+        """The hint's primary; or, if it is no longer in the ring (it left), the key's
+        primaries now, so what it carried is not lost with it."""
+        ring = self.node.ring
+        pending = self.node.pending_ring
+        if ring is None:
+            return []
+        if hint.target in ring.members or (pending and hint.target in pending.members):
+            return [hint.target]
+        return [p for p in ring.primaries(hint.key) if p != self.node.address]
+
+    async def round(self) -> int:
+        """One pass; returns how many hints were delivered."""
+        node = self.node
+        now_ms = time.time_ns() // 1_000_000
+        max_age_ms = node.background.hint_max_age_s * 1000
+        batches: dict[tuple[str, ...], list[DecodedHint]] = {}
+        for examined, hint in enumerate(node.storage.hints()):
+            if examined >= SCAN_LIMIT:
+                break
+            if now_ms - hint.stored_ms > max_age_ms:
+                if node.storage.delete_hint(hint):
+                    node.counters["hints_dropped"] += 1
+                    log.warning("dropped a hint for %s older than hint_max_age_s", hint.target)
+                continue
+            targets = tuple(self._destinations(hint))
+            if targets and all(node.is_up(t) for t in targets):
+                batch = batches.setdefault(targets, [])
+                if len(batch) < BATCH:
+                    batch.append(hint)
+        delivered = 0
+        timeout = node.limits.request_timeout_ms / 1000
+        for targets, hints in batches.items():
+            items: list[tuple[bytes, KeyState]] = [(h.key, h.state) for h in hints]
+            try:
+                await asyncio.gather(*(node.peers.merge_batch(t, items, timeout) for t in targets))
+            except PeerFailure as exc:
+                log.info("hint delivery to %s failed: %s", ", ".join(targets), exc)
+                continue
+            for hint in hints:
+                if node.storage.delete_hint(hint):
+                    delivered += 1
+            node.counters["hints_delivered"] += delivered
+        return delivered
+
+    async def run(self) -> None:
+        interval = self.node.background.hint_interval_ms / 1000
+        await run_every(interval, self.round, "hint delivery")

@@ -47,6 +47,8 @@ class Background:
     handoff_interval_ms: int = 1_000
     # Tombstones younger than this are kept even when every replica has them.
     tombstone_grace_s: int = 86_400 * 3
+    # How often a node looks for tombstones to purge among keys it is the first primary of.
+    tombstone_gc_interval_ms: int = 60_000
 
     def check(self) -> None:
         for name, low, high in (
@@ -59,6 +61,7 @@ class Background:
             ("anti_entropy_interval_ms", 0, 3_600_000),
             ("handoff_interval_ms", 10, 600_000),
             ("tombstone_grace_s", 0, 10 * 365 * 86_400),
+            ("tombstone_gc_interval_ms", 0, 86_400_000),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

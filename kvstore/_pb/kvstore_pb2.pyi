@@ -308,6 +308,20 @@ class NodeInfoResponse(_message.Message):
     n: int
     def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
 
+class PurgeRequest(_message.Message):
+    __slots__ = ("key", "record")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    record: KeyRecord
+    def __init__(self, key: _Optional[bytes] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ...) -> None: ...
+
+class PurgeResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: bool
+    def __init__(self, purged: _Optional[bool] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -238,6 +238,11 @@ class PeerStub:
                 request_serializer=kvstore__pb2.PartitionRecordsRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.PartitionRecordsResponse.FromString,
                 _registered_method=True)
+        self.Purge = channel.unary_unary(
+                '/kvstore.v1.Peer/Purge',
+                request_serializer=kvstore__pb2.PurgeRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.PurgeResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -297,6 +302,12 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Purge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -344,6 +355,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.PartitionRecords,
                     request_deserializer=kvstore__pb2.PartitionRecordsRequest.FromString,
                     response_serializer=kvstore__pb2.PartitionRecordsResponse.SerializeToString,
+            ),
+            'Purge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Purge,
+                    request_deserializer=kvstore__pb2.PurgeRequest.FromString,
+                    response_serializer=kvstore__pb2.PurgeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +605,33 @@ class Peer:
             '/kvstore.v1.Peer/PartitionRecords',
             kvstore__pb2.PartitionRecordsRequest.SerializeToString,
             kvstore__pb2.PartitionRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Purge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/Purge',
+            kvstore__pb2.PurgeRequest.SerializeToString,
+            kvstore__pb2.PurgeResponse.FromString,
             options,
             channel_credentials,
             insecure,

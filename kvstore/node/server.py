@@ -19,6 +19,7 @@ from kvstore.node.app import Node
 from kvstore.node.gossip import Gossip
 from kvstore.node.handoff import Handoff
 from kvstore.node.hints import HintDelivery
+from kvstore.node.tombstones import TombstoneGC
 from kvstore.rpc.peer import PeerClient, channel_options
 from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 from kvstore.storage.codec import decode_cluster
@@ -48,6 +49,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         anti_entropy = AntiEntropy(node)
         handoff = Handoff(node, gossip)
         hints = HintDelivery(node)
+        tombstones = TombstoneGC(node)
         server = grpc.aio.server(options=channel_options(message_bytes))
         pb_grpc.add_KVServicer_to_server(KVServicer(node), server)
         pb_grpc.add_PeerServicer_to_server(PeerServicer(node, gossip, anti_entropy), server)
@@ -65,7 +67,10 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             f" members={','.join(node.ring.members) if node.ring else '(none yet)'}",
             flush=True,
         )
-        loops = [asyncio.create_task(work.run()) for work in (gossip, anti_entropy, handoff, hints)]
+        loops = [
+            asyncio.create_task(work.run())
+            for work in (gossip, anti_entropy, handoff, hints, tombstones)
+        ]
         await stop.wait()
         for task in loops:
             task.cancel()

@@ -133,6 +133,12 @@ class PeerClient:
         )
         return _keyed_states(reply.records), reply.last, reply.done
 
+    async def purge(self, address: str, key: bytes, state: KeyState, timeout: float) -> bool:
+        """Delete the peer's record of `key` if it is still `state`; True if it did."""
+        request = pb.PurgeRequest(key=key, record=state_to_proto(state))
+        reply: pb.PurgeResponse = await self._call(address, "Purge", request, timeout)
+        return reply.purged
+
     async def _call(
         self, address: str, method: str, request: Any, timeout: float, foreground: bool = False
     ) -> Any:

@@ -204,6 +204,21 @@ class PeerServicer(pb_grpc.PeerServicer):
     ) -> pb.NodeInfoResponse:
         return self._node.info()
 
+    async def Purge(
+        self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PurgeResponse:
+        async def call() -> pb.PurgeResponse:
+            try:
+                state = state_from_proto(request.record)
+            except ValueError as exc:
+                raise InternalError(f"peer sent a bad record: {exc}") from exc
+            self._node.limits.check_key(request.key)
+            return pb.PurgeResponse(
+                purged=self._node.storage.delete_if_unchanged(request.key, state)
+            )
+
+        return await _answer(context, call)
+
 
 class AdminServicer(pb_grpc.AdminServicer):
     def __init__(self, node: Node, handoff: Handoff) -> None:

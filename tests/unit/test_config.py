@@ -133,6 +133,7 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "anti_entropy_interval_ms",
         "handoff_interval_ms",
         "tombstone_grace_s",
+        "tombstone_gc_interval_ms",
     } == SETTINGS
     path = toml(tmp_path, "max_siblings = 5\nrequest_timeout_ms = 700\n")
     config = load_node_config(

@@ -1,0 +1,74 @@
+"""Tombstone GC: each node, for the partitions it is the first primary of, purges tombstones
+past their grace period that every primary holds identically (kvstore.core.tombstones).
+Each primary deletes its record only if it is still that tombstone, so a write racing the
+purge survives. Nothing runs while a ring change is pending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from kvstore.core.tombstones import expired_tombstone, purgeable
+from kvstore.node.antientropy import partition_range
+from kvstore.node.app import Node
+from kvstore.node.periodic import run_every
+from kvstore.rpc.peer import PeerFailure
+from kvstore.storage.codec import decode_record
+
+log = logging.getLogger(__name__)
+
+# Tombstones examined per round, so one round's work stays bounded.
+ROUND_LIMIT = 1_000
+
+
+class TombstoneGC:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def round(self) -> int:
+        """One pass; returns the number of keys purged (on every primary)."""
+        node = self.node
+        ring = node.ring
+        if ring is None or node.pending_ring is not None:
+            return 0
+        now_ms = time.time_ns() // 1_000_000
+        grace_ms = node.background.tombstone_grace_s * 1000
+        timeout = node.limits.request_timeout_ms / 1000
+        purged = examined = 0
+        for partition in range(ring.partitions):
+            primaries = ring.partition_primaries(partition)
+            if primaries[0] != node.address:
+                continue
+            others = primaries[1:]
+            low, high = partition_range(ring, partition)
+            for _, key, raw in node.storage.scan(low, high):
+                state = decode_record(raw)
+                if not expired_tombstone(state, now_ms, grace_ms):
+                    continue
+                examined += 1
+                if examined > ROUND_LIMIT:
+                    return purged
+                try:
+                    replicas = await asyncio.gather(
+                        *(node.peers.read(p, key, timeout) for p in others)
+                    )
+                except PeerFailure:
+                    continue  # a replica that does not answer may lack the tombstone
+                if not purgeable(state, replicas, now_ms, grace_ms):
+                    continue
+                try:
+                    await asyncio.gather(
+                        *(node.peers.purge(p, key, state, timeout) for p in others)
+                    )
+                except PeerFailure as exc:
+                    log.info("purging a tombstone failed on a replica (kept here): %s", exc)
+                    continue
+                if node.storage.delete_if_unchanged(key, state):
+                    purged += 1
+        node.counters["tombstones_purged"] += purged
+        return purged
+
+    async def run(self) -> None:
+        interval = self.node.background.tombstone_gc_interval_ms / 1000
+        await run_every(interval, self.round, "tombstone gc")

@@ -101,10 +101,12 @@ class LocalGetRequest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaReadRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "data_only")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    DATA_ONLY_FIELD_NUMBER: _ClassVar[int]
     key: bytes
-    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+    data_only: bool
+    def __init__(self, key: _Optional[bytes] = ..., data_only: _Optional[bool] = ...) -> None: ...
 
 class ReplicaReadResponse(_message.Message):
     __slots__ = ("found", "record")

@@ -225,10 +225,11 @@ class PutCoordinator(_Quorum[MergeReplica]):
         super().__init__("put", targets, w, fallbacks, set(down) - {local})
         self.local = local
         self._state: KeyState = EMPTY
+        self._acked: set[str] = set()
 
     def start(self, applied: KeyState) -> list[MergeReplica]:
         self._state = applied
-        self._ok(self.local)
+        self.on_ack(self.local)
         calls = [MergeReplica(t, applied) for t in self._contact_primaries() if t != self.local]
         return calls + self.take_actions()
 
@@ -236,6 +237,14 @@ class PutCoordinator(_Quorum[MergeReplica]):
         return MergeReplica(target, self._state, hint_for=primary)
 
     def on_ack(self, target: str) -> Outcome:
+        """A replica acknowledged. A primary and its stand-in hold one copy between them
+        (the stand-in's is for the primary): only the first of the two counts towards w."""
+        slot = self.stand_ins.get(target, target)
+        holders = [slot, *(f for f, p in self.stand_ins.items() if p == slot)]
+        if any(h != target and h in self._acked for h in holders):
+            self._acked.add(target)
+            return self.outcome
+        self._acked.add(target)
         return self._ok(target)
 
     def on_slow(self, target: str) -> None:
@@ -253,8 +262,7 @@ class PutCoordinator(_Quorum[MergeReplica]):
     def settled(self) -> bool:
         """Every primary's place is taken: acknowledged by it or by a stand-in, or failed
         with no fallback left. Replication runs on in the background until then."""
-        acked = {t for t in self.contacted if self._tracker.answered(self._index[t])}
-        acked -= set(self.failures)
+        acked = self._acked
         for primary in self.targets:
             if primary in acked:
                 continue

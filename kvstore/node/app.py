@@ -248,6 +248,8 @@ class Node:
                         fsm.on_failure(target, error)
                 for action in fsm.take_actions():
                     calls.add(action.target, self._read(action.target, key, deadline))
+                if asyncio.get_running_loop().time() >= deadline:
+                    break
         finally:
             calls.close()
         if len(fsm.replies) > 1:

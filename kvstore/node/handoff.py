@@ -68,9 +68,12 @@ class Handoff:
                 for source in sources:
                     after = b""
                     while True:
-                        records, after, done = await node.peers.partition_records(
+                        records, last, done = await node.peers.partition_records(
                             source, partition, after, PAGE, timeout
                         )
+                        if not done and (not records or last <= after):
+                            raise PeerFailure(f"{source} sent a page that does not advance")
+                        after = last
                         node.storage.merge_many(records)
                         node.counters["handoff_keys_received"] += len(records)
                         if done:

@@ -34,7 +34,7 @@ class HintDelivery:
             return []
         if hint.target in ring.members or (pending and hint.target in pending.members):
             return [hint.target]
-        return [p for p in ring.primaries(hint.key) if p != self.node.address]
+        return ring.primaries(hint.key)
 
     async def round(self) -> int:
         """One pass; returns how many hints were delivered."""
@@ -51,7 +51,7 @@ class HintDelivery:
                     log.warning("dropped a hint for %s older than hint_max_age_s", hint.target)
                 continue
             targets = tuple(self._destinations(hint))
-            if targets and all(node.is_up(t) for t in targets):
+            if targets and all(node.is_up(t) for t in targets):  # is_up(self) is True
                 batch = batches.setdefault(targets, [])
                 if len(batch) < BATCH:
                     batch.append(hint)
@@ -59,8 +59,11 @@ class HintDelivery:
         timeout = node.limits.request_timeout_ms / 1000
         for targets, hints in batches.items():
             items: list[tuple[bytes, KeyState]] = [(h.key, h.state) for h in hints]
+            if node.address in targets:  # this node is now a primary of the keys itself
+                node.storage.merge_many(items)
+            others = [t for t in targets if t != node.address]
             try:
-                await asyncio.gather(*(node.peers.merge_batch(t, items, timeout) for t in targets))
+                await asyncio.gather(*(node.peers.merge_batch(t, items, timeout) for t in others))
             except PeerFailure as exc:
                 log.info("hint delivery to %s failed: %s", ", ".join(targets), exc)
                 continue

@@ -89,10 +89,12 @@ def start_membership(config: NodeConfig, storage: Storage) -> Membership:
     interval = config.background.gossip_interval_ms / 1000
     # A peer's heartbeat reaches us through gossip in one to a few rounds: the detector's
     # prior and its least deviation scale with the round, so a faster gossip detects faster.
+    # The pause allowance has a floor: a busy 2-core machine stalls an event loop for close to
+    # a second now and then, which must not read as a death when gossip runs every 200 ms.
     detector = PhiAccrualDetector(
         threshold=config.background.phi_threshold,
-        min_std_s=interval / 2,
-        acceptable_pause_s=interval,
+        min_std_s=max(interval / 2, 0.2),
+        acceptable_pause_s=max(2 * interval, 1.0),
         first_interval_s=interval * 2,
     )
     saved = storage.load_cluster()

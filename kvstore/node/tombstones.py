@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # Tombstones examined per round, so one round's work stays bounded.
 ROUND_LIMIT = 1_000
+YIELD_EVERY = 256
 
 
 class TombstoneGC:
@@ -42,7 +43,9 @@ class TombstoneGC:
                 continue
             others = primaries[1:]
             low, high = partition_range(ring, partition)
-            for _, key, raw in node.storage.scan(low, high):
+            for scanned, (_, key, raw) in enumerate(node.storage.scan(low, high)):
+                if scanned % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # a long scan must not stall gossip and requests
                 state = decode_record(raw)
                 if not expired_tombstone(state, now_ms, grace_ms):
                     continue
@@ -51,20 +54,22 @@ class TombstoneGC:
                     return purged
                 try:
                     replicas = await asyncio.gather(
-                        *(node.peers.read(p, key, timeout) for p in others)
+                        *(node.peers.read(p, key, timeout, data_only=True) for p in others)
                     )
                 except PeerFailure:
                     continue  # a replica that does not answer may lack the tombstone
                 if not purgeable(state, replicas, now_ms, grace_ms):
                     continue
                 try:
-                    await asyncio.gather(
+                    done = await asyncio.gather(
                         *(node.peers.purge(p, key, state, timeout) for p in others)
                     )
                 except PeerFailure as exc:
                     log.info("purging a tombstone failed on a replica (kept here): %s", exc)
                     continue
-                if node.storage.delete_if_unchanged(key, state):
+                # A replica whose record changed meanwhile kept it: keep ours too, so the
+                # tombstone is still here to cover what that replica holds.
+                if all(done) and node.storage.delete_if_unchanged(key, state):
                     purged += 1
         node.counters["tombstones_purged"] += purged
         return purged

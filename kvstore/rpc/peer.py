@@ -64,10 +64,14 @@ class PeerClient:
             pb_grpc.PeerStub,
         )
 
-    async def read(self, address: str, key: bytes, timeout: float) -> KeyState | None:
+    async def read(
+        self, address: str, key: bytes, timeout: float, data_only: bool = False
+    ) -> KeyState | None:
         try:
             reply = await self._stub(address).ReplicaRead(
-                pb.ReplicaReadRequest(key=key), timeout=timeout, wait_for_ready=True
+                pb.ReplicaReadRequest(key=key, data_only=data_only),
+                timeout=timeout,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise PeerFailure(exc.code().name, exc.code().name) from exc

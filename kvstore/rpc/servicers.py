@@ -102,7 +102,8 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaReadRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaReadResponse:
         async def call() -> pb.ReplicaReadResponse:
-            state = self._node.replica_read(request.key)
+            read = self._node.local_get if request.data_only else self._node.replica_read
+            state = read(request.key)
             if state is None:
                 return pb.ReplicaReadResponse(found=False)
             return pb.ReplicaReadResponse(found=True, record=state_to_proto(state))

@@ -207,7 +207,8 @@ class Storage:
     def store_hint(
         self, target: str, key: bytes, state: KeyState, now_ms: int, max_bytes: int
     ) -> None:
-        """Keep `state` for `target`, merged into any hint already held for it and the key.
+        """Keep `state` for `target`, merged into any hint already held for it and the key
+        (its age then starts again).
 
         Raises HintsFull, storing nothing, when the hints would pass `max_bytes` in all: the
         write then counts as failed on this fallback and the coordinator tries the next.
@@ -215,12 +216,11 @@ class Storage:
         hint_key = _hint_prefix(key) + target.encode()
         with self._lock:
             old = self._hints.get(hint_key)
-            stored_ms = now_ms
             if old is not None:
-                previous = decode_hint(old)
-                state = merge(previous.state, state)
-                stored_ms = previous.stored_ms
-            raw = encode_hint(target, key, state, stored_ms)
+                state = merge(decode_hint(old).state, state)
+            # The age runs from the newest write in the hint: a write acknowledged just now
+            # must not be dropped with an old hint it was merged into.
+            raw = encode_hint(target, key, state, now_ms)
             old_size = 0 if old is None else len(hint_key) + len(old)
             new_size = len(hint_key) + len(raw)
             if self.hint_bytes - old_size + new_size > max_bytes:

@@ -341,3 +341,16 @@ def test_get_stand_in_answers_count_but_are_not_repaired() -> None:
 def test_fallbacks_must_be_distinct_from_primaries() -> None:
     with pytest.raises(ValueError):
         GetCoordinator(PRIMARIES, 2, ["p1"])
+
+
+def test_a_slow_primary_and_its_stand_in_count_once_towards_w() -> None:
+    _, new, _ = states()
+    put = PutCoordinator("p1", PRIMARIES, 3, FALLBACKS)
+    put.start(new)
+    put.on_slow("p2")
+    assert put.take_actions() == [MergeReplica("f1", new, hint_for="p2")]
+    assert put.on_ack("f1") is Outcome.PENDING
+    # p2 answers late: the same slot, so still 2 of 3 (p3 holds nothing yet).
+    assert put.on_ack("p2") is Outcome.PENDING
+    assert put.answered == 2
+    assert put.on_ack("p3") is Outcome.SUCCEEDED

@@ -138,10 +138,6 @@ class Membership:
             self._follow_ring()
         return changed
 
-    def on_unreachable(self, address: str) -> None:
-        """A gossip call to `address` failed: nothing to merge. The failure detector decides
-        from the silence; one lost call is not proof of death."""
-
     def set_status(self, status: MemberStatus) -> None:
         if status is not self.me.status:
             self._set_me(status=status)

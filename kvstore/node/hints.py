@@ -70,7 +70,7 @@ class HintDelivery:
             for hint in hints:
                 if node.storage.delete_hint(hint):
                     delivered += 1
-            node.counters["hints_delivered"] += delivered
+        node.counters["hints_delivered"] += delivered
         return delivered
 
     async def run(self) -> None:

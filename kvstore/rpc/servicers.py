@@ -41,11 +41,15 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
     raise AssertionError("abort returned")  # context.abort always raises
 
 
-def _keyed_states(items: Iterable[pb.ReplicaMergeRequest]) -> list[tuple[bytes, KeyState]]:
+def _peer_state(record: pb.KeyRecord) -> KeyState:
     try:
-        return [(item.key, state_from_proto(item.record)) for item in items]
+        return state_from_proto(record)
     except ValueError as exc:
         raise InternalError(f"peer sent a bad record: {exc}") from exc
+
+
+def _keyed_states(items: Iterable[pb.ReplicaMergeRequest]) -> list[tuple[bytes, KeyState]]:
+    return [(item.key, _peer_state(item.record)) for item in items]
 
 
 def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedRecord]:
@@ -114,10 +118,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaMergeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaMergeResponse:
         async def call() -> pb.ReplicaMergeResponse:
-            try:
-                state = state_from_proto(request.record)
-            except ValueError as exc:
-                raise InternalError(f"peer sent a bad record: {exc}") from exc
+            state = _peer_state(request.record)
             self._node.replica_merge(request.key, state, request.hint_for)
             return pb.ReplicaMergeResponse()
 
@@ -209,10 +210,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext
     ) -> pb.PurgeResponse:
         async def call() -> pb.PurgeResponse:
-            try:
-                state = state_from_proto(request.record)
-            except ValueError as exc:
-                raise InternalError(f"peer sent a bad record: {exc}") from exc
+            state = _peer_state(request.record)
             self._node.limits.check_key(request.key)
             return pb.PurgeResponse(
                 purged=self._node.storage.delete_if_unchanged(request.key, state)

@@ -17,6 +17,7 @@ import pytest
 
 from kvstore import Client
 from kvstore.core.ring import Ring
+from kvstore.errors import Unavailable
 from kvstore.node.local_cluster import LocalCluster
 from tests.conftest import ClusterFactory
 
@@ -185,8 +186,6 @@ def test_strict_write_refuses_fallbacks(make_cluster: ClusterFactory) -> None:
     with Client([primaries[0]], timeout=3.0) as kv:
         for index in down:
             cluster.kill_node(index)
-        from kvstore.errors import Unavailable
-
         with pytest.raises(Unavailable):
             kv.put(key, b"v", sloppy=False)
         # Sloppy (the default): two fallbacks stand in, the write is acknowledged.

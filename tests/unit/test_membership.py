@@ -91,10 +91,9 @@ class Sim:
             assert peer != address
             if peer is None:
                 continue
+            # A stopped peer does not answer: nothing is merged; the detector sees silence.
             if peer in self.nodes and peer not in self.stopped:
                 self.exchange(address, peer)
-            else:
-                self.nodes[address].on_unreachable(peer)
 
     def rounds(self, count: int) -> None:
         for _ in range(count):

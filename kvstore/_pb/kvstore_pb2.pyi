@@ -155,20 +155,22 @@ class HintRecord(_message.Message):
     def __init__(self, format: _Optional[int] = ..., key: _Optional[bytes] = ..., target: _Optional[str] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ..., stored_ms: _Optional[int] = ...) -> None: ...
 
 class MemberState(_message.Message):
-    __slots__ = ("address", "node_id", "status", "incarnation", "version", "ready_epoch")
+    __slots__ = ("address", "node_id", "status", "incarnation", "version", "ready_epoch", "ready_ring")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     READY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    READY_RING_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     status: str
     incarnation: int
     version: int
     ready_epoch: int
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., ready_epoch: _Optional[int] = ...) -> None: ...
+    ready_ring: bytes
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., ready_epoch: _Optional[int] = ..., ready_ring: _Optional[bytes] = ...) -> None: ...
 
 class RingLayoutState(_message.Message):
     __slots__ = ("members", "owners")
@@ -245,18 +247,24 @@ class TreeHashesResponse(_message.Message):
     def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SegmentRecordsRequest(_message.Message):
-    __slots__ = ("partition", "segments")
+    __slots__ = ("partition", "segments", "after")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     partition: int
     segments: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, partition: _Optional[int] = ..., segments: _Optional[_Iterable[int]] = ...) -> None: ...
+    after: bytes
+    def __init__(self, partition: _Optional[int] = ..., segments: _Optional[_Iterable[int]] = ..., after: _Optional[bytes] = ...) -> None: ...
 
 class SegmentRecordsResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "last", "done")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[KeyedRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[KeyedRecord, _Mapping]]] = ...) -> None: ...
+    last: bytes
+    done: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[KeyedRecord, _Mapping]]] = ..., last: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class PartitionRecordsRequest(_message.Message):
     __slots__ = ("partition", "after", "limit")
@@ -388,5 +396,15 @@ class LeaveRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LeaveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RemoveRequest(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    def __init__(self, address: _Optional[str] = ...) -> None: ...
+
+class RemoveResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

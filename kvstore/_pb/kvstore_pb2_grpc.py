@@ -644,7 +644,8 @@ class Peer:
 
 
 class AdminStub:
-    """Asked of one node about itself: its view, or to join or leave the ring.
+    """Asked of one node about itself: its view, or to join or leave the ring; or to remove
+    another member that is dead.
     """
 
     def __init__(self, channel):
@@ -668,10 +669,16 @@ class AdminStub:
                 request_serializer=kvstore__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/kvstore.v1.Admin/Remove',
+                request_serializer=kvstore__pb2.RemoveRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.RemoveResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
-    """Asked of one node about itself: its view, or to join or leave the ring.
+    """Asked of one node about itself: its view, or to join or leave the ring; or to remove
+    another member that is dead.
     """
 
     def Status(self, request, context):
@@ -687,6 +694,12 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Leave(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Remove(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -710,6 +723,11 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=kvstore__pb2.LeaveRequest.FromString,
                     response_serializer=kvstore__pb2.LeaveResponse.SerializeToString,
             ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=kvstore__pb2.RemoveRequest.FromString,
+                    response_serializer=kvstore__pb2.RemoveResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'kvstore.v1.Admin', rpc_method_handlers)
@@ -719,7 +737,8 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Asked of one node about itself: its view, or to join or leave the ring.
+    """Asked of one node about itself: its view, or to join or leave the ring; or to remove
+    another member that is dead.
     """
 
     @staticmethod
@@ -793,6 +812,33 @@ class Admin:
             '/kvstore.v1.Admin/Leave',
             kvstore__pb2.LeaveRequest.SerializeToString,
             kvstore__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Remove',
+            kvstore__pb2.RemoveRequest.SerializeToString,
+            kvstore__pb2.RemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

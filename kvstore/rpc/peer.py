@@ -13,6 +13,54 @@ from kvstore.core.versions import KeyState
 from kvstore.rpc.channels import ChannelPool
 from kvstore.storage.codec import state_from_proto, state_to_proto
 
+# The most bytes of records one page or batch between nodes carries (anti-entropy, ownership
+# handoff, hint delivery), so a partition of any size moves in frames that fit. The gRPC
+# frame limit (kvstore.node.server.max_message_bytes) is the largest record plus 1 MiB of
+# slack, ~33 MB with default limits but barely over 1 MiB with small ones: a budget of that
+# slack fits a frame whatever the limits, and at 1 MiB the per-call latency is still small
+# beside the transfer. A page stops before the record that would take it past the budget,
+# but always holds one: one record with every sibling always fits one frame, and a page that
+# holds none would never advance.
+PAGE_BYTES = 1024 * 1024
+
+# What a record costs on the wire beside its key and its encoded state: the field tags and
+# length prefixes of KeyedRecord / ReplicaMergeRequest, a few bytes; rounded up.
+_RECORD_FRAMING_BYTES = 16
+
+# (storage key, key, encoded record), as Storage.scan yields them.
+StoredRecord = tuple[bytes, bytes, bytes]
+
+
+def stored_record_bytes(key: bytes, raw: bytes) -> int:
+    """A cheap estimate of a stored record's size in a page: the stored encoding is the
+    KeyRecord message the page carries, so no re-encoding is needed to measure it."""
+    return len(key) + len(raw) + _RECORD_FRAMING_BYTES
+
+
+def take_page(
+    scan: Iterable[StoredRecord], after: bytes, max_records: int | None = None
+) -> tuple[list[StoredRecord], bytes, bool]:
+    """The next page of a scan that starts after the storage key `after`: records up to
+    PAGE_BYTES (and `max_records`), at least one; the storage key of its last record (`after`
+    for an empty page), to pass as `after` for the next page; and whether the scan ended.
+
+    The record that does not fit is read and dropped, not kept: the next page scans again
+    from `last`, so no storage iterator outlives one page.
+    """
+    page: list[StoredRecord] = []
+    page_bytes = 0
+    last = after
+    for record in scan:
+        _, key, raw = record
+        size = stored_record_bytes(key, raw)
+        full = page_bytes + size > PAGE_BYTES or len(page) == max_records
+        if page and full:
+            return page, last, False
+        page.append(record)
+        page_bytes += size
+        last = record[0]
+    return page, last, True
+
 
 class PeerFailure(Exception):
     """A replica call did not succeed: the peer is down, slow, or refused. `code` is the
@@ -41,6 +89,13 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
+
+
+def check_page_advances(source: str, records: int, last: bytes, after: bytes, done: bool) -> None:
+    """A page that is not the last must hold records and move the cursor: a peer that
+    breaks this (a bug, another version) would otherwise keep a paging loop going for ever."""
+    if not done and (not records or last <= after):
+        raise PeerFailure(f"{source} sent a page that does not advance")
 
 
 class PeerClient:
@@ -96,12 +151,32 @@ class PeerClient:
         await self._call(address, "ReplicaMerge", request, timeout, foreground=True)
 
     async def merge_batch(
-        self, address: str, items: Sequence[tuple[bytes, KeyState]], timeout: float
+        self, address: str, items: Iterable[tuple[bytes, KeyState]], timeout: float
     ) -> None:
-        """Merge many states in one call; returns once all are durable at the peer."""
-        request = pb.ReplicaMergeBatchRequest(
-            items=[pb.ReplicaMergeRequest(key=k, record=state_to_proto(s)) for k, s in items]
-        )
+        """Merge many states at the peer; returns once all are durable there.
+
+        Sent in order as requests of at most PAGE_BYTES each (at least one state each), so a
+        batch of any size fits the peer's frame limit; each request has `timeout`. Raises
+        PeerFailure on the first request that fails: the states before it are merged, those
+        after it are not sent (merges are idempotent, so the caller just retries them all).
+        """
+        batch: list[pb.ReplicaMergeRequest] = []
+        batch_bytes = 0
+        for key, state in items:
+            item = pb.ReplicaMergeRequest(key=key, record=state_to_proto(state))
+            item_bytes = item.ByteSize() + _RECORD_FRAMING_BYTES
+            if batch and batch_bytes + item_bytes > PAGE_BYTES:
+                await self._merge_request(address, batch, timeout)
+                batch, batch_bytes = [], 0
+            batch.append(item)
+            batch_bytes += item_bytes
+        if batch:
+            await self._merge_request(address, batch, timeout)
+
+    async def _merge_request(
+        self, address: str, items: list[pb.ReplicaMergeRequest], timeout: float
+    ) -> None:
+        request = pb.ReplicaMergeBatchRequest(items=items)
         await self._call(address, "ReplicaMergeBatch", request, timeout)
 
     async def gossip(
@@ -119,13 +194,22 @@ class PeerClient:
         return list(reply.hashes)
 
     async def segment_records(
-        self, address: str, partition: int, segments: Sequence[int], timeout: float
-    ) -> list[tuple[bytes, KeyState]]:
-        request = pb.SegmentRecordsRequest(partition=partition, segments=list(segments))
+        self,
+        address: str,
+        partition: int,
+        segments: Sequence[int],
+        after: bytes,
+        timeout: float,
+    ) -> tuple[list[tuple[bytes, KeyState]], bytes, bool]:
+        """One page of a peer's records in some segments of a partition, in storage order
+        after the storage key `after` (empty first): (records, last, done)."""
+        request = pb.SegmentRecordsRequest(
+            partition=partition, segments=list(segments), after=after
+        )
         reply: pb.SegmentRecordsResponse = await self._call(
             address, "SegmentRecords", request, timeout
         )
-        return _keyed_states(reply.records)
+        return _keyed_states(reply.records), reply.last, reply.done
 
     async def partition_records(
         self, address: str, partition: int, after: bytes, limit: int, timeout: float

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     leave = sub.add_parser("leave", help="make a node leave the ring, handing its data off")
     leave.add_argument("--node", required=True, help="HOST:PORT of the node that leaves")
     _add_client_options(leave)
+    remove = sub.add_parser(
+        "remove", help="take a dead member out of the ring (a live one should leave)"
+    )
+    remove.add_argument("address", help="HOST:PORT of the dead member")
+    remove.add_argument("--node", help="HOST:PORT of a live member to ask (default: first seed)")
+    _add_client_options(remove)
 
     debug = sub.add_parser("debug", help="operator tools")
     debug_sub = debug.add_subparsers(dest="debug_command", required=True)
@@ -164,6 +170,10 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.command in ("join", "leave"):
             (kv.join if args.command == "join" else kv.leave)(args.node)
             print(f"ok: {args.node} asked to {args.command}; watch `kvstore status`")
+            return 0
+        if args.command == "remove":
+            kv.remove(args.address, via=args.node or parse_seeds(args.seeds)[0])
+            print(f"ok: {args.address} is being removed; watch `kvstore status`")
             return 0
         if args.command == "get":
             return _print_get(kv.get(args.key, r=args.r, sloppy=not args.strict), args.json)

@@ -140,6 +140,15 @@ class Client:
             [node_address],
         )
 
+    def remove(self, address: str, via: str) -> None:
+        """Take a dead member out of the ring, asking the node `via` (any live member).
+        Refused (ClusterRefused) while `via` holds it up: a live node should leave."""
+        deadline = self._requests.deadline_s
+        self._call(
+            lambda _: self._admin(via).Remove(pb.RemoveRequest(address=address), timeout=deadline),
+            [via],
+        )
+
     def close(self) -> None:
         for channel in self._pool.take_channels():
             channel.close()

@@ -27,7 +27,8 @@ class MemberStatus(enum.Enum):
     ACTIVE = "active"
     # Asked to leave: the claimant moves its partitions away; it serves until then.
     LEAVING = "leaving"
-    # Left the ring: owns nothing, can be stopped.
+    # Left the ring and handed off everything it held: can be stopped. Also what another
+    # member writes for a dead member an operator removes (`kvstore remove`).
     LEFT = "left"
 
 
@@ -41,9 +42,14 @@ class Member:
     incarnation: int
     # Bumped by the member on every gossip round (its heartbeat) and every status change.
     version: int
-    # The highest pending ring epoch whose incoming partitions this member has finished
-    # pulling from their current owners (ownership handoff); 0 when none.
+    # The pending ring whose incoming partitions this member has finished pulling from
+    # their current owners (ownership handoff): its epoch (0 when none) and digest. The
+    # digest matters because two claimants can make different pending rings of one epoch.
     ready_epoch: int = 0
+    ready_ring: bytes = b""
+
+    def ready_for(self, state: RingState) -> bool:
+        return self.ready_epoch == state.epoch and self.ready_ring == state.digest()
 
     @property
     def age(self) -> tuple[int, int]:

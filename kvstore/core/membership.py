@@ -14,13 +14,21 @@ restarted node starts from the state it saved (`ClusterView`), under a new incar
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 
 from kvstore.core import ringplan
-from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingState
+from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingLayout, RingState
 from kvstore.core.failure import PhiAccrualDetector
 from kvstore.core.ring import initial_layout
+
+log = logging.getLogger(__name__)
+
+
+# How far a removal record's version leads the removed member's last known one: more than
+# the heartbeats (one per gossip round) any peer can have heard that this node has not.
+REMOVAL_VERSION_LEAD = 1 << 20
 
 
 class ClusterMismatch(ValueError):
@@ -111,41 +119,86 @@ class Membership:
                 f" {','.join(self.ring.current.members)}: the nodes place keys differently;"
                 " give every node of a new cluster the same --seeds"
             )
+        changed = view.ring is not None and (self.ring is None or view.ring.newer_than(self.ring))
+        if changed:
+            # The ring first: whether a member's record may bring it back depends on it.
+            self.ring = view.ring
+            self.revision += 1
         for address, theirs in view.members.items():
             if address == self.address:
-                if theirs.age > self.me.age:
-                    # Someone holds a newer record of us (from before a restart with a clock
-                    # that went back): outdo it, or our news would never win at peers.
-                    self._set_me(
-                        incarnation=theirs.incarnation, version=theirs.version + 1, persist=False
-                    )
+                self._hear_of_me(theirs)
                 continue
             ours = self.members.get(address)
             if ours is None or theirs.age > ours.age:
-                if ours is None or (ours.status, ours.ready_epoch) != (
+                if ours is not None and self._resurrects(ours, theirs):
+                    # It was removed while dead and restarted from its saved state: keep it
+                    # out, under its new age, so that it hears of its removal.
+                    theirs = Member(
+                        theirs.address,
+                        theirs.node_id,
+                        MemberStatus.LEFT,
+                        theirs.incarnation,
+                        theirs.version + 1,
+                    )
+                if ours is None or (ours.status, ours.ready_epoch, ours.ready_ring) != (
                     theirs.status,
                     theirs.ready_epoch,
+                    theirs.ready_ring,
                 ):
                     self.revision += 1
                 self.members[address] = theirs
-                self.detector.heartbeat(address, now)
-        changed = view.ring is not None and (self.ring is None or view.ring.newer_than(self.ring))
+                if theirs.status is not MemberStatus.LEFT:
+                    # A LEFT record may be a removal another member wrote: no sign of life.
+                    self.detector.heartbeat(address, now)
         if changed:
-            self.ring = view.ring
-            self.revision += 1
             for peer in self._peers():
                 self.detector.watch(peer, now)
-            self._follow_ring()
+        self._follow_ring()
         return changed
 
     def set_status(self, status: MemberStatus) -> None:
         if status is not self.me.status:
             self._set_me(status=status)
 
-    def mark_ready(self, epoch: int) -> None:
-        """This node has pulled every partition it receives in the pending ring `epoch`."""
-        if epoch > self.me.ready_epoch:
-            self._set_me(ready_epoch=epoch)
+    def mark_ready(self, state: RingState) -> None:
+        """This node has pulled every partition it receives in the pending ring `state`."""
+        if not self.me.ready_for(state):
+            self._set_me(ready_epoch=state.epoch, ready_ring=state.digest())
+
+    def remove(self, address: str) -> None:
+        """Write a dead member's record as LEFT (`kvstore remove`): the claimant plans it out
+        of the ring, and its partitions are rebuilt from the replicas that are up. The caller
+        checks it is dead; should it be alive after all, it hears of the removal and hands
+        its data off as a leaving member does."""
+        if address == self.address:
+            raise ValueError("a member cannot remove itself; it leaves")
+        ours = self.members.get(address)
+        if ours is not None and ours.status is MemberStatus.LEFT:
+            return
+        self.members[address] = Member(
+            address,
+            ours.node_id if ours else "",
+            MemberStatus.LEFT,
+            ours.incarnation if ours else 0,
+            # Peers may hold a few heartbeats more of it than this node: the removal must
+            # be newer than all of them, or the first exchange would undo it.
+            (ours.version if ours else 0) + REMOVAL_VERSION_LEAD,
+        )
+        self.revision += 1
+
+    @property
+    def out_of_ring(self) -> bool:
+        """Whether this node owns nothing in the ring and no change is pending: what a
+        leaving node waits for before it hands off the rest and turns LEFT."""
+        ring = self.ring
+        return (
+            ring is not None and ring.pending is None and self.address not in ring.current.members
+        )
+
+    def finish_leaving(self) -> None:
+        """The runtime saw this leaving node hold no data and no hints any more."""
+        if self.me.status is MemberStatus.LEAVING and self.out_of_ring:
+            self.set_status(MemberStatus.LEFT)
 
     # ---- questions ----
 
@@ -185,6 +238,7 @@ class Membership:
         incarnation: int | None = None,
         version: int | None = None,
         ready_epoch: int | None = None,
+        ready_ring: bytes | None = None,
         persist: bool = True,
     ) -> None:
         me = self.me
@@ -195,6 +249,7 @@ class Membership:
             incarnation if incarnation is not None else me.incarnation,
             version if version is not None else me.version + 1,
             ready_epoch if ready_epoch is not None else me.ready_epoch,
+            ready_ring if ready_ring is not None else me.ready_ring,
         )
         if persist:
             self.revision += 1
@@ -211,7 +266,8 @@ class Membership:
             self._follow_ring()
 
     def _follow_ring(self) -> None:
-        """Move this node's own status along with the ring it now knows."""
+        """Move this node's own status along with the ring it now knows. (LEAVING turns
+        LEFT in `finish_leaving`, once the runtime has handed everything off.)"""
         if self.ring is None:
             return
         status = self.me.status
@@ -219,5 +275,43 @@ class Membership:
         if owns and status in (MemberStatus.STANDBY, MemberStatus.JOINING):
             # Joined (or restarted after losing its saved state while owning partitions).
             self.set_status(MemberStatus.ACTIVE)
-        elif status is MemberStatus.LEAVING and not owns and self.ring.pending is None:
-            self.set_status(MemberStatus.LEFT)
+        elif status is MemberStatus.ACTIVE and self.address not in _newest(self.ring).members:
+            # Only a removal takes an ACTIVE member out of the ring (the claimant keeps every
+            # ACTIVE member in): this node was removed while it was down or unreachable.
+            log.warning("this node was removed from the ring; handing its data off")
+            self.set_status(MemberStatus.LEAVING)
+
+    def _hear_of_me(self, theirs: Member) -> None:
+        if theirs.age <= self.me.age:
+            return
+        if theirs.status is MemberStatus.LEFT and self.me.status in _IN_RING:
+            # An operator removed this node while others held it down.
+            log.warning("this node was removed from the cluster; handing its data off")
+            self._set_me(
+                status=MemberStatus.LEAVING,
+                incarnation=theirs.incarnation,
+                version=theirs.version + 1,
+            )
+            return
+        # Someone holds a newer record of us (from before a restart with a clock that went
+        # back): outdo it, or our news would never win at peers.
+        self._set_me(incarnation=theirs.incarnation, version=theirs.version + 1, persist=False)
+
+    def _resurrects(self, ours: Member, theirs: Member) -> bool:
+        """A newer record claims ACTIVE for a member this node holds LEFT, and the ring
+        does not have it: a removed member restarted from saved state. (A member that
+        really rejoins passes through JOINING and is in the ring before it is ACTIVE.)"""
+        return (
+            ours.status is MemberStatus.LEFT
+            and theirs.status is MemberStatus.ACTIVE
+            and self.ring is not None
+            and theirs.address not in _newest(self.ring).members
+        )
+
+
+# Statuses of a member that is, or is about to be, in the ring.
+_IN_RING = frozenset({MemberStatus.JOINING, MemberStatus.ACTIVE, MemberStatus.LEAVING})
+
+
+def _newest(ring: RingState) -> RingLayout:
+    return ring.pending if ring.pending is not None else ring.current

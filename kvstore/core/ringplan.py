@@ -5,12 +5,22 @@ moves before ownership does:
 
 1. plan: the current ring stays, and a `pending` layout for the new member set is added
    (epoch + 1). Nodes keep routing by `current`; the members that will be primaries of
-   partitions they do not hold yet (the receivers) pull them and then announce, through
-   their `ready_epoch`, that they hold everything for that epoch.
+   partitions they do not hold yet (the receivers) pull them from the current primaries
+   that are up, and then announce, through `ready_epoch`/`ready_ring`, that they hold
+   everything for that exact pending ring.
 2. commit: once every receiver is ready, `pending` becomes `current` (epoch + 1).
 
-A second change waits until the first one is committed. Everything here is a pure function of
-its inputs, so any node can check what the claimant would do.
+A second change waits until the first one is committed, with one exception: a pending ring
+that gives partitions to a member since removed (a receiver that died mid-transfer and was
+taken out with `kvstore remove`) would wait for ever, so it is replaced by one for the
+members that remain. Abandoning a pending ring loses nothing: routing never left `current`,
+and the extra copies pending owners received are handed back by their cleanup.
+
+Which members should own partitions: JOINING and ACTIVE ones, and ring members whose record
+says STANDBY (a member restarted with an empty data directory announces itself as standby
+before it learns it is in the ring; planning it out would move all its partitions for
+nothing). Everything here is a pure function of its inputs, so any node can check what the
+claimant would do.
 """
 
 from __future__ import annotations
@@ -60,19 +70,27 @@ def receivers(state: RingState, n: int) -> dict[str, list[int]]:
 
 
 def _ready(state: RingState, members: Mapping[str, Member], n: int) -> bool:
-    """Whether every receiver has pulled its partitions for this epoch (one whose record is
-    missing has not, as far as we know)."""
+    """Whether every receiver has pulled its partitions for this very pending ring (one
+    whose record is missing has not, as far as we know)."""
     return all(
-        address in members and members[address].ready_epoch >= state.epoch
-        for address in receivers(state, n)
+        address in members and members[address].ready_for(state) for address in receivers(state, n)
     )
 
 
 def _target(state: RingState, members: Mapping[str, Member]) -> tuple[str, ...]:
-    """`target_members`, plus members of the current ring with no record at all: a claimant
-    that has not heard of a member yet must not plan it out of the ring."""
-    unknown = [a for a in state.current.members if a not in members]
-    return tuple(sorted({*target_members(members), *unknown}))
+    """`target_members`, plus members of the current ring with no record at all (a claimant
+    that has not heard of a member yet must not plan it out) or a STANDBY one (restarted
+    with an empty data directory: it becomes ACTIVE as soon as it learns the ring)."""
+    kept = [
+        a
+        for a in state.current.members
+        if a not in members or members[a].status is MemberStatus.STANDBY
+    ]
+    return tuple(sorted({*target_members(members), *kept}))
+
+
+def _removed(layout: RingLayout, members: Mapping[str, Member]) -> bool:
+    return any(a in members and members[a].status is MemberStatus.LEFT for a in layout.members)
 
 
 def plan(state: RingState, members: Mapping[str, Member], n: int) -> RingState | None:
@@ -80,21 +98,24 @@ def plan(state: RingState, members: Mapping[str, Member], n: int) -> RingState |
 
     * nothing pending and the target member set differs from the current ring's: a pending
       layout for the target (`reclaim`: few partitions move), epoch + 1;
-    * pending and every receiver ready for this epoch: commit, epoch + 1;
+    * pending and every receiver ready for it: commit, epoch + 1;
+    * pending with a member since removed (LEFT): a new pending layout from `current` for
+      the target (or none, if the target is the current ring), epoch + 1;
     * pending and not all ready: wait (None), whatever else changed meanwhile.
 
     A ring with no members, or with more members than partitions, cannot be built: None
     (the current ring stays; the operator sees the difference in the status).
     """
-    if state.pending is not None:
+    abandon = state.pending is not None and _removed(state.pending, members)
+    if state.pending is not None and not abandon:
         if not _ready(state, members, n):
             return None
         return RingState(state.epoch + 1, state.pending, None)
     target = _target(state, members)
-    if not target or target == state.current.members:
+    if not target or len(target) > state.current.partitions:
         return None
-    if len(target) > state.current.partitions:
-        return None
+    if target == state.current.members:
+        return RingState(state.epoch + 1, state.current, None) if abandon else None
     return RingState(state.epoch + 1, state.current, reclaim(state.current, target, n))
 
 

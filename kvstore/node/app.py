@@ -132,6 +132,46 @@ class Node:
         self.membership.set_status(status)
         log.info("asked to %s", "join" if status is MemberStatus.JOINING else "leave")
 
+    def remove_member(self, address: str) -> None:
+        """`kvstore remove`: take a dead member out of the ring (Cassandra's removenode,
+        Riak's force-remove). Its partitions move to the others, rebuilt from the replicas
+        that are up; a write only it held (with W=1) is lost with it. A member that is up
+        must leave by itself: it hands its data off first."""
+        membership = self.membership
+        ring = self.require_ring()
+        if address == self.address:
+            raise ClusterRefused(
+                f"node {address} cannot remove itself; to take it out, ask it to leave"
+            )
+        state = membership.ring
+        in_ring = state is not None and any(
+            address in layout.members for layout in (state.current, state.pending) if layout
+        )
+        record = membership.members.get(address)
+        if record is None and not in_ring:
+            raise ClusterRefused(f"{address} is not a member of this cluster")
+        if record is not None and record.status is MemberStatus.LEFT:
+            return  # asked twice, or it had left already
+        if membership.is_up(address, self.clock()):
+            raise ClusterRefused(
+                f"{address} is up (as node {self.address} sees it): ask it to leave instead"
+                f" (kvstore leave --node {address}), which hands its data off first"
+            )
+        staying = [
+            a
+            for a in ring.members
+            if a != address
+            and (
+                a not in membership.members
+                or membership.members[a].status
+                in (MemberStatus.ACTIVE, MemberStatus.JOINING, MemberStatus.STANDBY)
+            )
+        ]
+        if not staying:
+            raise ClusterRefused(f"removing {address} would leave the ring with no member")
+        membership.remove(address)
+        log.warning("removed %s from the cluster (asked by an operator)", address)
+
     def status(self, handoffs_pending: int) -> pb.StatusResponse:
         now = self.clock()
         membership = self.membership

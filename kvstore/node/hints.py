@@ -1,6 +1,8 @@
 """Hinted handoff, the delivering side: hints this node keeps as a fallback go to their
 primaries once the failure detector holds them up, and are deleted only after the primary
-acknowledged them (and only if no newer write was merged into the hint meanwhile)."""
+acknowledged them (and only if no newer write was merged into the hint meanwhile). A
+leaving node passes hints for a primary that is down on to another node, so that it can
+finish leaving."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from kvstore.core.cluster import MemberStatus
 from kvstore.core.versions import KeyState
 from kvstore.node.app import Node
 from kvstore.node.periodic import run_every
@@ -42,6 +45,9 @@ class HintDelivery:
         now_ms = time.time_ns() // 1_000_000
         max_age_ms = node.background.hint_max_age_s * 1000
         batches: dict[tuple[str, ...], list[DecodedHint]] = {}
+        # A leaving node cannot wait for a dead primary: it hands such hints to another node.
+        leaving = node.membership.me.status is MemberStatus.LEAVING
+        stranded: list[DecodedHint] = []
         for examined, hint in enumerate(node.storage.hints()):
             if examined >= SCAN_LIMIT:
                 break
@@ -55,6 +61,8 @@ class HintDelivery:
                 batch = batches.setdefault(targets, [])
                 if len(batch) < BATCH:
                     batch.append(hint)
+            elif leaving and len(stranded) < BATCH:
+                stranded.append(hint)
         delivered = 0
         timeout = node.limits.request_timeout_ms / 1000
         for targets, hints in batches.items():
@@ -71,7 +79,30 @@ class HintDelivery:
                 if node.storage.delete_hint(hint):
                     delivered += 1
         node.counters["hints_delivered"] += delivered
+        for hint in stranded:
+            await self._pass_on(hint, timeout)
         return delivered
+
+    async def _pass_on(self, hint: DecodedHint, timeout: float) -> None:
+        """Give a hint whose primary is down to the first node of the key's preference list
+        that is up (not this one, not the primary), as a hint for the same primary; then
+        delete it here if unchanged."""
+        node = self.node
+        ring = node.ring
+        if ring is None:
+            return
+        for entry in ring.preference_list(hint.key):
+            holder = entry.member
+            if holder in (node.address, hint.target) or not node.is_up(holder):
+                continue
+            try:
+                await node.peers.merge(holder, hint.key, hint.state, timeout, hint_for=hint.target)
+            except PeerFailure as exc:
+                log.info("passing a hint for %s on to %s failed: %s", hint.target, holder, exc)
+                return
+            if node.storage.delete_hint(hint):
+                node.counters["hints_passed_on"] += 1
+            return
 
     async def run(self) -> None:
         interval = self.node.background.hint_interval_ms / 1000

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 
+from kvstore.core.limits import TIMEOUT_MS_CEILING
 from kvstore.core.tombstones import expired_tombstone, purgeable
 from kvstore.node.antientropy import partition_range
 from kvstore.node.app import Node
@@ -17,6 +18,11 @@ from kvstore.rpc.peer import PeerFailure
 from kvstore.storage.codec import decode_record
 
 log = logging.getLogger(__name__)
+
+# How long a replica remembers a tombstone it purged (Storage.purge_tombstone): longer than
+# any request may last, so a copy of an older version that was in flight at the purge (read
+# by an anti-entropy exchange, a handoff page, a repair) can no longer arrive.
+PURGE_MEMORY_MS = 2 * TIMEOUT_MS_CEILING
 
 # Tombstones examined per round, so one round's work stays bounded.
 ROUND_LIMIT = 1_000
@@ -30,10 +36,11 @@ class TombstoneGC:
     async def round(self) -> int:
         """One pass; returns the number of keys purged (on every primary)."""
         node = self.node
+        now_ms = time.time_ns() // 1_000_000
+        node.storage.forget_purges(now_ms - PURGE_MEMORY_MS)
         ring = node.ring
         if ring is None or node.pending_ring is not None:
             return 0
-        now_ms = time.time_ns() // 1_000_000
         grace_ms = node.background.tombstone_grace_s * 1000
         timeout = node.limits.request_timeout_ms / 1000
         purged = examined = 0
@@ -69,7 +76,7 @@ class TombstoneGC:
                     continue
                 # A replica whose record changed meanwhile kept it: keep ours too, so the
                 # tombstone is still here to cover what that replica holds.
-                if all(done) and node.storage.delete_if_unchanged(key, state):
+                if all(done) and node.storage.purge_tombstone(key, state, now_ms):
                     purged += 1
         node.counters["tombstones_purged"] += purged
         return purged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -14,6 +15,7 @@ from kvstore.core.cluster import MemberStatus
 from kvstore.core.versions import KeyState
 from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError
 from kvstore.node.antientropy import partition_range
+from kvstore.rpc.peer import take_page
 from kvstore.rpc.status import abort
 from kvstore.storage.codec import decode_record, encode_context, state_from_proto, state_to_proto
 
@@ -162,8 +164,10 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.SegmentRecordsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SegmentRecordsResponse:
         async def call() -> pb.SegmentRecordsResponse:
-            records = self._anti_entropy.segment_records(request.partition, request.segments)
-            return pb.SegmentRecordsResponse(records=_keyed_records(records))
+            records, last, done = self._anti_entropy.segment_page(
+                request.partition, request.segments, request.after
+            )
+            return pb.SegmentRecordsResponse(records=_keyed_records(records), last=last, done=done)
 
         return await _answer(context, call)
 
@@ -176,17 +180,12 @@ class PeerServicer(pb_grpc.PeerServicer):
                 raise InvalidArgument(f"partition must be in 0..{ring.partitions - 1}")
             limit = min(max(request.limit, 1), MAX_PAGE)
             low, high = partition_range(ring, request.partition)
-            records: list[tuple[bytes, KeyState]] = []
-            last = request.after
-            for storage_key, key, raw in self._node.storage.scan(low, high, request.after):
-                if len(records) == limit:
-                    return pb.PartitionRecordsResponse(
-                        records=_keyed_records(records), last=last, done=False
-                    )
-                records.append((key, decode_record(raw)))
-                last = storage_key
+            scan = self._node.storage.scan(low, high, request.after)
+            # Bounded in bytes as well as in records, so a page always fits a frame.
+            page, last, done = take_page(scan, request.after, limit)
+            records = [(key, decode_record(raw)) for _, key, raw in page]
             return pb.PartitionRecordsResponse(
-                records=_keyed_records(records), last=last, done=True
+                records=_keyed_records(records), last=last, done=done
             )
 
         return await _answer(context, call)
@@ -213,7 +212,9 @@ class PeerServicer(pb_grpc.PeerServicer):
             state = _peer_state(request.record)
             self._node.limits.check_key(request.key)
             return pb.PurgeResponse(
-                purged=self._node.storage.delete_if_unchanged(request.key, state)
+                purged=self._node.storage.purge_tombstone(
+                    request.key, state, time.time_ns() // 1_000_000
+                )
             )
 
         return await _answer(context, call)
@@ -247,5 +248,14 @@ class AdminServicer(pb_grpc.AdminServicer):
         async def call() -> pb.LeaveResponse:
             self._node.request_status(MemberStatus.LEAVING)
             return pb.LeaveResponse()
+
+        return await _answer(context, call)
+
+    async def Remove(
+        self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveResponse:
+        async def call() -> pb.RemoveResponse:
+            self._node.remove_member(request.address)
+            return pb.RemoveResponse()
 
         return await _answer(context, call)

@@ -177,6 +177,7 @@ def cluster_to_proto(view: ClusterView) -> pb.ClusterState:
                 incarnation=m.incarnation,
                 version=m.version,
                 ready_epoch=m.ready_epoch,
+                ready_ring=m.ready_ring,
             )
             for m in sorted(view.members.values(), key=lambda m: m.address)
         ],
@@ -207,7 +208,7 @@ def cluster_from_proto(message: pb.ClusterState) -> ClusterView:
         if not m.address or m.address in members:
             raise ValueError("member address empty or repeated")
         members[m.address] = Member(
-            m.address, m.node_id, status, m.incarnation, m.version, m.ready_epoch
+            m.address, m.node_id, status, m.incarnation, m.version, m.ready_epoch, m.ready_ring
         )
     ring = None
     if message.has_ring:

@@ -4,7 +4,8 @@ Column families:
   data  ring position (8 bytes, big-endian murmur3) + key  ->  KeyRecord
   hints ring position + key length (4 bytes) + key + target address  ->  HintRecord
         (states a fallback keeps for a primary; all hints of one key are one key range)
-  meta  node identity (node id, actor id) and the last cluster state (members, ring)
+  meta  node identity (node id, actor id), the last cluster state (members, ring), and
+        "purged:" + data key -> purge time + the tombstone a purge deleted (for a while)
 
 Data keys are prefixed by their ring position so a partition is one contiguous key range,
 whatever Q is: anti-entropy and ownership handoff scan ranges instead of the whole store.
@@ -26,7 +27,7 @@ from typing import cast
 import rocksdict
 
 from kvstore import _native
-from kvstore.core.versions import KeyState, merge
+from kvstore.core.versions import EMPTY, KeyState, merge
 from kvstore.errors import ConfigError, HintsFull, StorageError
 from kvstore.storage.codec import DecodedHint as Hint
 from kvstore.storage.codec import decode_hint, decode_record, encode_hint, encode_record
@@ -37,6 +38,9 @@ _KEY_LENGTH = struct.Struct(">I")
 _META_NODE_ID = b"node_id"
 _META_ACTOR = b"actor"
 _META_CLUSTER = b"cluster"
+# Purge markers: the tombstone a purge deleted, by data key, with the purge time.
+_PURGED = b"purged:"
+_PURGED_AT = struct.Struct(">Q")
 
 
 def data_key(key: bytes) -> bytes:
@@ -81,6 +85,7 @@ class Storage:
         self._hints = self._db.get_column_family("hints")
         self._meta = self._db.get_column_family("meta")
         self._data_handle = self._db.get_column_family_handle("data")
+        self._meta_handle = self._db.get_column_family_handle("meta")
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync
         self._lock = threading.Lock()
@@ -148,10 +153,18 @@ class Storage:
             return new
 
     def merge(self, key: bytes, incoming: KeyState) -> KeyState:
-        """Merge a replica state into ours (replication, repair, handoff)."""
-        return self.update(
-            key, lambda current: incoming if current is None else merge(current, incoming)
-        )
+        """Merge a replica state into ours (replication, repair, handoff). A state that a
+        tombstone purged here covers is not stored (see `purge_tombstone`)."""
+        dk = data_key(key)
+        with self._lock:
+            raw = self._data.get(dk)
+            current = None if raw is None else decode_record(raw)
+            if current is None and self._purge_covers(dk, incoming):
+                return EMPTY
+            new = incoming if current is None else merge(current, incoming)
+            if new != current:
+                self._data.put(dk, encode_record(new), write_opt=self._write_options)
+            return new
 
     def merge_many(self, items: Iterable[tuple[bytes, KeyState]]) -> None:
         """Merge many replica states in one atomic write (one WAL record)."""
@@ -164,6 +177,8 @@ class Storage:
                 if current is None:
                     raw = self._data.get(dk)
                     current = None if raw is None else decode_record(raw)
+                if current is None and self._purge_covers(dk, incoming):
+                    continue
                 new = incoming if current is None else merge(current, incoming)
                 if new != current:
                     pending[dk] = new
@@ -176,6 +191,12 @@ class Storage:
         """Every stored key and its state, in ring order."""
         for dk, raw in self._data.items():
             yield cast(bytes, dk)[_POSITION.size :], decode_record(cast(bytes, raw))
+
+    def has_data(self) -> bool:
+        """Whether the data column family holds any key (a leaving node waits for none)."""
+        it = self._data.iter()
+        it.seek_to_first()
+        return bool(it.valid())
 
     def scan(self, low: int, high: int, after: bytes = b"") -> Iterator[tuple[bytes, bytes, bytes]]:
         """(storage key, key, encoded record) of every key whose ring position is in
@@ -201,6 +222,56 @@ class Storage:
                 return False
             self._data.delete(dk, write_opt=self._write_options)
             return True
+
+    # ---- tombstone purges ----
+
+    def purge_tombstone(self, key: bytes, expected: KeyState, now_ms: int) -> bool:
+        """Delete the key if its state is still the tombstone `expected`, and remember that
+        tombstone for a while: a copy of an older version still in flight when every
+        replica purged (an anti-entropy page read before, a handoff page, a repair) would
+        otherwise land on a key with nothing to cover it and bring the value back. Merges
+        drop states with a value the remembered tombstone covers until `forget_purges`
+        removes it."""
+        dk = data_key(key)
+        with self._lock:
+            raw = self._data.get(dk)
+            if raw is None or decode_record(raw) != expected:
+                return False
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            batch.delete(dk, column_family=self._data_handle)
+            batch.put(
+                _PURGED + dk,
+                _PURGED_AT.pack(now_ms) + encode_record(expected),
+                column_family=self._meta_handle,
+            )
+            self._db.write(batch, write_opt=self._write_options)
+            return True
+
+    def forget_purges(self, before_ms: int) -> int:
+        """Drop purge markers made before `before_ms`; returns how many."""
+        old = []
+        for marker_key, raw in self._meta.items(from_key=_PURGED):
+            marker_key = cast(bytes, marker_key)
+            if not marker_key.startswith(_PURGED):
+                break
+            if _PURGED_AT.unpack_from(cast(bytes, raw))[0] < before_ms:
+                old.append(marker_key)
+        with self._lock:
+            for marker_key in old:
+                self._meta.delete(marker_key, write_opt=self._write_options)
+        return len(old)
+
+    def _purge_covers(self, dk: bytes, incoming: KeyState) -> bool:
+        """Whether `incoming` would bring back a value the tombstone purged here deleted.
+        A copy of tombstones alone is let in: it brings nothing back, and a replica whose
+        purge raced ahead of the others' must take the tombstone again to be purged again."""
+        if not incoming.found:
+            return False
+        raw = self._meta.get(_PURGED + dk)
+        if raw is None:
+            return False
+        purged = decode_record(bytes(raw)[_PURGED_AT.size :])
+        return merge(purged, incoming) == purged
 
     # ---- hints ----
 
@@ -264,7 +335,7 @@ class Storage:
         if not self._closed:
             self._closed = True
             # Column-family handles hold the database open: release them before closing it.
-            del self._data, self._hints, self._meta, self._data_handle
+            del self._data, self._hints, self._meta, self._data_handle, self._meta_handle
             self._db.close()
 
     def __enter__(self) -> Storage:

@@ -296,11 +296,11 @@ def test_join_plans_a_pending_ring_then_commits_after_receivers_are_ready() -> N
     # All but one ready: still waiting.
     *early, last = sorted(pulls)
     for address in early:
-        sim.nodes[address].mark_ready(pending.epoch)
+        sim.nodes[address].mark_ready(pending)
     sim.rounds(10)
     assert all(sim.ring(a) == pending for a in sim.nodes)
 
-    sim.nodes[last].mark_ready(pending.epoch)
+    sim.nodes[last].mark_ready(pending)
     committed = RingState(3, pending.pending, None)
     sim.until(lambda: all(sim.ring(a) == committed for a in sim.nodes), limit=15)
     assert d.me.status is ACTIVE
@@ -327,9 +327,13 @@ def test_leave_commits_a_ring_without_the_member_which_becomes_left(leaver: str)
     pulls = ringplan.receivers(pending, N)
     assert leaver not in pulls
     for address in pulls:
-        sim.nodes[address].mark_ready(pending.epoch)
+        sim.nodes[address].mark_ready(pending)
     committed = RingState(3, pending.pending, None)
     sim.until(lambda: all(sim.ring(a) == committed for a in sim.nodes), limit=15)
+    # Out of the ring, but LEFT only once the runtime saw it hand everything off.
+    assert sim.nodes[leaver].out_of_ring
+    assert sim.nodes[leaver].me.status is LEAVING
+    sim.nodes[leaver].finish_leaving()
     assert sim.nodes[leaver].me.status is LEFT
     sim.quiet_exchanges(limit=10)
     assert all(sim.nodes[a].members[leaver].status is LEFT for a in sim.nodes)
@@ -488,7 +492,6 @@ def test_revision_counts_status_and_ring_changes_not_heartbeats() -> None:
 
     d = sim.nodes[D]
     d.set_status(STANDBY)  # no change, no revision
-    d.mark_ready(0)
     assert d.revision == revisions[D]
     d.set_status(JOINING)
     assert d.revision == revisions[D] + 1
@@ -498,9 +501,10 @@ def test_revision_counts_status_and_ring_changes_not_heartbeats() -> None:
         assert node.revision > revisions[address]
 
     revisions = {a: n.revision for a, n in sim.nodes.items()}
-    d.mark_ready(2)
+    pending = sim.ring(D)
+    d.mark_ready(pending)
     assert d.revision == revisions[D] + 1
-    d.mark_ready(1)  # older epoch: nothing
+    d.mark_ready(pending)  # already ready for this ring: nothing
     assert d.revision == revisions[D] + 1
 
 
@@ -515,3 +519,138 @@ def test_learning_the_ring_counts_as_a_revision_and_on_gossip_reports_it() -> No
     assert d.on_gossip(sim.nodes[B].view(), 1.0) is False
     assert d.members[B].status is ACTIVE
     assert d.revision == after + 1  # B's record is news (a new member), its ring is not
+
+
+# ---- removal of a dead member ----
+
+
+def four_founders() -> Sim:
+    sim = Sim()
+    for address in (A, B, C, D):
+        sim.add(address, (A, B, C, D))
+    sim.rounds(5)
+    return sim
+
+
+def commit_everywhere(sim: Sim, limit: int = 20) -> RingState:
+    """Let every receiver of the pending ring announce it is ready; the committed ring."""
+    pending = sim.ring(sim.live()[0])
+    assert pending.pending is not None
+    for address in ringplan.receivers(pending, N):
+        if address not in sim.stopped:
+            sim.nodes[address].mark_ready(pending)
+    committed = RingState(pending.epoch + 1, pending.pending, None)
+    sim.until(lambda: all(sim.ring(a) == committed for a in sim.live()), limit=limit)
+    return committed
+
+
+def test_removed_dead_member_is_planned_out_and_stays_out() -> None:
+    sim = four_founders()
+    sim.stopped.add(C)
+    sim.until(lambda: not sim.nodes[A].is_up(C, sim.now), limit=30)
+    sim.nodes[A].remove(C)
+    assert sim.nodes[A].members[C].status is LEFT
+    sim.until(lambda: all(sim.ring(a).epoch == 2 for a in sim.live()), limit=15)
+    pending = sim.ring(A)
+    assert pending.pending is not None and pending.pending.members == (A, B, D)
+    committed = commit_everywhere(sim)
+    assert committed.current.members == (A, B, D)
+    sim.rounds(10)
+    assert all(sim.ring(a) == committed for a in sim.live())
+    # Removing twice, or a member that is already out, changes nothing.
+    revision = sim.nodes[A].revision
+    sim.nodes[A].remove(C)
+    assert sim.nodes[A].revision == revision
+    with pytest.raises(ValueError):
+        sim.nodes[A].remove(A)
+
+
+def test_removed_member_restarted_from_saved_state_hands_off_and_leaves() -> None:
+    sim = four_founders()
+    saved = sim.nodes[C].view()
+    old = sim.nodes[C].me
+    sim.stopped.add(C)
+    sim.until(lambda: not sim.nodes[A].is_up(C, sim.now), limit=30)
+    sim.nodes[A].remove(C)
+    sim.until(lambda: all(sim.ring(a).epoch == 2 for a in sim.live()), limit=15)
+    committed = commit_everywhere(sim)
+
+    # C comes back believing it is ACTIVE in the ring it saved, under a new incarnation.
+    c = sim.add(C, (A, B, C, D), incarnation=old.incarnation + 1000, saved=saved)
+    assert c.me.status is ACTIVE
+    sim.rounds(15)
+    # Its ACTIVE record did not bring it back: it heard of the removal and is leaving.
+    assert all(sim.ring(a) == committed for a in sim.nodes)
+    assert c.me.status is LEAVING and c.out_of_ring
+    assert all(sim.nodes[a].members[C].status in (LEFT, LEAVING) for a in sim.nodes)
+    c.finish_leaving()
+    sim.quiet_exchanges(limit=10)
+    assert all(sim.nodes[a].members[C].status is LEFT for a in sim.nodes)
+    sim.rounds(10)
+    assert all(sim.ring(a) == committed for a in sim.nodes)
+
+
+def test_member_removed_while_only_unreachable_hears_it_and_hands_off() -> None:
+    sim = four_founders()
+    sim.stopped.add(C)  # cut off, not dead: it keeps its state
+    sim.until(lambda: not sim.nodes[A].is_up(C, sim.now), limit=30)
+    sim.nodes[A].remove(C)
+    sim.until(lambda: all(sim.ring(a).epoch == 2 for a in sim.live()), limit=15)
+    commit_everywhere(sim)
+    sim.stopped.discard(C)
+    sim.until(lambda: sim.nodes[C].me.status is LEAVING, limit=15)
+    assert sim.nodes[C].out_of_ring
+
+
+def test_pending_ring_with_a_dead_joiner_is_abandoned_once_it_is_removed() -> None:
+    sim = bootstrapped(standby=True)
+    d = sim.nodes[D]
+    sim.until(lambda: d.ring is not None, limit=10)
+    d.set_status(JOINING)
+    sim.until(lambda: all(sim.ring(a).epoch == 2 for a in sim.nodes), limit=15)
+    sim.stopped.add(D)  # dies before pulling anything
+    sim.rounds(10)
+    assert sim.ring(A).epoch == 2  # stuck: D never gets ready
+    sim.until(lambda: not sim.nodes[A].is_up(D, sim.now), limit=30)
+    sim.nodes[B].remove(D)
+    first = RingState(3, sim.ring(A).current, None)
+    sim.until(lambda: all(sim.ring(a) == first for a in sim.live()), limit=15)
+
+
+def test_wiped_ring_member_restarting_as_standby_is_not_planned_out() -> None:
+    sim = bootstrapped()
+    sim.rounds(5)
+    ring = sim.ring(A)
+    sim.stopped.add(C)
+    # Back with an empty data directory: no saved state, not bootstrapping (the operator
+    # kept the seed list, but a wiped node must not found a new ring).
+    c = sim.add(C, bootstrap=False, incarnation=99)
+    assert c.me.status is STANDBY
+    # The claimant hears its STANDBY record before C learns the ring.
+    sim.exchange(C, A)
+    sim.rounds(10)
+    assert all(sim.ring(a) == ring for a in sim.nodes)
+    assert c.me.status is ACTIVE
+
+
+def test_removal_wins_over_heartbeats_the_remover_had_not_heard() -> None:
+    sim = four_founders()
+    sim.stopped.add(C)
+    # B heard C's last heartbeats; A lags a few behind.
+    lagging = sim.nodes[A].members[C]
+    fresher = Member(C, lagging.node_id, ACTIVE, lagging.incarnation, lagging.version + 5)
+    sim.nodes[B].members[C] = fresher
+    sim.nodes[A].remove(C)
+    sim.exchange(A, B)
+    assert sim.nodes[A].members[C].status is LEFT
+    assert sim.nodes[B].members[C].status is LEFT
+
+
+def test_a_removal_record_is_no_heartbeat_of_the_removed_member() -> None:
+    sim = four_founders()
+    sim.stopped.add(C)
+    sim.until(lambda: not sim.nodes[B].is_up(C, sim.now), limit=30)
+    sim.nodes[A].remove(C)
+    sim.exchange(A, B)
+    assert sim.nodes[B].members[C].status is LEFT
+    assert not sim.nodes[B].is_up(C, sim.now)

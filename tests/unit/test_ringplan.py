@@ -16,8 +16,10 @@ A, B, C, D = "10.0.0.1:7101", "10.0.0.2:7101", "10.0.0.3:7101", "10.0.0.4:7101"
 N = 3
 
 
-def member(address: str, status: MemberStatus, ready_epoch: int = 0) -> Member:
-    return Member(address, f"id-{address}", status, 1, 1, ready_epoch)
+def member(address: str, status: MemberStatus, ready_for: RingState | None = None) -> Member:
+    if ready_for is None:
+        return Member(address, f"id-{address}", status, 1, 1)
+    return Member(address, f"id-{address}", status, 1, 1, ready_for.epoch, ready_for.digest())
 
 
 def cluster(**statuses: MemberStatus) -> dict[str, Member]:
@@ -25,10 +27,11 @@ def cluster(**statuses: MemberStatus) -> dict[str, Member]:
     return {by_letter[k]: member(by_letter[k], s) for k, s in statuses.items()}
 
 
-def ready(members: dict[str, Member], epoch: int, *addresses: str) -> dict[str, Member]:
+def ready(members: dict[str, Member], state: RingState, *addresses: str) -> dict[str, Member]:
+    """`members` with `addresses` announcing they pulled everything for pending ring `state`."""
     out = dict(members)
     for a in addresses:
-        out[a] = member(a, out[a].status, epoch)
+        out[a] = member(a, out[a].status, state)
     return out
 
 
@@ -60,13 +63,28 @@ def test_join_flow() -> None:
     assert D in pulls
     # Nobody ready: wait. The joiner alone ready is not enough if others receive too.
     assert plan(pending, members, N) is None
-    assert plan(pending, ready(members, 1, *pulls), N) is None  # ready for an older epoch
-    partly = ready(members, 2, *sorted(pulls)[:-1])
+    assert plan(pending, ready(members, state, *pulls), N) is None  # an older ring
+    partly = ready(members, pending, *sorted(pulls)[:-1])
     assert plan(pending, partly, N) is None
-    committed = plan(pending, ready(members, 2, *pulls), N)
+    committed = plan(pending, ready(members, pending, *pulls), N)
     assert committed == RingState(3, pending.pending, None)
     # Then stable.
-    assert plan(committed, ready(members, 2, *pulls), N) is None
+    assert plan(committed, ready(members, pending, *pulls), N) is None
+
+
+def test_ready_for_another_pending_ring_of_the_same_epoch_is_not_ready() -> None:
+    # Two claimants (views apart) planned different pending rings at one epoch: receivers
+    # that pulled for one must not let the other be committed.
+    state = RingState(1, initial_layout([A, B, C], 64, N))
+    ours = plan(state, cluster(a=ACTIVE, b=ACTIVE, c=ACTIVE, d=JOINING), N)
+    assert ours is not None and ours.pending is not None
+    other_layout = initial_layout([A, B, C, D], 64, N)
+    assert other_layout != ours.pending
+    other = RingState(ours.epoch, state.current, other_layout)
+    members = cluster(a=ACTIVE, b=ACTIVE, c=ACTIVE, d=JOINING)
+    everyone = sorted({*receivers(ours, N), *receivers(other, N)})
+    assert plan(ours, ready(members, other, *everyone), N) is None
+    assert plan(ours, ready(members, ours, *everyone), N) == RingState(3, ours.pending)
 
 
 def test_receiver_missing_from_members_is_not_ready() -> None:
@@ -74,7 +92,7 @@ def test_receiver_missing_from_members_is_not_ready() -> None:
     members = cluster(a=ACTIVE, b=ACTIVE, c=ACTIVE, d=JOINING)
     pending = plan(state, members, N)
     assert pending is not None
-    everyone = ready(members, 2, *receivers(pending, N))
+    everyone = ready(members, pending, *receivers(pending, N))
     del everyone[D]
     assert plan(pending, everyone, N) is None
 
@@ -94,7 +112,7 @@ def test_leave_flow() -> None:
     assert pending.pending.members == (A, C, D)
     pulls = receivers(pending, N)
     assert B not in pulls and pulls
-    committed = plan(pending, ready(members, 6, *pulls), N)
+    committed = plan(pending, ready(members, pending, *pulls), N)
     assert committed is not None and committed.epoch == 7
     assert committed.current.members == (A, C, D) and committed.pending is None
 
@@ -118,6 +136,40 @@ def test_never_plans_an_empty_ring() -> None:
 def test_unknown_ring_member_is_not_planned_out() -> None:
     state = RingState(1, initial_layout([A, B, C], 64, N))
     assert plan(state, cluster(a=ACTIVE, b=ACTIVE), N) is None
+
+
+def test_ring_member_announcing_standby_is_not_planned_out() -> None:
+    # Restarted with a wiped data directory, C says STANDBY until it learns the ring.
+    state = RingState(1, initial_layout([A, B, C], 64, N))
+    assert plan(state, cluster(a=ACTIVE, b=ACTIVE, c=STANDBY), N) is None
+    # Alongside a real change, it stays in the target.
+    pending = plan(state, cluster(a=ACTIVE, b=ACTIVE, c=STANDBY, d=JOINING), N)
+    assert pending is not None and pending.pending is not None
+    assert pending.pending.members == (A, B, C, D)
+
+
+def test_pending_ring_with_a_removed_receiver_is_replaced() -> None:
+    # D joined, died while pulling, and was removed: the pending ring would wait for ever.
+    state = RingState(1, initial_layout([A, B, C], 64, N))
+    pending = plan(state, cluster(a=ACTIVE, b=ACTIVE, c=ACTIVE, d=JOINING), N)
+    assert pending is not None
+    removed = cluster(a=ACTIVE, b=ACTIVE, c=ACTIVE, d=LEFT)
+    assert plan(pending, removed, N) == RingState(3, state.current, None)
+    # A ring member removed mid-change: a new pending ring without it, from `current`.
+    members = cluster(a=ACTIVE, b=ACTIVE, c=LEFT, d=JOINING)
+    replaced = plan(pending, members, N)
+    assert replaced is not None and replaced.epoch == 3
+    assert replaced.current == state.current
+    assert replaced.pending is not None and replaced.pending.members == (A, B, D)
+
+
+def test_pending_ring_waits_for_a_receiver_that_is_only_down() -> None:
+    # Down is not removed: an operator decides that (`kvstore remove`).
+    state = RingState(1, initial_layout([A, B, C], 64, N))
+    members = cluster(a=ACTIVE, b=ACTIVE, c=ACTIVE, d=JOINING)
+    pending = plan(state, members, N)
+    assert pending is not None
+    assert plan(pending, members, N) is None
 
 
 def test_receivers_on_a_small_hand_checked_case() -> None:

@@ -375,3 +375,57 @@ def test_cluster_state_round_trip(tmp_path: Path) -> None:
         assert decode_cluster(loaded) == view
     with pytest.raises(StorageError):
         decode_cluster(b"\xff\xff")
+
+
+# ---- tombstone purges ----
+
+
+def deleted(tmp_path: Path) -> tuple[Storage, KeyState, KeyState]:
+    """A store holding a tombstone over `old`; returns (store, old, tombstone)."""
+    storage = Storage(tmp_path / "db")
+    old, _ = write(EMPTY, {}, "a/1", b"old", timestamp_ms=1)
+    tombstone, _ = write(old, old.vector, "a/1", None, timestamp_ms=2)
+    storage.merge(b"k", tombstone)
+    return storage, old, tombstone
+
+
+def test_purge_deletes_only_the_expected_tombstone(tmp_path: Path) -> None:
+    storage, old, tombstone = deleted(tmp_path)
+    assert not storage.purge_tombstone(b"k", old, now_ms=10)  # not what is stored
+    assert storage.get(b"k") == tombstone
+    assert storage.purge_tombstone(b"k", tombstone, now_ms=10)
+    assert storage.get(b"k") is None and not storage.has_data()
+
+
+def test_an_old_copy_arriving_after_a_purge_does_not_come_back(tmp_path: Path) -> None:
+    # The race this guards: an anti-entropy page read the old value from a replica just
+    # before every replica purged the tombstone, and merges it after.
+    storage, old, tombstone = deleted(tmp_path)
+    assert storage.purge_tombstone(b"k", tombstone, now_ms=10)
+    storage.merge(b"k", old)
+    storage.merge_many([(b"k", old)])
+    assert storage.get(b"k") is None
+    # The tombstone itself may come back (a replica purged ahead of the others takes it
+    # again, to be purged again): it brings no value back.
+    storage.merge(b"k", tombstone)
+    assert storage.get(b"k") == tombstone
+    assert storage.purge_tombstone(b"k", tombstone, now_ms=11)
+    # A newer write is no old copy: it is stored.
+    newer, _ = write(EMPTY, {}, "b/1", b"new", timestamp_ms=3)
+    storage.merge(b"k", newer)
+    assert storage.get(b"k") == newer
+
+
+def test_purge_markers_are_forgotten_after_their_time_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    storage, old, tombstone = deleted(tmp_path)
+    assert storage.purge_tombstone(b"k", tombstone, now_ms=10)
+    storage.close()
+    storage = Storage(tmp_path / "db")
+    storage.merge(b"k", old)
+    assert storage.get(b"k") is None  # the marker is durable
+    assert storage.forget_purges(before_ms=10) == 0
+    assert storage.forget_purges(before_ms=11) == 1
+    storage.merge(b"k", old)
+    assert storage.get(b"k") == old  # without a marker, a copy is just a copy

@@ -1,0 +1,101 @@
+"""Hint delivery as a leaving node does it: a hint for a primary that is down is passed on to
+another node of the key's preference list (as a hint for the same primary), so the leaver
+can finish; a node that is not leaving keeps it until the primary is up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kvstore.core.cluster import MemberStatus
+from kvstore.core.ring import Ring
+from kvstore.core.versions import EMPTY, KeyState, write
+from kvstore.node.hints import HintDelivery
+from kvstore.rpc.peer import PeerFailure
+from kvstore.storage.engine import Storage
+
+ME, DEAD, UP_A, UP_B = "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.4:1"
+MAX_BYTES = 1 << 20
+
+
+@dataclass
+class FakePeers:
+    """Records hinted merges; fails calls to the addresses in `failing`."""
+
+    failing: set[str] = field(default_factory=set)
+    merged: list[tuple[str, bytes, str | None]] = field(default_factory=list)
+
+    async def merge(
+        self, address: str, key: bytes, state: KeyState, timeout: float, hint_for: str | None = None
+    ) -> None:
+        if address in self.failing:
+            raise PeerFailure("UNAVAILABLE", "UNAVAILABLE")
+        self.merged.append((address, key, hint_for))
+
+    async def merge_batch(self, address: str, items: object, timeout: float) -> None:
+        raise AssertionError("nothing is deliverable: the only hint's primary is down")
+
+
+def fake_node(storage: Storage, status: MemberStatus, peers: FakePeers) -> SimpleNamespace:
+    ring = Ring([ME, DEAD, UP_A, UP_B], partitions=8, n=3)
+    return SimpleNamespace(
+        address=ME,
+        storage=storage,
+        ring=ring,
+        pending_ring=None,
+        peers=peers,
+        counters=Counter(),
+        is_up=lambda address: address != DEAD,
+        membership=SimpleNamespace(me=SimpleNamespace(status=status)),
+        limits=SimpleNamespace(request_timeout_ms=1000),
+        background=SimpleNamespace(hint_max_age_s=3600),
+    )
+
+
+def hint_for_dead(storage: Storage) -> bytes:
+    """Store a hint for DEAD under a key DEAD is a primary of; returns the key."""
+    ring = Ring([ME, DEAD, UP_A, UP_B], partitions=8, n=3)
+    key = next(k for k in (f"key-{i}".encode() for i in range(1000)) if DEAD in ring.primaries(k))
+    state, _ = write(EMPTY, {}, "a/1", b"v", timestamp_ms=1)
+    storage.store_hint(DEAD, key, state, time.time_ns() // 1_000_000, MAX_BYTES)
+    return key
+
+
+def test_a_leaving_node_passes_a_hint_for_a_dead_primary_on(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db")
+    key = hint_for_dead(storage)
+    peers = FakePeers()
+    node = fake_node(storage, MemberStatus.LEAVING, peers)
+    assert asyncio.run(HintDelivery(node).round()) == 0  # nothing delivered to DEAD...
+    holder = next(e.member for e in node.ring.preference_list(key) if e.member not in (ME, DEAD))
+    assert peers.merged == [(holder, key, DEAD)]  # ...but handed on, still for DEAD
+    assert storage.hint_count == 0
+    assert node.counters["hints_passed_on"] == 1
+
+
+def test_a_failed_pass_on_keeps_the_hint(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db")
+    hint_for_dead(storage)
+    peers = FakePeers(failing={UP_A, UP_B})
+    node = fake_node(storage, MemberStatus.LEAVING, peers)
+    asyncio.run(HintDelivery(node).round())
+    assert storage.hint_count == 1
+    assert node.counters["hints_passed_on"] == 0
+
+
+@pytest.mark.parametrize("status", [MemberStatus.ACTIVE, MemberStatus.JOINING])
+def test_a_node_that_stays_keeps_the_hint_for_its_primary(
+    tmp_path: Path, status: MemberStatus
+) -> None:
+    storage = Storage(tmp_path / "db")
+    hint_for_dead(storage)
+    peers = FakePeers()
+    asyncio.run(HintDelivery(fake_node(storage, status, peers)).round())
+    assert peers.merged == []
+    assert storage.hint_count == 1

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from kvstore.core import ringplan
-from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingLayout, RingState
+from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingState
 from kvstore.core.failure import PhiAccrualDetector
 from kvstore.core.ring import initial_layout
 
@@ -130,16 +130,6 @@ class Membership:
                 continue
             ours = self.members.get(address)
             if ours is None or theirs.age > ours.age:
-                if ours is not None and self._resurrects(ours, theirs):
-                    # It was removed while dead and restarted from its saved state: keep it
-                    # out, under its new age, so that it hears of its removal.
-                    theirs = Member(
-                        theirs.address,
-                        theirs.node_id,
-                        MemberStatus.LEFT,
-                        theirs.incarnation,
-                        theirs.version + 1,
-                    )
                 if ours is None or (ours.status, ours.ready_epoch, ours.ready_ring) != (
                     theirs.status,
                     theirs.ready_epoch,
@@ -275,11 +265,6 @@ class Membership:
         if owns and status in (MemberStatus.STANDBY, MemberStatus.JOINING):
             # Joined (or restarted after losing its saved state while owning partitions).
             self.set_status(MemberStatus.ACTIVE)
-        elif status is MemberStatus.ACTIVE and self.address not in _newest(self.ring).members:
-            # Only a removal takes an ACTIVE member out of the ring (the claimant keeps every
-            # ACTIVE member in): this node was removed while it was down or unreachable.
-            log.warning("this node was removed from the ring; handing its data off")
-            self.set_status(MemberStatus.LEAVING)
 
     def _hear_of_me(self, theirs: Member) -> None:
         if theirs.age <= self.me.age:
@@ -297,21 +282,6 @@ class Membership:
         # back): outdo it, or our news would never win at peers.
         self._set_me(incarnation=theirs.incarnation, version=theirs.version + 1, persist=False)
 
-    def _resurrects(self, ours: Member, theirs: Member) -> bool:
-        """A newer record claims ACTIVE for a member this node holds LEFT, and the ring
-        does not have it: a removed member restarted from saved state. (A member that
-        really rejoins passes through JOINING and is in the ring before it is ACTIVE.)"""
-        return (
-            ours.status is MemberStatus.LEFT
-            and theirs.status is MemberStatus.ACTIVE
-            and self.ring is not None
-            and theirs.address not in _newest(self.ring).members
-        )
-
 
 # Statuses of a member that is, or is about to be, in the ring.
 _IN_RING = frozenset({MemberStatus.JOINING, MemberStatus.ACTIVE, MemberStatus.LEAVING})
-
-
-def _newest(ring: RingState) -> RingLayout:
-    return ring.pending if ring.pending is not None else ring.current

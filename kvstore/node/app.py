@@ -150,6 +150,13 @@ class Node:
         record = membership.members.get(address)
         if record is None and not in_ring:
             raise ClusterRefused(f"{address} is not a member of this cluster")
+        if record is None:
+            # A removal must be newer than every record of it anywhere: without one to
+            # outdo, peers' records would undo it.
+            raise ClusterRefused(
+                f"node {self.address} has not heard of {address} since it started;"
+                " ask a node that has (see kvstore status)"
+            )
         if record is not None and record.status is MemberStatus.LEFT:
             return  # asked twice, or it had left already
         if membership.is_up(address, self.clock()):
@@ -218,6 +225,12 @@ class Node:
         """What this node's data holds for the key (hints left out)."""
         self.limits.check_key(key)
         return self.storage.get(key)
+
+    def gc_read(self, key: bytes) -> KeyState | None:
+        """Tombstone GC's read: the data (no hints), a tombstone purged here lately
+        included, so a purge that ran ahead on this replica can be completed."""
+        self.limits.check_key(key)
+        return self.storage.held(key)
 
     def replica_read(self, key: bytes) -> KeyState | None:
         """This node's answer as a replica: its data merged with hints it keeps for others,

@@ -94,6 +94,11 @@ class Handoff:
                 else:
                     node.counters["handoff_sources_skipped"] += 1
                     skipped.setdefault(source, []).append(partition)
+            if not sources:
+                # Every current primary held down: nothing to pull from. Wait (a brief
+                # suspicion passes); a member gone for good is for `kvstore remove`.
+                log.info("partition %d: every current primary is down; waiting", partition)
+                return
             try:
                 for source in sources:
                     after = b""

@@ -108,7 +108,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaReadRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaReadResponse:
         async def call() -> pb.ReplicaReadResponse:
-            read = self._node.local_get if request.data_only else self._node.replica_read
+            read = self._node.gc_read if request.data_only else self._node.replica_read
             state = read(request.key)
             if state is None:
                 return pb.ReplicaReadResponse(found=False)

@@ -27,7 +27,7 @@ from typing import cast
 import rocksdict
 
 from kvstore import _native
-from kvstore.core.versions import EMPTY, KeyState, merge
+from kvstore.core.versions import KeyState, merge
 from kvstore.errors import ConfigError, HintsFull, StorageError
 from kvstore.storage.codec import DecodedHint as Hint
 from kvstore.storage.codec import decode_hint, decode_record, encode_hint, encode_record
@@ -145,26 +145,33 @@ class Storage:
         is written. Returns the stored state."""
         dk = data_key(key)
         with self._lock:
-            raw = self._data.get(dk)
-            current = None if raw is None else decode_record(raw)
+            current = self._current(dk)
             new = change(current)
             if new != current:
                 self._data.put(dk, encode_record(new), write_opt=self._write_options)
             return new
 
+    def held(self, key: bytes) -> KeyState | None:
+        """The data record, or the tombstone purged here lately (tombstone GC's view: a
+        replica whose purge ran ahead of the others' still counts as holding it)."""
+        return self._current(data_key(key))
+
+    def _current(self, dk: bytes) -> KeyState | None:
+        """The stored state; for a key whose tombstone was purged here lately, that
+        tombstone (see `purge_tombstone`): new writes then take dots past the purged ones,
+        and merges drop what it covers, as they would have before the purge."""
+        raw = self._data.get(dk)
+        if raw is not None:
+            return decode_record(raw)
+        marker = self._meta.get(_PURGED + dk)
+        return None if marker is None else decode_record(bytes(marker)[_PURGED_AT.size :])
+
     def merge(self, key: bytes, incoming: KeyState) -> KeyState:
         """Merge a replica state into ours (replication, repair, handoff). A state that a
         tombstone purged here covers is not stored (see `purge_tombstone`)."""
-        dk = data_key(key)
-        with self._lock:
-            raw = self._data.get(dk)
-            current = None if raw is None else decode_record(raw)
-            if current is None and self._purge_covers(dk, incoming):
-                return EMPTY
-            new = incoming if current is None else merge(current, incoming)
-            if new != current:
-                self._data.put(dk, encode_record(new), write_opt=self._write_options)
-            return new
+        return self.update(
+            key, lambda current: incoming if current is None else merge(current, incoming)
+        )
 
     def merge_many(self, items: Iterable[tuple[bytes, KeyState]]) -> None:
         """Merge many replica states in one atomic write (one WAL record)."""
@@ -175,10 +182,7 @@ class Storage:
                 dk = data_key(key)
                 current = pending.get(dk)
                 if current is None:
-                    raw = self._data.get(dk)
-                    current = None if raw is None else decode_record(raw)
-                if current is None and self._purge_covers(dk, incoming):
-                    continue
+                    current = self._current(dk)
                 new = incoming if current is None else merge(current, incoming)
                 if new != current:
                     pending[dk] = new
@@ -229,13 +233,16 @@ class Storage:
         """Delete the key if its state is still the tombstone `expected`, and remember that
         tombstone for a while: a copy of an older version still in flight when every
         replica purged (an anti-entropy page read before, a handoff page, a repair) would
-        otherwise land on a key with nothing to cover it and bring the value back. Merges
-        drop states with a value the remembered tombstone covers until `forget_purges`
-        removes it."""
+        otherwise land on a key with nothing to cover it and bring the value back. Until
+        `forget_purges` removes it, the remembered tombstone stands in for the missing
+        record in writes and merges (`_current`): what it covers merges into it and is not
+        stored (the result equals it), anything newer is stored merged with it."""
         dk = data_key(key)
         with self._lock:
             raw = self._data.get(dk)
-            if raw is None or decode_record(raw) != expected:
+            if raw is None:
+                return self._current(dk) == expected  # purged here already
+            if decode_record(raw) != expected:
                 return False
             batch = rocksdict.WriteBatch(raw_mode=True)
             batch.delete(dk, column_family=self._data_handle)
@@ -260,18 +267,6 @@ class Storage:
             for marker_key in old:
                 self._meta.delete(marker_key, write_opt=self._write_options)
         return len(old)
-
-    def _purge_covers(self, dk: bytes, incoming: KeyState) -> bool:
-        """Whether `incoming` would bring back a value the tombstone purged here deleted.
-        A copy of tombstones alone is let in: it brings nothing back, and a replica whose
-        purge raced ahead of the others' must take the tombstone again to be purged again."""
-        if not incoming.found:
-            return False
-        raw = self._meta.get(_PURGED + dk)
-        if raw is None:
-            return False
-        purged = decode_record(bytes(raw)[_PURGED_AT.size :])
-        return merge(purged, incoming) == purged
 
     # ---- hints ----
 

@@ -565,7 +565,12 @@ def test_removed_dead_member_is_planned_out_and_stays_out() -> None:
         sim.nodes[A].remove(A)
 
 
-def test_removed_member_restarted_from_saved_state_hands_off_and_leaves() -> None:
+def test_removed_member_restarted_from_saved_state_is_planned_back_in() -> None:
+    # A known limit: removal is a LEFT record, and a restart's new incarnation is newer, so a
+    # removed node restarted with its data directory rejoins (through a normal pending ring,
+    # its partitions pulled first). Wipe it to keep it out. Nothing evicts it by guessing
+    # from the ring layout: that misfired on legitimate members (a seed bootstrapping anew,
+    # a joiner whose ring lost to a same-epoch one).
     sim = four_founders()
     saved = sim.nodes[C].view()
     old = sim.nodes[C].me
@@ -574,20 +579,12 @@ def test_removed_member_restarted_from_saved_state_hands_off_and_leaves() -> Non
     sim.nodes[A].remove(C)
     sim.until(lambda: all(sim.ring(a).epoch == 2 for a in sim.live()), limit=15)
     committed = commit_everywhere(sim)
-
-    # C comes back believing it is ACTIVE in the ring it saved, under a new incarnation.
+    assert C not in committed.current.members
     c = sim.add(C, (A, B, C, D), incarnation=old.incarnation + 1000, saved=saved)
+    sim.until(lambda: all(sim.ring(a).epoch == 4 for a in sim.nodes), limit=20)
+    back = sim.ring(A)
+    assert back.pending is not None and C in back.pending.members
     assert c.me.status is ACTIVE
-    sim.rounds(15)
-    # Its ACTIVE record did not bring it back: it heard of the removal and is leaving.
-    assert all(sim.ring(a) == committed for a in sim.nodes)
-    assert c.me.status is LEAVING and c.out_of_ring
-    assert all(sim.nodes[a].members[C].status in (LEFT, LEAVING) for a in sim.nodes)
-    c.finish_leaving()
-    sim.quiet_exchanges(limit=10)
-    assert all(sim.nodes[a].members[C].status is LEFT for a in sim.nodes)
-    sim.rounds(10)
-    assert all(sim.ring(a) == committed for a in sim.nodes)
 
 
 def test_member_removed_while_only_unreachable_hears_it_and_hands_off() -> None:

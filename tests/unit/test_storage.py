@@ -405,15 +405,15 @@ def test_an_old_copy_arriving_after_a_purge_does_not_come_back(tmp_path: Path) -
     storage.merge(b"k", old)
     storage.merge_many([(b"k", old)])
     assert storage.get(b"k") is None
-    # The tombstone itself may come back (a replica purged ahead of the others takes it
-    # again, to be purged again): it brings no value back.
+    # The tombstone itself changes nothing either; GC still sees it held, so a purge that
+    # ran ahead here can be completed on the other replicas.
     storage.merge(b"k", tombstone)
-    assert storage.get(b"k") == tombstone
+    assert storage.get(b"k") is None and storage.held(b"k") == tombstone
     assert storage.purge_tombstone(b"k", tombstone, now_ms=11)
     # A newer write is no old copy: it is stored.
     newer, _ = write(EMPTY, {}, "b/1", b"new", timestamp_ms=3)
     storage.merge(b"k", newer)
-    assert storage.get(b"k") == newer
+    assert storage.get(b"k") == merge(tombstone, newer)
 
 
 def test_purge_markers_are_forgotten_after_their_time_and_survive_a_restart(
@@ -429,3 +429,26 @@ def test_purge_markers_are_forgotten_after_their_time_and_survive_a_restart(
     assert storage.forget_purges(before_ms=11) == 1
     storage.merge(b"k", old)
     assert storage.get(b"k") == old  # without a marker, a copy is just a copy
+
+
+def test_a_write_after_a_purge_takes_dots_past_the_purged_tombstone(tmp_path: Path) -> None:
+    # The same actor writes again, with no context: its new dot must not be one the purged
+    # tombstone covers, or replicas would drop it as an old copy.
+    storage, _, tombstone = deleted(tmp_path)
+    assert storage.purge_tombstone(b"k", tombstone, now_ms=10)
+    assert storage.held(b"k") == tombstone and storage.get(b"k") is None
+    new = storage.update(b"k", lambda current: write(current or EMPTY, {}, "a/1", b"v2")[0])
+    assert new.found and new.vector["a/1"] > tombstone.vector["a/1"]
+    assert storage.get(b"k") == new
+    # A replica that purged too takes the new write.
+    other = Storage(tmp_path / "other")
+    other.merge(b"k", tombstone)
+    assert other.purge_tombstone(b"k", tombstone, now_ms=10)
+    other.merge(b"k", new)
+    assert other.get(b"k") == new
+    # A purge of the tombstone no longer held is refused; of one purged already, done.
+    assert other.purge_tombstone(b"k", tombstone, now_ms=11) is False
+    third = Storage(tmp_path / "third")
+    third.merge(b"k", tombstone)
+    assert third.purge_tombstone(b"k", tombstone, now_ms=10)
+    assert third.purge_tombstone(b"k", tombstone, now_ms=12)

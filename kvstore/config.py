@@ -85,6 +85,12 @@ class NodeConfig:
     quorum: Quorum = field(default_factory=Quorum)
     limits: Limits = field(default_factory=Limits)
     background: Background = field(default_factory=Background)
+    # A node not in its seeds asks to join the ring by itself once it has learned it (the
+    # scalable nodes of a compose cluster); otherwise an operator runs `kvstore join`.
+    auto_join: bool = False
+    # Peer address -> the address to dial for it instead: a fault proxy in tests, or a
+    # NAT/port-forward where a peer's advertised address is not directly reachable.
+    peer_routes: tuple[tuple[str, str], ...] = ()
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -110,9 +116,9 @@ _INT_SETTINGS = {
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),
 }
-_BOOL_SETTINGS = {"sync_writes"}
+_BOOL_SETTINGS = {"sync_writes", "auto_join"}
 _STR_SETTINGS = {"node_id", "listen", "advertise", "data_dir"}
-SETTINGS = frozenset(_INT_SETTINGS | _BOOL_SETTINGS | _STR_SETTINGS | {"seeds"})
+SETTINGS = frozenset(_INT_SETTINGS | _BOOL_SETTINGS | _STR_SETTINGS | {"seeds", "peer_routes"})
 
 
 def parse_address(text: str) -> str:
@@ -121,6 +127,25 @@ def parse_address(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"address must be HOST:PORT with a port in 1..65535, got {text!r}")
     return f"{host}:{int(port)}"
+
+
+def parse_routes(value: Any, source: str) -> tuple[tuple[str, str], ...]:
+    """`ADDR=VIA,ADDR=VIA` (or a TOML table {ADDR = VIA}) as sorted (peer, dial) pairs."""
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            peer, sep, via = item.partition("=")
+            if not sep:
+                raise ConfigError(f"peer_routes from {source}: {item!r} is not ADDR=VIA")
+            pairs.append((peer, via))
+    else:
+        raise ConfigError(f"peer_routes from {source} must be ADDR=VIA,... or a table")
+    routes = {parse_address(peer): parse_address(via) for peer, via in pairs}
+    if len(routes) != len(pairs):
+        raise ConfigError(f"peer_routes from {source} names a peer twice")
+    return tuple(sorted(routes.items()))
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -149,6 +174,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(items, list | tuple):
             raise ConfigError(f"seeds from {source} must be a list or a comma-separated string")
         return tuple(parse_address(str(s)) for s in items if str(s).strip())
+    if name == "peer_routes":
+        return parse_routes(value, source)
     if not isinstance(value, str):
         raise ConfigError(f"{name} from {source} must be a string, got {value!r}")
     return value
@@ -223,6 +250,8 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
         seeds=tuple(settings.get("seeds", ())),
         partitions=settings.get("partitions", DEFAULT_PARTITIONS),
         sync_writes=settings.get("sync_writes", False),
+        auto_join=settings.get("auto_join", False),
+        peer_routes=settings.get("peer_routes", ()),
         quorum=quorum,
         limits=limits,
         background=background,

@@ -408,3 +408,19 @@ class RemoveRequest(_message.Message):
 class RemoveResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class LocateRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class LocateResponse(_message.Message):
+    __slots__ = ("ring_epoch", "primaries", "pending_primaries")
+    RING_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PRIMARIES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PRIMARIES_FIELD_NUMBER: _ClassVar[int]
+    ring_epoch: int
+    primaries: _containers.RepeatedScalarFieldContainer[str]
+    pending_primaries: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ring_epoch: _Optional[int] = ..., primaries: _Optional[_Iterable[str]] = ..., pending_primaries: _Optional[_Iterable[str]] = ...) -> None: ...

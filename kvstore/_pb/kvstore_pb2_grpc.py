@@ -674,6 +674,11 @@ class AdminStub:
                 request_serializer=kvstore__pb2.RemoveRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.RemoveResponse.FromString,
                 _registered_method=True)
+        self.Locate = channel.unary_unary(
+                '/kvstore.v1.Admin/Locate',
+                request_serializer=kvstore__pb2.LocateRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.LocateResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -705,6 +710,12 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Locate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -727,6 +738,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Remove,
                     request_deserializer=kvstore__pb2.RemoveRequest.FromString,
                     response_serializer=kvstore__pb2.RemoveResponse.SerializeToString,
+            ),
+            'Locate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Locate,
+                    request_deserializer=kvstore__pb2.LocateRequest.FromString,
+                    response_serializer=kvstore__pb2.LocateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +855,33 @@ class Admin:
             '/kvstore.v1.Admin/Remove',
             kvstore__pb2.RemoveRequest.SerializeToString,
             kvstore__pb2.RemoveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Locate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Locate',
+            kvstore__pb2.LocateRequest.SerializeToString,
+            kvstore__pb2.LocateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,7 +22,7 @@ from kvstore.config import SETTINGS, load_node_config
 from kvstore.errors import KvError
 
 DEFAULT_SEEDS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
-_NODE_FLAGS = sorted(SETTINGS - {"sync_writes"})
+_NODE_FLAGS = sorted(SETTINGS - {"sync_writes", "auto_join"})
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +32,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
     p.add_argument("--sync-writes", dest="sync_writes", action="store_const", const=True,
                    default=None, help="fsync the WAL on every write")  # fmt: skip
+    p.add_argument("--auto-join", dest="auto_join", action="store_const", const=True,
+                   default=None, help="join the ring by itself once it has learned it")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
 
 
@@ -99,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("address", help="HOST:PORT of the dead member")
     remove.add_argument("--node", help="HOST:PORT of a live member to ask (default: first seed)")
     _add_client_options(remove)
+
+    locate = sub.add_parser("locate", help="the nodes a key lives on (by a node's ring)")
+    locate.add_argument("key")
+    locate.add_argument("--node", help="HOST:PORT of the node to ask (default: the first seed)")
+    _add_client_options(locate)
+    health = sub.add_parser(
+        "health", help="exit 0 if the node answers SERVING (grpc.health.v1; for probes)"
+    )
+    health.add_argument("--node", help="HOST:PORT of the node to ask (default: the first seed)")
+    _add_client_options(health)
 
     debug = sub.add_parser("debug", help="operator tools")
     debug_sub = debug.add_subparsers(dest="debug_command", required=True)
@@ -171,6 +183,19 @@ def _client_command(args: argparse.Namespace) -> int:
             (kv.join if args.command == "join" else kv.leave)(args.node)
             print(f"ok: {args.node} asked to {args.command}; watch `kvstore status`")
             return 0
+        if args.command == "locate":
+            where = kv.locate(args.node or parse_seeds(args.seeds)[0], args.key)
+            if args.json:
+                print(json.dumps(MessageToDict(where, preserving_proto_field_name=True)))
+            else:
+                print(f"ring epoch {where.ring_epoch}: {' '.join(where.primaries)}")
+                if where.pending_primaries:
+                    print(f"after the pending change: {' '.join(where.pending_primaries)}")
+            return 0
+        if args.command == "health":
+            serving = kv.health(args.node or parse_seeds(args.seeds)[0])
+            print(serving)
+            return 0 if serving == "SERVING" else 1
         if args.command == "remove":
             kv.remove(args.address, via=args.node or parse_seeds(args.seeds)[0])
             print(f"ok: {args.address} is being removed; watch `kvstore status`")

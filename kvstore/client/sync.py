@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
@@ -148,6 +149,26 @@ class Client:
             lambda _: self._admin(via).Remove(pb.RemoveRequest(address=address), timeout=deadline),
             [via],
         )
+
+    def locate(self, node_address: str, key: Key) -> pb.LocateResponse:
+        """Where `key` lives by the node's ring: its primaries (and those of a pending ring)."""
+        request = pb.LocateRequest(key=key_bytes(key))
+        deadline = self._requests.deadline_s
+        response: pb.LocateResponse = self._call(
+            lambda _: self._admin(node_address).Locate(request, timeout=deadline),
+            [node_address],
+        )
+        return response
+
+    def health(self, node_address: str) -> str:
+        """The node's answer to the standard grpc.health.v1 check: SERVING once it knows a
+        ring, NOT_SERVING before (raises TransportError if it does not answer at all)."""
+        self._pool.stub(node_address)
+        stub = health_pb2_grpc.HealthStub(self._pool.channels[node_address])
+        request = health_pb2.HealthCheckRequest(service="")
+        deadline = self._requests.deadline_s
+        response = self._call(lambda _: stub.Check(request, timeout=deadline), [node_address])
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def close(self) -> None:
         for channel in self._pool.take_channels():

@@ -107,6 +107,16 @@ class Node:
             n=self.config.quorum.n,
         )
 
+    def locate(self, key: bytes) -> pb.LocateResponse:
+        self.limits.check_key(key)
+        ring = self.require_ring()
+        pending = self.pending_ring
+        return pb.LocateResponse(
+            ring_epoch=self.ring_epoch,
+            primaries=ring.primaries(key),
+            pending_primaries=pending.primaries(key) if pending else [],
+        )
+
     # ---- operators ----
 
     def request_status(self, status: MemberStatus) -> None:

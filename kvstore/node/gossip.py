@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.core.cluster import ClusterView
+from kvstore.core.cluster import ClusterView, MemberStatus
 from kvstore.core.membership import ClusterMismatch, Membership
 from kvstore.node.app import Node
 from kvstore.node.periodic import run_every
@@ -25,6 +26,8 @@ class Gossip:
         self._saved_revision = -1
         # Peers whose cluster disagrees with ours, already reported (once each, not per round).
         self._reported: set[str] = set()
+        # Called once, when this node first knows a ring (its health turns SERVING).
+        self.on_ring_known: Callable[[], Awaitable[None]] | None = None
 
     def on_request(self, request: pb.GossipRequest) -> pb.ClusterState:
         """A peer's push: merge it and answer with our view (the pull half). Raises
@@ -64,6 +67,20 @@ class Gossip:
         self.save()
         if peer is not None:
             await self.exchange(peer)
+        await self._after_round()
+
+    async def _after_round(self) -> None:
+        if self.node.ring is not None and self.on_ring_known is not None:
+            announce, self.on_ring_known = self.on_ring_known, None
+            await announce()
+        # `auto_join`: a standby newcomer (or a member restarted with a wiped disk) asks to
+        # join as soon as it knows the ring, as `kvstore join` would ask it.
+        if (
+            self.node.config.auto_join
+            and self.node.ring is not None
+            and self.membership.me.status is MemberStatus.STANDBY
+        ):
+            self.node.request_status(MemberStatus.JOINING)
 
     async def exchange(self, peer: str) -> None:
         """Push-pull with `peer` (a round's random peer, or one that routes by a newer ring

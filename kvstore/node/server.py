@@ -9,6 +9,8 @@ import sys
 import time
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.config import NodeConfig
@@ -43,7 +45,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     try:
         actor = storage.claim_identity(config.node_id)
         message_bytes = max_message_bytes(config)
-        peers = PeerClient(message_bytes)
+        peers = PeerClient(message_bytes, dict(config.peer_routes))
         node = Node(config, storage, actor, peers, start_membership(config, storage))
         gossip = Gossip(node)
         anti_entropy = AntiEntropy(node)
@@ -54,6 +56,12 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         pb_grpc.add_KVServicer_to_server(KVServicer(node), server)
         pb_grpc.add_PeerServicer_to_server(PeerServicer(node, gossip, anti_entropy), server)
         pb_grpc.add_AdminServicer_to_server(AdminServicer(node, handoff), server)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        gossip.on_ring_known = lambda: _set_health(health, health_pb2.HealthCheckResponse.SERVING)
+        if node.ring is not None:
+            await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
         if server.add_insecure_port(config.listen) == 0:
             raise OSError(f"cannot listen on {config.listen}")
         await server.start()
@@ -82,6 +90,14 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         await peers.close()
     finally:
         storage.close()
+
+
+async def _set_health(health: HealthServicer, status: int) -> None:
+    """Probes (docker HEALTHCHECK, k8s readiness) pass once the node knows a ring and so can
+    coordinate requests; before that it answers NOT_SERVING (the servicer's own default for
+    the whole server is SERVING, which would be a lie while the node waits for its seeds)."""
+    for service in ("", "kvstore.KV"):
+        await health.set(service, status)
 
 
 def start_membership(config: NodeConfig, storage: Storage) -> Membership:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -101,10 +101,12 @@ def check_page_advances(source: str, records: int, last: bytes, after: bytes, do
 class PeerClient:
     """One channel per peer, created on first use and kept for the node's lifetime."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, routes: Mapping[str, str] | None = None) -> None:
         options = channel_options(max_message_bytes)
+        # A peer is named by its advertised address; `routes` may say to dial another.
+        dial = dict(routes or {})
         self._pool = ChannelPool(
-            lambda address: grpc.aio.insecure_channel(address, options=options),
+            lambda address: grpc.aio.insecure_channel(dial.get(address, address), options=options),
             pb_grpc.PeerStub,
         )
         self._stub = self._pool.stub
@@ -115,7 +117,9 @@ class PeerClient:
         # (gRPC shares connections between channels of equal settings unless told not to.)
         control_options = [*options, ("grpc.use_local_subchannel_pool", 1)]
         self._control = ChannelPool(
-            lambda address: grpc.aio.insecure_channel(address, options=control_options),
+            lambda address: grpc.aio.insecure_channel(
+                dial.get(address, address), options=control_options
+            ),
             pb_grpc.PeerStub,
         )
 

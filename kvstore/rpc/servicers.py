@@ -259,3 +259,11 @@ class AdminServicer(pb_grpc.AdminServicer):
             return pb.RemoveResponse()
 
         return await _answer(context, call)
+
+    async def Locate(
+        self, request: pb.LocateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LocateResponse:
+        async def call() -> pb.LocateResponse:
+            return self._node.locate(request.key)
+
+        return await _answer(context, call)

@@ -134,6 +134,8 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "handoff_interval_ms",
         "tombstone_grace_s",
         "tombstone_gc_interval_ms",
+        "auto_join",
+        "peer_routes",
     } == SETTINGS
     path = toml(tmp_path, "max_siblings = 5\nrequest_timeout_ms = 700\n")
     config = load_node_config(
@@ -356,3 +358,38 @@ def test_addresses_are_normalised() -> None:
     config = load_node_config(flags={"listen": " 127.0.0.1:07101 ", "seeds": "a:01"})
     assert config.listen == "127.0.0.1:7101"
     assert config.seeds == ("a:1",)
+
+
+# ---- auto_join and peer_routes ----
+
+
+def test_auto_join_from_env_and_default_off() -> None:
+    assert load_node_config(flags={"seeds": SEEDS}).auto_join is False
+    assert load_node_config(env={"KVSTORE_AUTO_JOIN": "true"}).auto_join is True
+    assert load_node_config(flags={"auto_join": True}).auto_join is True
+
+
+def test_peer_routes_from_env_are_normalised_pairs() -> None:
+    config = load_node_config(
+        env={
+            "KVSTORE_PEER_ROUTES": " 127.0.0.1:7102=127.0.0.1:9002 , 127.0.0.1:07103=127.0.0.1:9003"
+        }
+    )
+    assert dict(config.peer_routes) == {
+        "127.0.0.1:7102": "127.0.0.1:9002",
+        "127.0.0.1:7103": "127.0.0.1:9003",
+    }
+
+
+def test_peer_routes_from_a_toml_table(tmp_path: Path) -> None:
+    path = toml(tmp_path, '[peer_routes]\n"127.0.0.1:7102" = "127.0.0.1:9002"\n')
+    assert load_node_config(path).peer_routes == (("127.0.0.1:7102", "127.0.0.1:9002"),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["127.0.0.1:7102", "127.0.0.1:7102=nowhere", "=127.0.0.1:1", "a:1=b:2,a:1=c:3"],
+)
+def test_bad_peer_routes_are_config_errors(text: str) -> None:
+    with pytest.raises(ConfigError, match="peer_routes|address"):
+        load_node_config(env={"KVSTORE_PEER_ROUTES": text})

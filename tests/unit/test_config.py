@@ -391,5 +391,5 @@ def test_peer_routes_from_a_toml_table(tmp_path: Path) -> None:
     ["127.0.0.1:7102", "127.0.0.1:7102=nowhere", "=127.0.0.1:1", "a:1=b:2,a:1=c:3"],
 )
 def test_bad_peer_routes_are_config_errors(text: str) -> None:
-    with pytest.raises(ConfigError, match="peer_routes|address"):
+    with pytest.raises(ConfigError, match=r"peer_routes|address"):
         load_node_config(env={"KVSTORE_PEER_ROUTES": text})

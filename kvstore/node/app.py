@@ -436,10 +436,13 @@ class Node:
         deadline: float,
     ) -> bytes:
         """Hand the write to a replica of the key: only replicas create dots. Primaries the
-        failure detector holds up are tried first; each but the last gets two replica
-        timeouts, so a paused primary (which accepts connections and never answers) costs
-        that much rather than the whole request deadline. A timed-out attempt may still have
-        been applied: the retry then leaves a second sibling of the same value, never a loss.
+        failure detector holds up are tried first. The next one is tried only if no
+        connection to the last could be made: a forward that timed out or was cut off may
+        have been applied, and applying it again elsewhere would leave a second sibling of
+        the same value under a dot its writer's context never covers (it would outlive the
+        writer's later writes). Such a put fails instead, with its outcome unknown; a paused
+        primary costs the writes sent to it until the detector holds it down (~2 gossip
+        rounds past phi), after which it is tried last.
         """
         if hops >= MAX_FORWARD_HOPS:
             raise Unavailable(
@@ -448,22 +451,22 @@ class Node:
             )
         tried: list[str] = []
         order = sorted(primaries, key=lambda p: p in down)
-        attempt_s = 2 * self.background.replica_timeout_ms / 1000
-        for i, target in enumerate(order):
-            timeout = _remaining(deadline)
-            if i < len(order) - 1:
-                timeout = min(timeout, attempt_s)
+        for target in order:
             try:
                 forward = pb.ForwardPutRequest(
                     request=request, hops=hops + 1, ring_epoch=self.ring_epoch, sender=self.address
                 )
-                response = await self.peers.forward_put(target, forward, timeout)
+                response = await self.peers.forward_put(target, forward, _remaining(deadline))
                 return response.context
             except grpc.aio.AioRpcError as exc:
-                timed_out = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                if not (is_transport_failure(exc) or timed_out):
+                if not is_transport_failure(exc):
+                    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        raise Unavailable(
+                            f"put forwarded to {target}: no answer in time (the write may be"
+                            " present on some replicas)"
+                        ) from exc
                     raise error_from_rpc(exc, target) from exc
-                tried.append(f"{target} ({'no answer in time' if timed_out else 'unreachable'})")
+                tried.append(f"{target} (unreachable)")
         raise Unavailable(f"put: no replica of the key could be reached (tried {', '.join(tried)})")
 
     def _deadline(self, timeout_ms: int) -> float:

@@ -41,13 +41,22 @@ async def abort(context: grpc.aio.ServicerContext, error: KvError) -> None:
     await context.abort(status_code(error), str(error))
 
 
+# What gRPC says when a call failed before its request left this process: no connection
+# could be made. A reset or a keepalive failure mid-call says otherwise (the node may have
+# applied the request), and so does a deadline.
+_NEVER_SENT = ("failed to connect", "connection refused", "dns resolution failed")
+
+
 def is_transport_failure(exc: grpc.RpcError) -> bool:
-    """True when the call never got a kvstore answer: the node is down or unreachable, so
-    the request can be sent to another node without risking a double write."""
+    """True when the request never reached a node (none could be connected to), so it can be
+    sent to another node without risking a double write: a write applied twice would leave
+    two siblings of one value, one of which no context its writer holds would ever cover.
+    A call cut off mid-way is not retried: its outcome is unknown to the caller."""
     code = exc.code() if hasattr(exc, "code") else None
-    if code != grpc.StatusCode.UNAVAILABLE:
+    if code != grpc.StatusCode.UNAVAILABLE or _metadata(exc).get(ERROR_KEY) is not None:
         return False
-    return _metadata(exc).get(ERROR_KEY) is None
+    details = ((exc.details() if hasattr(exc, "details") else None) or "").lower()
+    return any(marker in details for marker in _NEVER_SENT)
 
 
 def _metadata(exc: grpc.RpcError) -> dict[str, str]:

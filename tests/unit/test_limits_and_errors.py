@@ -223,9 +223,19 @@ def test_bare_unavailable_is_a_transport_failure() -> None:
     assert type(rebuilt) is TransportError
     assert "10.0.0.1:7101" in str(rebuilt)
     assert "failed to connect" in str(rebuilt)
-    assert status.is_transport_failure(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "x", None))
+    refused = "failed to connect to all addresses; last error: Connection refused"
+    assert status.is_transport_failure(FakeRpcError(grpc.StatusCode.UNAVAILABLE, refused, None))
     error, may_retry = _common.failure(exc, "10.0.0.1:7101")
     assert isinstance(error, TransportError) and may_retry
+
+
+@pytest.mark.parametrize("details", ["Socket closed", "recvmsg:Connection reset by peer", ""])
+def test_unavailable_mid_call_is_not_retried(details: str) -> None:
+    """The request may have been applied: sending it again elsewhere could apply it twice."""
+    exc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, details, ())
+    assert not status.is_transport_failure(exc)
+    error, may_retry = _common.failure(exc, "10.0.0.1:7101")
+    assert isinstance(error, TransportError) and not may_retry
 
 
 def test_other_bare_statuses_map_by_code() -> None:
@@ -252,7 +262,9 @@ def test_unknown_class_name_falls_back_to_the_code() -> None:
 
 
 def test_non_string_metadata_is_ignored() -> None:
-    exc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "d", (("kvstore-error-bin", b"\x00"),))
+    exc = FakeRpcError(
+        grpc.StatusCode.UNAVAILABLE, "failed to connect", (("kvstore-error-bin", b"\x00"),)
+    )
     assert status.is_transport_failure(exc)
     assert type(status.error_from_rpc(exc)) is TransportError
 

@@ -8,8 +8,14 @@ NODES ?= 3
 BASE_PORT ?= 7101
 DATA_DIR ?= ./data
 STAMP := $(VENV)/.installed
+# Docker cluster (cluster/): `docker compose` when the plugin answers, else docker-compose v1.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+COMPOSE_PROJECT ?= kvstore
+CLUSTER_NODES ?= 4
+CLUSTER_IMAGE ?= kvstore:latest
 
-.PHONY: setup run test lint typecheck unit integration proto clean redis-server compare
+.PHONY: setup run test lint typecheck unit integration proto clean redis-server compare \
+	cluster-image cluster-up cluster-down
 
 setup: $(STAMP)
 
@@ -52,3 +58,21 @@ proto: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info kvstore/_native*.so native/kvstore/_native.c
+
+# The node image, built with no registry (cluster/base-image + prebuilt wheels); BASE (e.g.
+# BASE=python:3.11-slim where a registry is reachable) passes through to cluster/build-image.
+cluster-image: setup
+	IMAGE=$(CLUSTER_IMAGE) cluster/build-image
+
+# A seed plus CLUSTER_NODES scalable nodes that join by themselves; the seed on 127.0.0.1:7100.
+cluster-up: cluster-image
+	KVSTORE_IMAGE=$(CLUSTER_IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f cluster/compose.yaml up -d --scale node=$(CLUSTER_NODES)
+
+# Containers, network and volumes (data) of this project only. Volumes are listed first:
+# a node's anonymous /data volume that `up` carried over to a recreated container is mounted
+# by name there, and docker-compose v1's `down -v` leaves it behind.
+cluster-down:
+	@volumes=$$(docker ps -aq --filter label=com.docker.compose.project=$(COMPOSE_PROJECT) \
+	    | xargs -r docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}'); \
+	$(COMPOSE) -p $(COMPOSE_PROJECT) -f cluster/compose.yaml down -v && \
+	for volume in $$volumes; do docker volume rm "$$volume" >/dev/null 2>&1 || true; done

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class LocalCluster:
         env: dict[str, str] | None = None,
         ports: list[int] | None = None,
         founders: int | None = None,
+        node_args: Callable[[int], Sequence[str]] | None = None,
     ) -> None:
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
@@ -81,6 +83,8 @@ class LocalCluster:
             raise ClusterError(f"founders must be in 1..{count}")
         self.data_dir = Path(data_dir).resolve()
         self.extra_args = extra_args
+        # Arguments for one node only (by index), e.g. its own routes to its peers.
+        self.node_args = node_args
         self.env = env
         self.nodes = [
             LocalNode(
@@ -109,6 +113,7 @@ class LocalCluster:
             "--data-dir", str(node.data_dir),
             "--seeds", self.seeds,
             *self.extra_args,
+            *(self.node_args(node.index) if self.node_args else ()),
         ]  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> None:

@@ -1,0 +1,207 @@
+"""The docker backend: the containers of one compose project (cluster/compose.yaml), broken
+through the docker SDK.
+
+- kill / start / pause / resume: the container itself (`docker kill`, `start`, `pause`).
+- wipe: kill, then a throwaway container of the same image with the node's volumes deletes the
+  data directory, then start: the node comes back empty.
+- partitions: iptables DROP rules inside each container (the compose file grants NET_ADMIN),
+  in a chain of their own (KVCHAOS) so heal flushes only what the harness added. Without
+  iptables in the image, isolating one node falls back to `docker network disconnect`; the
+  other partitions need iptables (Unsupported).
+- slow links: `tc netem` inside each container where the kernel has it; otherwise Unsupported
+  (this kernel lacks netem: the local backend's proxy covers slow links).
+
+Only containers labelled with the project are touched, each by id.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kvstore.chaos.backend import Backend, ChaosError, Grudge, Unsupported, symmetric
+from kvstore.client import Client
+from kvstore.errors import KvError
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+CHAIN = "KVCHAOS"
+DEFAULT_PORT = 7100
+
+
+def _env(container: Any) -> dict[str, str]:
+    pairs = (item.partition("=") for item in container.attrs["Config"].get("Env") or [])
+    return {name: value for name, _, value in pairs}
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, project: str, ready_timeout_s: float = 90.0) -> None:
+        try:
+            import docker  # the `chaos` extra
+        except ImportError as exc:
+            raise ChaosError("the docker backend needs the docker SDK: pip install docker") from exc
+        try:
+            self._docker = docker.from_env()
+            self._docker.ping()
+        except docker.errors.DockerException as exc:
+            raise ChaosError(f"no docker engine answers: {exc}") from exc
+        self._errors = docker.errors
+        containers = self._docker.containers.list(
+            all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
+        )
+        if not containers:
+            raise ChaosError(f"compose project {project!r} has no containers: start it first")
+        self.project = project
+        self._ids: dict[str, str] = {}
+        for container in sorted(containers, key=lambda c: c.name):
+            self._ids[self._advertised(container, ready_timeout_s)] = container.id
+        self.nodes = list(self._ids)
+        self._ready_timeout_s = ready_timeout_s
+        self._disconnected: dict[str, list[str]] = {}  # node -> networks it was taken off
+
+    def _advertised(self, container: Any, timeout_s: float) -> str:
+        """The address the node advertises (its name in the ring), asked of the node itself:
+        the entrypoint derives it inside the container (its DNS name on the network)."""
+        port = _env(container).get("KVSTORE_LISTEN", f"0.0.0.0:{DEFAULT_PORT}").rpartition(":")[2]
+        address = f"{self._ip(container)}:{port}"
+        deadline = time.monotonic() + timeout_s
+        with Client([address], timeout=2.0) as kv:
+            while True:
+                try:
+                    return str(kv.status(address).address)
+                except KvError as exc:
+                    if time.monotonic() > deadline:
+                        raise ChaosError(f"{container.name} does not answer: {exc}") from exc
+                    time.sleep(0.5)
+
+    def container(self, node: str) -> Any:
+        try:
+            container = self._docker.containers.get(self._ids[node])
+        except KeyError:
+            raise ChaosError(f"{node} is not a node of project {self.project}") from None
+        return container
+
+    def _ip(self, container: Any) -> str:
+        networks = container.attrs["NetworkSettings"]["Networks"] or {}
+        for network in networks.values():
+            if network.get("IPAddress"):
+                return str(network["IPAddress"])
+        raise ChaosError(f"container {container.name} has no IP address (not running?)")
+
+    def reachable(self, node: str) -> str:
+        # Re-read each time: a container restarted (kill, wipe) may get another address.
+        return f"{self._ip(self.container(node))}:{node.rpartition(':')[2]}"
+
+    def _exec(self, node: str, script: str) -> tuple[int, str]:
+        code, output = self.container(node).exec_run(["sh", "-c", script], user="root")
+        return int(code), output.decode(errors="replace").strip()
+
+    def kill(self, node: str) -> None:
+        self.container(node).kill()
+
+    def start(self, node: str) -> None:
+        container = self.container(node)
+        if container.status != "running":
+            container.start()
+        self.wait_serving([node], self._ready_timeout_s)
+
+    def pause(self, node: str) -> None:
+        self.container(node).pause()
+
+    def resume(self, node: str) -> None:
+        container = self.container(node)
+        if container.status == "paused":
+            container.unpause()
+
+    def wipe(self, node: str) -> None:
+        container = self.container(node)
+        data_dir = _env(container).get("KVSTORE_DATA_DIR", "/data")
+        if container.status in ("running", "paused"):
+            container.kill()
+        self._docker.containers.run(
+            container.image.id,
+            entrypoint=["sh", "-c", f'rm -rf "{data_dir}"/* "{data_dir}"/.[!.]*; true'],
+            volumes_from=[container.id],
+            network_mode="none",
+            remove=True,
+            labels={PROJECT_LABEL + ".kvchaos-wipe": self.project},
+        )
+        self.start(node)
+
+    def running(self, node: str) -> bool:
+        return bool(self.container(node).status in ("running", "paused"))
+
+    # ---- partitions ----
+
+    def partition(self, grudge: Grudge) -> None:
+        cut = symmetric(grudge)
+        ips = {node: self._ip(self.container(node)) for node in self.nodes}
+        for node in self.nodes:
+            rules = "".join(
+                f"iptables -A {CHAIN} -s {ips[o]} -j DROP && "
+                f"iptables -A {CHAIN} -d {ips[o]} -j DROP && "
+                for o in sorted(cut.get(node, ()))
+            )
+            code, output = self._exec(
+                node,
+                f"(iptables -N {CHAIN} 2>/dev/null; true) && "
+                f"(iptables -C INPUT -j {CHAIN} 2>/dev/null || iptables -I INPUT -j {CHAIN}) && "
+                f"(iptables -C OUTPUT -j {CHAIN} 2>/dev/null || iptables -I OUTPUT -j {CHAIN})"
+                f" && iptables -F {CHAIN} && {rules}true",
+            )
+            if code != 0:
+                if "not found" in output and self._isolation(cut) is not None:
+                    self.heal()
+                    self._disconnect(self._isolation(cut) or node)
+                    return
+                raise Unsupported(f"iptables in {node} failed ({code}): {output[-300:]}")
+
+    def _isolation(self, cut: dict[str, set[str]]) -> str | None:
+        """The node a grudge cuts off from all others, if that is all it does."""
+        for node in self.nodes:
+            others = set(self.nodes) - {node}
+            if cut.get(node, set()) == others and all(cut.get(o, set()) <= {node} for o in others):
+                return node
+        return None
+
+    def _disconnect(self, node: str) -> None:
+        container = self.container(node)
+        networks = list(container.attrs["NetworkSettings"]["Networks"] or {})
+        for name in networks:
+            self._docker.networks.get(name).disconnect(container.id)
+        self._disconnected[node] = networks
+
+    def heal(self) -> None:
+        for node, networks in list(self._disconnected.items()):
+            for name in networks:
+                self._docker.networks.get(name).connect(self._ids[node])
+            del self._disconnected[node]
+        for node in self.nodes:
+            container = self.container(node)
+            if container.status == "running":
+                self._exec(node, f"iptables -F {CHAIN} 2>/dev/null; true")
+
+    # ---- slow links ----
+
+    def slow(self, delay_ms: int, jitter_ms: int) -> None:
+        for node in self.nodes:
+            code, output = self._exec(
+                node, f"tc qdisc replace dev eth0 root netem delay {delay_ms}ms {jitter_ms}ms"
+            )
+            if code != 0:
+                self.unslow()
+                raise Unsupported(
+                    f"tc netem failed in {node} ({output[-200:]}): this kernel lacks netem;"
+                    " use the local backend (its fault proxy) for slow links"
+                )
+
+    def unslow(self) -> None:
+        for node in self.nodes:
+            if self.container(node).status == "running":
+                self._exec(node, "tc qdisc del dev eth0 root 2>/dev/null; true")
+
+    def close(self) -> None:
+        self.heal()
+        self._docker.close()

@@ -1,0 +1,27 @@
+"""kvchaos on the local backend: five node processes, every node-to-node link through the
+in-repo fault proxy. The same scenarios as the docker tier (tests/docker), faster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kvstore.chaos.local import LocalBackend
+from kvstore.chaos.runner import run
+from tests.chaos_scenarios import FAST_SETTINGS, SCENARIOS, assert_sound, cli_args
+
+pytestmark = pytest.mark.integration
+
+REPORTS = Path(os.environ.get("KVCHAOS_REPORTS", "build/chaos-reports"))
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_on_local_processes(name: str, tmp_path: Path) -> None:
+    backend = LocalBackend(5, tmp_path / "nodes", node_args=cli_args(FAST_SETTINGS))
+    try:
+        report = run(backend, SCENARIOS[name], keep_history=True)
+    finally:
+        backend.close()
+    assert_sound(report, REPORTS, name)

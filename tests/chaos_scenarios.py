@@ -62,6 +62,9 @@ def assert_sound(report: dict[str, Any], out_dir: Path, name: str) -> None:
     )
     print(summary)
     assert figures["acknowledged_writes"] > 0, summary
+    # The fault must have cost something (writes sent to the cut-off, dead or frozen node
+    # fail): a nemesis that did nothing would otherwise pass every check.
+    assert figures["unknown_writes"] > 0, summary
     assert figures["lost_writes"] == 0, summary
     assert figures["converge_s"] is not None, summary
     assert report["valid"], summary

@@ -133,38 +133,51 @@ def divergence(final: FinalStates) -> list[Violation]:
     return violations
 
 
-def writers_per_key(history: History) -> dict[str, int]:
-    """The most concurrent writers a key can have had: the processes that wrote it, plus one
-    per write whose outcome is unknown (its process went on without knowing whether it
-    landed, so the next write of that process could not replace it)."""
+def writers_per_key(history: History, before_s: float | None = None) -> dict[str, int]:
+    """The most concurrent writers a key can have had (among writes started before
+    `before_s`, if given): the processes that wrote it, plus one per write whose outcome is
+    unknown (its process went on without knowing whether it landed, so the next write of
+    that process could not replace it)."""
     writers: dict[str, set[int]] = defaultdict(set)
     unknown: dict[str, int] = defaultdict(int)
     for op in history:
-        if op.kind == "write" and op.outcome != "fail":  # a refused write did not happen
-            writers[op.key].add(op.process)
-            unknown[op.key] += op.outcome == "unknown"
+        # A refused write did not happen; one started after the read cannot be in it.
+        if op.kind != "write" or op.outcome == "fail":
+            continue
+        if before_s is not None and op.start_s >= before_s:
+            continue
+        writers[op.key].add(op.process)
+        unknown[op.key] += op.outcome == "unknown"
     return {key: len(processes) + unknown[key] for key, processes in writers.items()}
 
 
 def sibling_bound(history: History, final: FinalStates) -> tuple[list[Violation], int]:
     """Violations, and the most siblings seen anywhere."""
-    writers = writers_per_key(history)
+    writes_by_key: dict[str, list[Op]] = defaultdict(list)
+    for op in history:
+        if op.kind == "write":
+            writes_by_key[op.key].append(op)
+    overall = writers_per_key(history)
     violations = []
     most = 0
-    seen: list[tuple[str, tuple[str, ...], str]] = [
-        (op.key, op.values, f"a read by process {op.process} at {op.end_s:.3f} s")
+    seen: list[tuple[str, tuple[str, ...], str, int]] = [
+        (
+            op.key,
+            op.values,
+            f"a read by process {op.process} at {op.end_s:.3f} s",
+            writers_per_key(History(writes_by_key[op.key]), op.end_s).get(op.key, 0),
+        )
         for op in history
         if op.kind == "read" and op.outcome == "ok"
     ]
     for key, replicas in final.items():
         seen.extend(
-            (key, state.values, f"{node} at the end")
+            (key, state.values, f"{node} at the end", overall.get(key, 0))
             for node, state in replicas.items()
             if state is not None
         )
-    for key, values, where in seen:
+    for key, values, where, bound in seen:
         most = max(most, len(values))
-        bound = writers.get(key, 0)
         # A write applied twice (a forward retried after a timeout: at-least-once) shows as
         # two siblings of one value; counted apart (duplicate_siblings), not as writers.
         if len(set(values)) > bound:

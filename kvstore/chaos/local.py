@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 from kvstore.chaos.backend import Backend, ChaosError, Grudge, symmetric
-from kvstore.chaos.proxy import FaultProxy
+from kvstore.chaos.proxy import FaultProxy, LinkState
 from kvstore.node.local_cluster import ClusterError, LocalCluster, free_ports
 
 
@@ -70,7 +70,10 @@ class LocalBackend(Backend):
     def start(self, node: str) -> None:
         index = self._index(node)
         if not self.cluster.nodes[index].running:
-            self.cluster.start_node(index, wait=True, timeout=self._ready_timeout_s)
+            try:
+                self.cluster.start_node(index, wait=True, timeout=self._ready_timeout_s)
+            except ClusterError as exc:
+                raise ChaosError(str(exc)) from exc
 
     def pause(self, node: str) -> None:
         self.cluster.signal_node(self._index(node), signal.SIGSTOP)
@@ -102,6 +105,11 @@ class LocalBackend(Backend):
 
     def unslow(self) -> None:
         self.slow(0, 0)
+
+    def link_states(self) -> dict[str, LinkState]:
+        """Each proxy link's counters (bytes, aborted and held connections): proof that the
+        nodes' traffic went through the links and that cuts took hold."""
+        return self._proxy.links()
 
     def running(self, node: str) -> bool:
         return self.cluster.nodes[self._index(node)].running

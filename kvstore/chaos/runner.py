@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kvstore.chaos.backend import Backend, ChaosError
-from kvstore.chaos.checker import FinalStates, ReplicaState, check
+from kvstore.chaos.checker import FinalStates, ReplicaState, Violation, check
 from kvstore.chaos.history import History
 from kvstore.chaos.nemesis import make_nemeses
 from kvstore.chaos.workloads import Process, make_workloads, run_process
@@ -103,19 +103,24 @@ def run(backend: Backend, scenario: Scenario, keep_history: bool = False) -> dic
         )
         for p in processes
     ]
-    for thread in threads:
-        thread.start()
+    harness_errors: list[str] = []
     try:
-        _nemesis_schedule(backend, scenario, nemeses, rng, stop, timeline)
+        for thread in threads:
+            thread.start()
+        try:
+            _nemesis_schedule(backend, scenario, nemeses, rng, stop, timeline)
+        finally:
+            for nemesis in nemeses:
+                try:
+                    timeline.add(nemesis.heal(backend))
+                except Exception as exc:
+                    harness_errors.append(f"heal of {nemesis.name} failed: {exc}")
     finally:
-        for nemesis in nemeses:
-            try:
-                timeline.add(nemesis.heal(backend))
-            except ChaosError as exc:
-                timeline.add(f"heal of {nemesis.name} failed: {exc}")
         stop.set()
         for thread in threads:
             thread.join(timeout=scenario.client_timeout_s * 4 + 5)
+        harness_errors += [f"{t.name} did not stop" for t in threads if t.is_alive()]
+        harness_errors += [f"process {p.process}: {p.failure}" for p in processes if p.failure]
         for process in processes:
             process.client.close()
     timeline.add("workload stopped")
@@ -130,6 +135,11 @@ def run(backend: Backend, scenario: Scenario, keep_history: bool = False) -> dic
         f"converged after {converge_s:.1f} s" if converge_s is not None else "did not converge"
     )
     verdict = check(history, final)
+    verdict.violations += [Violation("harness-error", "", e) for e in harness_errors]
+    if not any(op.kind == "write" and op.outcome == "ok" for op in history):
+        verdict.violations.append(
+            Violation("inconclusive", "", "no write was acknowledged: nothing was tested")
+        )
     summary = history.summary()
     writes = summary["write_ok"] + summary["write_fail"] + summary["write_unknown"]
     verdict.figures.update(
@@ -196,11 +206,21 @@ def settle(
                 final[key] = replicas
             pending = [key for key in pending if not _agree(final[key])]
             elapsed = time.monotonic() - start
-            if not pending:
+            # Agreement counts once no hint or handoff is still on its way too: a wiped
+            # primary agrees with the others before a fallback's hint brings a write back.
+            if not pending and not _work_in_flight(kv, addresses):
                 return final, elapsed
             if elapsed > timeout_s:
                 return final, None
             time.sleep(0.5)
+
+
+def _work_in_flight(kv: Client, addresses: list[str]) -> bool:
+    try:
+        statuses = [kv.status(address) for address in addresses]
+    except KvError:
+        return True
+    return any(st.hints_pending or st.handoffs_pending or st.ring_pending for st in statuses)
 
 
 def _primaries(kv: Client, addresses: list[str], key: str) -> list[str]:

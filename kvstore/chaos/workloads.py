@@ -24,7 +24,7 @@ from kvstore.chaos.backend import choose
 from kvstore.chaos.history import History, Op, Outcome, Vector
 from kvstore.client import Client
 from kvstore.core.versions import merge_vectors
-from kvstore.errors import InvalidArgument, KvError
+from kvstore.errors import InvalidArgument, KvError, TooManySiblings
 from kvstore.storage.codec import decode_context, encode_context
 
 HOT_KEYS = 3
@@ -34,9 +34,10 @@ FAILURE_PAUSE_S = 0.05
 
 
 def _outcome(error: KvError) -> Outcome:
-    # Only a refusal before anything happened is a definite failure; a write that timed out
-    # or reached fewer than W replicas may still have landed somewhere.
-    return "fail" if isinstance(error, InvalidArgument) else "unknown"
+    # Only a refusal before anything was stored is a definite failure (a bad argument, or a
+    # write that would exceed max_siblings, refused before it is applied); a write that
+    # timed out or reached fewer than W replicas may still have landed somewhere.
+    return "fail" if isinstance(error, InvalidArgument | TooManySiblings) else "unknown"
 
 
 class Process:
@@ -59,6 +60,8 @@ class Process:
         self.history = history
         self.rng = rng
         self.seq = 0
+        # Set when the process stopped on an error of the harness (not of the store).
+        self.failure = ""
 
     def next_value(self) -> str:
         self.seq += 1
@@ -165,6 +168,10 @@ def run_process(
     for _ in range(max_ops):
         if stop.is_set():
             return
-        ok = workload.step(p)
+        try:
+            ok = workload.step(p)
+        except Exception as exc:
+            p.failure = f"{type(exc).__name__}: {exc}"
+            return
         next_at = max(next_at + interval, time.monotonic() + (0 if ok else FAILURE_PAUSE_S))
         stop.wait(max(0.0, next_at - time.monotonic()))

@@ -65,9 +65,11 @@ class Gossip:
         if self.membership.ring is not before:
             self.node.refresh_ring()  # this node is the claimant and planned a step
         self.save()
-        if peer is not None:
-            await self.exchange(peer)
-        await self._after_round()
+        try:
+            if peer is not None:
+                await self.exchange(peer)
+        finally:
+            await self._after_round()
 
     async def _after_round(self) -> None:
         if self.node.ring is not None and self.on_ring_known is not None:

@@ -44,7 +44,9 @@ async def abort(context: grpc.aio.ServicerContext, error: KvError) -> None:
 # What gRPC says when a call failed before its request left this process: no connection
 # could be made. A reset or a keepalive failure mid-call says otherwise (the node may have
 # applied the request), and so does a deadline.
-_NEVER_SENT = ("failed to connect", "connection refused", "dns resolution failed")
+# grpcio 1.85: "failed to connect to all addresses; ..." (refused, or accepted and closed
+# before the HTTP/2 handshake) and "errors resolving HOST" (DNS: a stopped container's name).
+_NEVER_SENT = ("failed to connect", "connection refused", "errors resolving")
 
 
 def is_transport_failure(exc: grpc.RpcError) -> bool:

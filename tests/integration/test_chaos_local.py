@@ -22,6 +22,12 @@ def test_scenario_on_local_processes(name: str, tmp_path: Path) -> None:
     backend = LocalBackend(5, tmp_path / "nodes", node_args=cli_args(FAST_SETTINGS))
     try:
         report = run(backend, SCENARIOS[name], keep_history=True)
+        links = backend.link_states()
     finally:
         backend.close()
     assert_sound(report, REPORTS, name)
+    # Node-to-node traffic really went through the proxy (the nodes' peer_routes)...
+    assert all(link.bytes_to_target > 0 for link in links.values()), links
+    if SCENARIOS[name].nemesis in ("isolate", "split"):
+        # ...and the partition cut it: connections aborted or held silent.
+        assert any(link.aborted_connections + link.held_connections for link in links.values())

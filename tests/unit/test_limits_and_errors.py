@@ -310,3 +310,19 @@ def test_client_seed_parsing() -> None:
     for bad in ("", " , ", "a", "a:x", ":1"):
         with pytest.raises(InvalidArgument):
             _common.parse_seeds(bad)
+
+
+@pytest.mark.parametrize("target", ["nonexistent.invalid:7100", "127.0.0.1:{refused}"])
+def test_real_grpc_failures_before_sending_are_transport_failures(target: str) -> None:
+    """The strings grpcio gives for a name that does not resolve (a stopped container's) and
+    a refused port: the request never left, so it may go to another node."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from kvstore.node.local_cluster import free_ports
+
+    address = target.format(refused=free_ports(1)[0])
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert status.is_transport_failure(caught.value), caught.value.details()

@@ -59,7 +59,8 @@ class DockerBackend(Backend):
             self._ids[self._advertised(container, ready_timeout_s)] = container.id
         self.nodes = list(self._ids)
         self._ready_timeout_s = ready_timeout_s
-        self._disconnected: dict[str, list[str]] = {}  # node -> networks it was taken off
+        # node -> the networks it was taken off, with its aliases on each
+        self._disconnected: dict[str, dict[str, list[str]]] = {}
 
     def _advertised(self, container: Any, timeout_s: float) -> str:
         """The address the node advertises (its name in the ring), asked of the node itself:
@@ -168,15 +169,19 @@ class DockerBackend(Backend):
 
     def _disconnect(self, node: str) -> None:
         container = self.container(node)
-        networks = list(container.attrs["NetworkSettings"]["Networks"] or {})
+        # Compose's aliases (the service name, e.g. `seed`) must come back on reconnect.
+        networks = {
+            name: list(settings.get("Aliases") or [])
+            for name, settings in (container.attrs["NetworkSettings"]["Networks"] or {}).items()
+        }
         for name in networks:
             self._docker.networks.get(name).disconnect(container.id)
         self._disconnected[node] = networks
 
     def heal(self) -> None:
         for node, networks in list(self._disconnected.items()):
-            for name in networks:
-                self._docker.networks.get(name).connect(self._ids[node])
+            for name, aliases in networks.items():
+                self._docker.networks.get(name).connect(self._ids[node], aliases=aliases)
             del self._disconnected[node]
         for node in self.nodes:
             container = self.container(node)

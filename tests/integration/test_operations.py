@@ -29,6 +29,12 @@ def test_auto_join_health_and_locate(make_cluster: ClusterFactory) -> None:
             )
 
         wait_for("both newcomers join without `kvstore join`", all_active, 30)
+        # The seed commits first; the others learn the final ring by gossip a round later.
+        wait_for(
+            "every node routes by the three-member ring",
+            lambda: all(len(kv.locate(a, "where").primaries) == 3 for a in cluster.addresses),
+            10,
+        )
         assert [kv.health(a) for a in cluster.addresses] == ["SERVING"] * 3
         kv.put("where", b"here")
         for asked in cluster.addresses:

@@ -8,8 +8,9 @@ through the docker SDK.
   in a chain of their own (KVCHAOS) so heal flushes only what the harness added. Without
   iptables in the image, isolating one node falls back to `docker network disconnect`; the
   other partitions need iptables (Unsupported).
-- slow links: `tc netem` inside each container where the kernel has it; otherwise Unsupported
-  (this kernel lacks netem: the local backend's proxy covers slow links).
+- slow links: `tc netem` inside each container where the kernel has it; otherwise the in-repo
+  fault proxy inside each container, with iptables nat redirecting the node's connections to
+  its peers through it (see `slow`).
 
 Only containers labelled with the project are touched, each by id.
 """
@@ -27,6 +28,20 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 CHAIN = "KVCHAOS"
 DEFAULT_PORT = 7100
+# The in-container fault proxies (slow links without netem): their uid, which the nat rules
+# let through, and their ports (one per peer, by the peer's index).
+PROXY_UID = 65534
+SLOW_CHAIN = "KVCHAOS_SLOW"
+PROXY_BASE_PORT = 17100
+STOP_PROXIES = (
+    'python3 -c "import os, signal\n'
+    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    try:\n"
+    "        if b'kvstore.chaos.proxy' in open('/proc/%s/cmdline' % pid, 'rb').read():\n"
+    "            os.kill(int(pid), signal.SIGTERM)\n"
+    "    except OSError:\n"
+    '        pass"'
+)
 
 
 def _env(container: Any) -> dict[str, str]:
@@ -191,21 +206,69 @@ class DockerBackend(Backend):
     # ---- slow links ----
 
     def slow(self, delay_ms: int, jitter_ms: int) -> None:
-        for node in self.nodes:
-            code, output = self._exec(
-                node, f"tc qdisc replace dev eth0 root netem delay {delay_ms}ms {jitter_ms}ms"
-            )
-            if code != 0:
-                self.unslow()
-                raise Unsupported(
-                    f"tc netem failed in {node} ({output[-200:]}): this kernel lacks netem;"
-                    " use the local backend (its fault proxy) for slow links"
-                )
+        """tc netem on each container's eth0 where the kernel has it; otherwise the in-repo
+        proxy inside each container: one `kvstore.chaos.proxy` per peer, run as PROXY_UID,
+        and a nat REDIRECT of the node's own connections to that peer into it (the proxy's
+        own connections, by uid, pass). Each connection is delayed by its initiator's proxy,
+        both ways."""
+        netem = f"tc qdisc replace dev eth0 root netem delay {delay_ms}ms {jitter_ms}ms"
+        if self._exec(self.nodes[0], netem)[0] == 0:
+            for node in self.nodes[1:]:
+                self._exec_ok(node, netem)
+            return
+        targets = {node: self.reachable(node) for node in self.nodes}
+        try:
+            for node in self.nodes:
+                rules = [f"(iptables -t nat -N {CHAIN} 2>/dev/null; true)",
+                         f"(iptables -t nat -C OUTPUT -j {CHAIN} 2>/dev/null"
+                         f" || iptables -t nat -I OUTPUT -j {CHAIN})",
+                         f"iptables -t nat -F {CHAIN}",
+                         f"(iptables -N {SLOW_CHAIN} 2>/dev/null; true)",
+                         f"(iptables -C OUTPUT -j {SLOW_CHAIN} 2>/dev/null"
+                         f" || iptables -I OUTPUT -j {SLOW_CHAIN})",
+                         f"iptables -F {SLOW_CHAIN}"]  # fmt: skip
+                for peer_index, peer in enumerate(self.nodes):
+                    if peer == node:
+                        continue
+                    port = PROXY_BASE_PORT + peer_index
+                    ip, _, peer_port = targets[peer].rpartition(":")
+                    self.container(node).exec_run(
+                        ["python3", "-m", "kvstore.chaos.proxy", "--listen", f"127.0.0.1:{port}",
+                         "--target", targets[peer], "--delay-ms", str(delay_ms),
+                         "--jitter-ms", str(jitter_ms)],
+                        user=str(PROXY_UID), detach=True,
+                    )  # fmt: skip
+                    match = f"-p tcp -d {ip} --dport {peer_port} -m owner ! --uid-owner {PROXY_UID}"
+                    # New connections go to the proxy (nat runs before filter, so they no
+                    # longer match below); connections opened before are reset on their next
+                    # packet, and the node reconnects through the proxy.
+                    rules.append(
+                        f"iptables -t nat -A {CHAIN} {match} -j REDIRECT --to-ports {port}"
+                    )
+                    rules.append(
+                        f"iptables -A {SLOW_CHAIN} {match} -j REJECT --reject-with tcp-reset"
+                    )
+                self._exec_ok(node, " && ".join(rules))
+        except ChaosError:
+            self.unslow()
+            raise
+
+    def _exec_ok(self, node: str, script: str) -> None:
+        code, output = self._exec(node, script)
+        if code != 0:
+            raise Unsupported(f"in {node}: `{script[:120]}...` failed ({code}): {output[-300:]}")
 
     def unslow(self) -> None:
+        """Undo either kind of slowing (idempotent: it also cleans up after a run that died).
+        Stopping the proxies resets the connections through them; new ones go direct."""
         for node in self.nodes:
             if self.container(node).status == "running":
-                self._exec(node, "tc qdisc del dev eth0 root 2>/dev/null; true")
+                self._exec(
+                    node,
+                    "tc qdisc del dev eth0 root 2>/dev/null;"
+                    f" iptables -t nat -F {CHAIN} 2>/dev/null;"
+                    f" iptables -F {SLOW_CHAIN} 2>/dev/null; {STOP_PROXIES}; true",
+                )
 
     def close(self) -> None:
         self.heal()

@@ -44,6 +44,19 @@ STOP_PROXIES = (
 )
 
 
+# Signal the node's own process (`kvstore serve`) inside its container: procps is not in the
+# image, so /proc is read directly.
+_SIGNAL_NODE = (
+    'python3 -c "import os, signal\n'
+    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    try:\n"
+    "        if b'serve' in open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\\\\0'):\n"
+    "            os.kill(int(pid), signal.{signal})\n"
+    "    except OSError:\n"
+    '        pass"'
+)
+
+
 def _env(container: Any) -> dict[str, str]:
     pairs = (item.partition("=") for item in container.attrs["Config"].get("Env") or [])
     return {name: value for name, _, value in pairs}
@@ -76,6 +89,7 @@ class DockerBackend(Backend):
         self._ready_timeout_s = ready_timeout_s
         # node -> the networks it was taken off, with its aliases on each
         self._disconnected: dict[str, dict[str, list[str]]] = {}
+        self._stopped: set[str] = set()  # paused by SIGSTOP (the freezer failed)
 
     def _advertised(self, container: Any, timeout_s: float) -> str:
         """The address the node advertises (its name in the ring), asked of the node itself:
@@ -124,12 +138,28 @@ class DockerBackend(Backend):
         self.wait_serving([node], self._ready_timeout_s)
 
     def pause(self, node: str) -> None:
-        self.container(node).pause()
+        """`docker pause` (the cgroup freezer). On a loaded machine runc may fail to freeze
+        ("unable to freeze"): retried, then the node's process is stopped with SIGSTOP
+        instead, which freezes the node the same way for its peers and clients."""
+        for _ in range(3):
+            try:
+                self.container(node).pause()
+                return
+            except self._errors.APIError as exc:
+                failure = exc
+                time.sleep(0.5)
+        code, output = self._exec(node, _SIGNAL_NODE.format(signal="SIGSTOP"))
+        if code != 0:
+            raise ChaosError(f"cannot pause {node}: {failure}; SIGSTOP: {output[-200:]}")
+        self._stopped.add(node)
 
     def resume(self, node: str) -> None:
         container = self.container(node)
         if container.status == "paused":
             container.unpause()
+        if node in self._stopped:
+            self._exec_ok(node, _SIGNAL_NODE.format(signal="SIGCONT"))
+            self._stopped.discard(node)
 
     def wipe(self, node: str) -> None:
         container = self.container(node)

@@ -33,28 +33,22 @@ DEFAULT_PORT = 7100
 PROXY_UID = 65534
 SLOW_CHAIN = "KVCHAOS_SLOW"
 PROXY_BASE_PORT = 17100
-STOP_PROXIES = (
-    'python3 -c "import os, signal\n'
-    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
-    "    try:\n"
-    "        if b'kvstore.chaos.proxy' in open('/proc/%s/cmdline' % pid, 'rb').read():\n"
-    "            os.kill(int(pid), signal.SIGTERM)\n"
-    "    except OSError:\n"
-    '        pass"'
-)
 
 
-# Signal the node's own process (`kvstore serve`) inside its container: procps is not in the
-# image, so /proc is read directly.
-_SIGNAL_NODE = (
-    'python3 -c "import os, signal\n'
-    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
-    "    try:\n"
-    "        if b'serve' in open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\\\\0'):\n"
-    "            os.kill(int(pid), signal.{signal})\n"
-    "    except OSError:\n"
-    '        pass"'
-)
+def signal_processes(argument: str, signal: str) -> str:
+    """A shell command that sends `signal` to every process in the container with `argument`
+    among its argv (the node: `serve`; the fault proxies: `kvstore.chaos.proxy`). procps is
+    not in the image, so /proc is read directly."""
+    return (
+        'python3 -c "import os, signal\n'
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        argv = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\\\\0')\n"
+        f"        if b'{argument}' in argv:\n"
+        f"            os.kill(int(pid), signal.{signal})\n"
+        "    except OSError:\n"
+        '        pass"'
+    )
 
 
 def _env(container: Any) -> dict[str, str]:
@@ -148,7 +142,7 @@ class DockerBackend(Backend):
             except self._errors.APIError as exc:
                 failure = exc
                 time.sleep(0.5)
-        code, output = self._exec(node, _SIGNAL_NODE.format(signal="SIGSTOP"))
+        code, output = self._exec(node, signal_processes("serve", "SIGSTOP"))
         if code != 0:
             raise ChaosError(f"cannot pause {node}: {failure}; SIGSTOP: {output[-200:]}")
         self._stopped.add(node)
@@ -158,7 +152,7 @@ class DockerBackend(Backend):
         if container.status == "paused":
             container.unpause()
         if node in self._stopped:
-            self._exec_ok(node, _SIGNAL_NODE.format(signal="SIGCONT"))
+            self._exec_ok(node, signal_processes("serve", "SIGCONT"))
             self._stopped.discard(node)
 
     def wipe(self, node: str) -> None:
@@ -291,13 +285,14 @@ class DockerBackend(Backend):
     def unslow(self) -> None:
         """Undo either kind of slowing (idempotent: it also cleans up after a run that died).
         Stopping the proxies resets the connections through them; new ones go direct."""
+        stop_proxies = signal_processes("kvstore.chaos.proxy", "SIGTERM")
         for node in self.nodes:
             if self.container(node).status == "running":
                 self._exec(
                     node,
                     "tc qdisc del dev eth0 root 2>/dev/null;"
                     f" iptables -t nat -F {CHAIN} 2>/dev/null;"
-                    f" iptables -F {SLOW_CHAIN} 2>/dev/null; {STOP_PROXIES}; true",
+                    f" iptables -F {SLOW_CHAIN} 2>/dev/null; {stop_proxies}; true",
                 )
 
     def close(self) -> None:

@@ -201,7 +201,11 @@ def settle(
         final: dict[str, dict[str, ReplicaState | None]] = {}
         pending = keys
         while True:
-            states = list(pool.map(lambda k: _read_replicas(kv, backend, k, primaries[k]), pending))
+            # Where each node answers, read once per round (a Docker API call per node).
+            reach = {node: backend.reachable(node) for node in backend.nodes}
+            states = list(
+                pool.map(lambda k, r=reach: _read_replicas(kv, r, k, primaries[k]), pending)
+            )
             for key, replicas in zip(pending, states, strict=True):
                 final[key] = replicas
             pending = [key for key in pending if not _agree(final[key])]
@@ -234,12 +238,12 @@ def _primaries(kv: Client, addresses: list[str], key: str) -> list[str]:
 
 
 def _read_replicas(
-    kv: Client, backend: Backend, key: str, primaries: list[str]
+    kv: Client, reach: dict[str, str], key: str, primaries: list[str]
 ) -> dict[str, ReplicaState | None]:
     states: dict[str, ReplicaState | None] = {}
     for node in primaries:
         try:
-            result = kv.local_get(backend.reachable(node), key)
+            result = kv.local_get(reach.get(node, node), key)
             states[node] = ReplicaState(
                 tuple(sorted(v.decode() for v in result.values)),
                 decode_context(result.context, key.encode()),

@@ -112,6 +112,7 @@ _INT_SETTINGS = {
     "max_key_bytes",
     "max_value_bytes",
     "max_siblings",
+    "max_clock_entries",
     "request_timeout_ms",
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),

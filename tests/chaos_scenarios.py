@@ -24,7 +24,7 @@ FAST_SETTINGS = {
 CONVERGE_WITHIN_S = 60.0
 
 _COMMON: dict[str, Any] = {
-    "workload": "unique,hot,ryw",
+    "workload": "unique,hot,ryw,chain",
     "processes": 10,
     "rate_per_s": 10.0,
     "converge_timeout_s": CONVERGE_WITHIN_S,

@@ -14,6 +14,14 @@ class VectorEntry(_message.Message):
     counter: int
     def __init__(self, actor: _Optional[str] = ..., counter: _Optional[int] = ...) -> None: ...
 
+class Dot(_message.Message):
+    __slots__ = ("actor", "counter")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_FIELD_NUMBER: _ClassVar[int]
+    actor: str
+    counter: int
+    def __init__(self, actor: _Optional[str] = ..., counter: _Optional[int] = ...) -> None: ...
+
 class Sibling(_message.Message):
     __slots__ = ("dot_actor", "dot_counter", "value", "tombstone", "timestamp_ms")
     DOT_ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -29,24 +37,28 @@ class Sibling(_message.Message):
     def __init__(self, dot_actor: _Optional[str] = ..., dot_counter: _Optional[int] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class KeyRecord(_message.Message):
-    __slots__ = ("format", "vector", "siblings")
+    __slots__ = ("format", "vector", "siblings", "holes")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    HOLES_FIELD_NUMBER: _ClassVar[int]
     format: int
     vector: _containers.RepeatedCompositeFieldContainer[VectorEntry]
     siblings: _containers.RepeatedCompositeFieldContainer[Sibling]
-    def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., siblings: _Optional[_Iterable[_Union[Sibling, _Mapping]]] = ...) -> None: ...
+    holes: _containers.RepeatedCompositeFieldContainer[Dot]
+    def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., siblings: _Optional[_Iterable[_Union[Sibling, _Mapping]]] = ..., holes: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ...) -> None: ...
 
 class CausalContext(_message.Message):
-    __slots__ = ("format", "vector", "key_position")
+    __slots__ = ("format", "vector", "key_position", "holes")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     KEY_POSITION_FIELD_NUMBER: _ClassVar[int]
+    HOLES_FIELD_NUMBER: _ClassVar[int]
     format: int
     vector: _containers.RepeatedCompositeFieldContainer[VectorEntry]
     key_position: int
-    def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., key_position: _Optional[int] = ...) -> None: ...
+    holes: _containers.RepeatedCompositeFieldContainer[Dot]
+    def __init__(self, format: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., key_position: _Optional[int] = ..., holes: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key", "r", "timeout_ms", "strict")
@@ -71,7 +83,7 @@ class GetResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "context", "w", "timeout_ms", "tombstone", "strict")
+    __slots__ = ("key", "value", "context", "w", "timeout_ms", "tombstone", "strict", "return_body")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +91,7 @@ class PutRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_BODY_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     context: bytes
@@ -86,13 +99,16 @@ class PutRequest(_message.Message):
     timeout_ms: int
     tombstone: bool
     strict: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., tombstone: _Optional[bool] = ..., strict: _Optional[bool] = ...) -> None: ...
+    return_body: bool
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., tombstone: _Optional[bool] = ..., strict: _Optional[bool] = ..., return_body: _Optional[bool] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("context",)
+    __slots__ = ("context", "values")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     context: bytes
-    def __init__(self, context: _Optional[bytes] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, context: _Optional[bytes] = ..., values: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class LocalGetRequest(_message.Message):
     __slots__ = ("key",)

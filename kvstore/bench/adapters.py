@@ -20,8 +20,12 @@ class ReplicaWaitTimeout(Exception):
 class KvstoreStore:
     """kvstore through its own async client. Updates carry the last context this process saw
     for the key (from a read or a put), as a well-behaved blind writer should: without it every
-    update would add a sibling. Read-modify-write reads and writes back with that read's
-    context (YCSB workload F)."""
+    update would add a sibling. An update asks for return_body and keeps the context it gets
+    back, which covers the concurrent versions it was shown (another task's update of the same
+    key): the next update replaces them unread, as a cache or a benchmark means to (a plain
+    put's context covers only its own write, and concurrent updates of one hot key would pile
+    up as siblings). Read-modify-write reads and writes back with that read's context (YCSB
+    workload F)."""
 
     name = "kvstore"
     supported = frozenset({Op.READ, Op.UPDATE, Op.INSERT, Op.READ_MODIFY_WRITE})
@@ -51,7 +55,9 @@ class KvstoreStore:
         self._remember(key, result.context)
 
     async def update(self, key: str, value: bytes) -> None:
-        result = await self._client.put(key, value, context=self._contexts.get(key), w=self._w)
+        result = await self._client.put(
+            key, value, context=self._contexts.get(key), w=self._w, return_body=True
+        )
         self._remember(key, result.context)
 
     async def insert(self, key: str, value: bytes) -> None:

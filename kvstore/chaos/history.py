@@ -1,8 +1,8 @@
 """The record of every operation a workload ran: what the checkers judge.
 
 One `Op` per client call, written when the call returns: which process (client thread) ran
-it against which node, when it was invoked and when it completed, the key, the value it wrote
-or the values it read, the causal context it sent and the one it got back, and its outcome:
+it against which node, when it was invoked and when it completed, the key, the value it wrote,
+the values it saw, the causal context it sent and the one it got back, and its outcome:
 
 - `ok`: the store acknowledged it (a write reached W replicas; a read got R answers);
 - `fail`: the store refused it before doing anything (a bad argument): it certainly did not
@@ -11,7 +11,13 @@ or the values it read, the causal context it sent and the one it got back, and i
   Dynamo-style write that did not reach W may still have landed on some replica, so an
   unknown write may or may not be present later; checkers demand nothing of it.
 
-Contexts are kept decoded as version vectors (actor -> counter): the checkers compare them.
+`values` is what the process was shown of the key: for a read, the values it returned; for a
+write made with return_body, the live values the put returned (its own among them); else ().
+The checkers judge by these observations only.
+
+`sent` and `returned` are the contexts as text (`describe_clock`: "a/1:3 b/7:1 -a/1:2", ""
+for none), for people reading a report. No checker judges by them: a context that covers a
+write proves nothing about what its holder was shown.
 """
 
 from __future__ import annotations
@@ -19,14 +25,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Outcome = Literal["ok", "fail", "unknown"]
 Kind = Literal["write", "read"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "fail", "unknown")
-Vector = dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +44,10 @@ class Op:
     end_s: float
     outcome: Outcome
     value: str = ""  # a write's value (values are unique text per run)
-    values: tuple[str, ...] = ()  # what a read returned
-    sent: Vector = field(default_factory=dict)  # the context a write carried
-    returned: Vector = field(default_factory=dict)  # the context the store gave back
+    # What a read returned; what a return_body write returned (else ()). Sorted text.
+    values: tuple[str, ...] = ()
+    sent: str = ""  # the context a write carried, as text (for people only)
+    returned: str = ""  # the context the store gave back, as text (for people only)
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -51,7 +57,17 @@ class Op:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Op:
-        return cls(**{**data, "values": tuple(data.get("values", ()))})
+        fields = {**data, "values": tuple(data.get("values", ()))}
+        # Histories written before contexts were text carried them as vectors.
+        for name in ("sent", "returned"):
+            if isinstance(fields.get(name), Mapping):
+                fields[name] = _vector_text(fields[name])
+        return cls(**fields)
+
+
+def _vector_text(vector: Mapping[str, int]) -> str:
+    """A plain vector as describe_clock writes a clock without holes."""
+    return " ".join(f"{actor}:{counter}" for actor, counter in sorted(vector.items()) if counter)
 
 
 class History:

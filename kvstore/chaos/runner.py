@@ -27,7 +27,7 @@ from kvstore.chaos.nemesis import make_nemeses
 from kvstore.chaos.workloads import Process, make_workloads, run_process
 from kvstore.client import Client
 from kvstore.errors import KvError
-from kvstore.storage.codec import decode_context
+from kvstore.storage.codec import decode_context, describe_clock
 
 READ_THREADS = 8
 
@@ -246,7 +246,7 @@ def _read_replicas(
             result = kv.local_get(reach.get(node, node), key)
             states[node] = ReplicaState(
                 tuple(sorted(v.decode() for v in result.values)),
-                decode_context(result.context, key.encode()),
+                describe_clock(decode_context(result.context, key.encode())),
             )
         except KvError:
             states[node] = None

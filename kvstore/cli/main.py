@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client import Client, GetResult
+from kvstore.client import Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
 from kvstore.config import SETTINGS, load_node_config
 from kvstore.errors import KvError
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("value")
     put.add_argument("--context", help="base64 context from a previous get or put")
     put.add_argument("--w", type=int)
+    put.add_argument(
+        "--return-body",
+        action="store_true",
+        help="also print the values after the write; the context printed then covers them",
+    )
     _add_client_options(put)
 
     delete = sub.add_parser("delete", help="delete a key (writes a tombstone)")
@@ -155,6 +160,22 @@ def _print_get(result: GetResult, as_json: bool) -> int:
     return 0 if result.found else 1
 
 
+def _print_put(result: PutResult, as_json: bool, with_body: bool) -> int:
+    context = base64.b64encode(result.context).decode()
+    if as_json:
+        answer: dict[str, Any] = {"context": context}
+        if with_body:
+            answer["values_b64"] = [base64.b64encode(v).decode() for v in result.values]
+        print(json.dumps(answer))
+        return 0
+    print("ok")
+    if with_body:
+        for value in result.values:
+            print(_show_value(value))
+    print(f"context: {context}")
+    return 0
+
+
 def _print_status(status: pb.StatusResponse, as_json: bool) -> int:
     if as_json:
         print(json.dumps(MessageToDict(status, preserving_proto_field_name=True)))
@@ -207,12 +228,17 @@ def _client_command(args: argparse.Namespace) -> int:
         context = _decode_context(args.context)
         if args.command == "put":
             value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
-            result = kv.put(args.key, value, context=context, w=args.w, sloppy=not args.strict)
+            result = kv.put(
+                args.key,
+                value,
+                context=context,
+                w=args.w,
+                sloppy=not args.strict,
+                return_body=args.return_body,
+            )
         else:
             result = kv.delete(args.key, context=context, w=args.w, sloppy=not args.strict)
-        encoded = base64.b64encode(result.context).decode()
-        print(json.dumps({"context": encoded}) if args.json else f"ok\ncontext: {encoded}")
-        return 0
+        return _print_put(result, args.json, args.command == "put" and args.return_body)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -120,7 +120,10 @@ class RequestBuilder:
         context: bytes | None,
         w: int | None,
         sloppy: bool = True,
+        return_body: bool = False,
     ) -> pb.PutRequest:
+        if not isinstance(return_body, bool):
+            raise InvalidOption(f"return_body must be True or False, got {return_body!r}")
         return pb.PutRequest(
             key=key_bytes(key),
             value=b"" if value is None else value_bytes(value),
@@ -129,18 +132,22 @@ class RequestBuilder:
             w=quorum_option("w", w),
             timeout_ms=self.timeout_ms,
             strict=not sloppy,
+            return_body=return_body,
         )
 
-    def get_result(self, response: pb.GetResponse, resolver: Resolver | None) -> GetResult:
-        values = list(response.values)
+    def _resolved(self, values: list[bytes], resolver: Resolver | None) -> list[bytes]:
         resolve = resolver or self.resolver
         if resolve is not None and len(values) > 1:
-            values = [value_bytes(resolve(values))]
+            return [value_bytes(resolve(values))]
+        return values
+
+    def get_result(self, response: pb.GetResponse, resolver: Resolver | None) -> GetResult:
+        values = self._resolved(list(response.values), resolver)
         return GetResult(values=values, context=response.context, found=response.found)
 
-    @staticmethod
-    def put_result(response: pb.PutResponse) -> PutResult:
-        return PutResult(context=response.context)
+    def put_result(self, response: pb.PutResponse, resolver: Resolver | None) -> PutResult:
+        values = self._resolved(list(response.values), resolver)
+        return PutResult(context=response.context, values=values)
 
 
 def failure(exc: grpc.RpcError, address: str) -> tuple[KvError, bool]:

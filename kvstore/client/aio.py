@@ -68,21 +68,28 @@ class AsyncClient:
         return self._requests.get_result(response, resolver)
 
     async def put(
-        self, key: Key, value: bytes, context: bytes | None = None, w: int | None = None
+        self,
+        key: Key,
+        value: bytes,
+        context: bytes | None = None,
+        w: int | None = None,
+        return_body: bool = False,
+        resolver: Resolver | None = None,
     ) -> PutResult:
-        request = self._requests.put_request(key, value, context, w)
-        return await self._put(request)
+        """As Client.put: `return_body=True` answers with the siblings after the write."""
+        request = self._requests.put_request(key, value, context, w, return_body=return_body)
+        return await self._put(request, resolver)
 
     async def delete(
         self, key: Key, context: bytes | None = None, w: int | None = None
     ) -> PutResult:
         request = self._requests.put_request(key, None, context, w)
-        return await self._put(request)
+        return await self._put(request, None)
 
-    async def _put(self, request: pb.PutRequest) -> PutResult:
+    async def _put(self, request: pb.PutRequest, resolver: Resolver | None) -> PutResult:
         deadline = self._requests.deadline_s
         response = await self._call(lambda stub: stub.Put(request, timeout=deadline))
-        return RequestBuilder.put_result(response)
+        return self._requests.put_result(response, resolver)
 
     async def local_get(self, node_address: str, key: Key) -> GetResult:
         """One node's own stored versions of a key, without coordination (debugging, tests).

@@ -27,7 +27,16 @@ class GetResult:
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """The causal context after the write. It covers every version the coordinating replica
-    held after the write (as a read of it would), so a later put with it replaces them."""
+    """What a put or delete returns.
+
+    Without return_body: `context` covers exactly what the writer was shown (the context it
+    sent) plus its own write. A concurrent sibling the writer never saw stays outside it,
+    so a later put with it replaces the writer's own write and never that sibling.
+
+    With return_body: `values` are the live siblings after the write (the writer's own
+    among them; one value when a resolver merged them), and `context` covers exactly them,
+    so a put with it replaces them all: resolve concurrent versions in one round trip.
+    """
 
     context: bytes
+    values: list[bytes] = field(default_factory=list)

@@ -80,20 +80,25 @@ class Client:
         context: bytes | None = None,
         w: int | None = None,
         sloppy: bool = True,
+        return_body: bool = False,
+        resolver: Resolver | None = None,
     ) -> PutResult:
         """`sloppy=False` counts only the key's primaries towards w (Riak's PW): no
-        fallback stands in for a primary that is down."""
-        return self._put(self._requests.put_request(key, value, context, w, sloppy))
+        fallback stands in for a primary that is down. `return_body=True` answers with the
+        siblings after the write (`PutResult.values`, merged by the resolver if one is
+        given) and a context covering them."""
+        request = self._requests.put_request(key, value, context, w, sloppy, return_body)
+        return self._put(request, resolver)
 
     def delete(
         self, key: Key, context: bytes | None = None, w: int | None = None, sloppy: bool = True
     ) -> PutResult:
-        return self._put(self._requests.put_request(key, None, context, w, sloppy))
+        return self._put(self._requests.put_request(key, None, context, w, sloppy), None)
 
-    def _put(self, request: pb.PutRequest) -> PutResult:
+    def _put(self, request: pb.PutRequest, resolver: Resolver | None) -> PutResult:
         deadline = self._requests.deadline_s
         response = self._call(lambda stub: stub.Put(request, timeout=deadline))
-        return RequestBuilder.put_result(response)
+        return self._requests.put_result(response, resolver)
 
     def local_get(self, node_address: str, key: Key) -> GetResult:
         """One node's own stored versions of a key, without coordination (debugging, tests).

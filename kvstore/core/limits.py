@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvstore.errors import InvalidKey, InvalidOption, ValueTooLarge
+from kvstore.core.versions import KeyState
+from kvstore.errors import InvalidContext, InvalidKey, InvalidOption, ValueTooLarge
 
 # Hard ceilings: configurable limits may be lowered freely but not raised past these,
 # because gRPC message sizes and memory per request are sized from them.
 KEY_BYTES_CEILING = 64 * 1024
 VALUE_BYTES_CEILING = 64 * 1024 * 1024
 SIBLINGS_CEILING = 1024
+# The most entries (vector entries plus holes) a client's context may hold at all: one entry
+# per actor that ever wrote the key, one hole per concurrent sibling its holder was not
+# shown. More means it is not ours (kvstore.storage.codec refuses it).
+MAX_CONTEXT_ENTRIES = 4096
+# The least max_clock_entries: room for an honest clock (N actors and some fallbacks, a
+# hole per unseen sibling) however small the other limits are set.
+MIN_CLOCK_ENTRIES = 16
 TIMEOUT_MS_CEILING = 10 * 60 * 1000
 
 
@@ -19,6 +27,11 @@ class Limits:
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
     max_siblings: int = 32
+    # How large (vector entries plus holes) a write may make a key's clock with entries its
+    # context brings. An honest context names only actors that wrote the key and holes for
+    # siblings its holder was not shown; a forged one could name thousands, and each would
+    # stay in the record for ever. The coordinator's own entry is always allowed.
+    max_clock_entries: int = 256
     request_timeout_ms: int = 5_000
     max_request_timeout_ms: int = 60_000
 
@@ -26,6 +39,9 @@ class Limits:
         _in_range("max_key_bytes", self.max_key_bytes, 1, KEY_BYTES_CEILING)
         _in_range("max_value_bytes", self.max_value_bytes, 0, VALUE_BYTES_CEILING)
         _in_range("max_siblings", self.max_siblings, 1, SIBLINGS_CEILING)
+        _in_range(
+            "max_clock_entries", self.max_clock_entries, MIN_CLOCK_ENTRIES, MAX_CONTEXT_ENTRIES
+        )
         _in_range("max_request_timeout_ms", self.max_request_timeout_ms, 1, TIMEOUT_MS_CEILING)
         _in_range("request_timeout_ms", self.request_timeout_ms, 1, self.max_request_timeout_ms)
 
@@ -40,6 +56,20 @@ class Limits:
     def check_value(self, value: bytes) -> None:
         if len(value) > self.max_value_bytes:
             raise ValueTooLarge(f"value is {len(value)} bytes; the limit is {self.max_value_bytes}")
+
+    def check_clock_growth(self, before: KeyState, after: KeyState, actor: str) -> None:
+        """Refuse a write that grows the key's clock past max_clock_entries by what its
+        context brought (what was there before, and `actor`'s own entry, are allowed)."""
+        grown = after.clock.entries
+        if grown <= self.max_clock_entries:
+            return
+        allowed = before.clock.entries + (actor not in before.clock.vector)
+        if grown > allowed:
+            raise InvalidContext(
+                f"the context would grow the key's clock to {grown} entries; the limit is"
+                f" {self.max_clock_entries} (max_clock_entries): read the key and write"
+                " with the context the read returned"
+            )
 
     def timeout_ms(self, requested: int) -> int:
         """The deadline for a request: the node default when 0, else the request's own."""

@@ -28,10 +28,10 @@ from kvstore.core.coordinator import (
 from kvstore.core.membership import Membership
 from kvstore.core.ring import Ring
 from kvstore.core.versions import EMPTY, KeyState
-from kvstore.errors import ClusterRefused, KvError, TooManySiblings, Unavailable
+from kvstore.errors import ClusterRefused, KvError, StorageError, TooManySiblings, Unavailable
 from kvstore.rpc.peer import PeerClient, PeerFailure
 from kvstore.rpc.status import error_from_rpc, is_transport_failure
-from kvstore.storage.codec import decode_context, encode_context
+from kvstore.storage.codec import MAX_RECORD_COUNTER, decode_context, encode_context
 from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
@@ -332,8 +332,10 @@ class Node:
             except (PeerFailure, KvError) as exc:
                 log.info("read repair of a key on %s failed: %s", target, exc)
 
-    async def put(self, request: pb.PutRequest, hops: int = 0) -> bytes:
-        """Coordinate a put or delete (`request.tombstone`); returns the new context."""
+    async def put(self, request: pb.PutRequest, hops: int = 0) -> pb.PutResponse:
+        """Coordinate a put or delete (`request.tombstone`). The answer's context is exact:
+        the context sent plus the new write, never a concurrent sibling the writer was not
+        shown; with `return_body`, the siblings after the write and a context covering them."""
         key = request.key
         self.limits.check_key(key)
         if not request.tombstone:
@@ -347,16 +349,22 @@ class Node:
 
         value = None if request.tombstone else request.value
         max_siblings = self.limits.max_siblings
+        made: list[versions.Dot] = []
 
         def apply(current: KeyState | None) -> KeyState:
-            new, _dot = versions.write(
-                current or EMPTY, context, self.actor, value, time.time_ns() // 1_000_000
+            before = current or EMPTY
+            new, dot = versions.write(
+                before, context, self.actor, value, time.time_ns() // 1_000_000
             )
             if len(new.siblings) > max_siblings:
                 raise TooManySiblings(
                     f"the write would leave {len(new.siblings)} concurrent versions; the limit"
                     f" is {max_siblings}: read the key and write with its context to resolve them"
                 )
+            self.limits.check_clock_growth(before, new, self.actor)
+            if dot.counter > MAX_RECORD_COUNTER:
+                raise StorageError(f"the key's write counter for {self.actor} is exhausted")
+            made.append(dot)
             return new
 
         fsm = PutCoordinator(self.address, primaries, required, fallbacks, down)
@@ -374,7 +382,11 @@ class Node:
             raise fsm.unavailable(
                 _why(fsm.outcome) + " (the write may be present on some replicas)"
             )
-        return encode_context(applied.vector, key)
+        if request.return_body:
+            return pb.PutResponse(
+                context=encode_context(applied.clock, key), values=applied.live_values
+            )
+        return pb.PutResponse(context=encode_context(versions.put_context(applied, made[0]), key))
 
     async def _replicate(
         self,
@@ -434,7 +446,7 @@ class Node:
         down: set[str],
         hops: int,
         deadline: float,
-    ) -> bytes:
+    ) -> pb.PutResponse:
         """Hand the write to a replica of the key: only replicas create dots. Primaries the
         failure detector holds up are tried first. The next one is tried only if no
         connection to the last could be made: a forward that timed out or was cut off may
@@ -456,8 +468,7 @@ class Node:
                 forward = pb.ForwardPutRequest(
                     request=request, hops=hops + 1, ring_epoch=self.ring_epoch, sender=self.address
                 )
-                response = await self.peers.forward_put(target, forward, _remaining(deadline))
-                return response.context
+                return await self.peers.forward_put(target, forward, _remaining(deadline))
             except grpc.aio.AioRpcError as exc:
                 if not is_transport_failure(exc):
                     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:

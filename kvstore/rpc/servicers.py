@@ -62,7 +62,7 @@ def get_response(key: bytes, state: KeyState | None) -> pb.GetResponse:
     if state is None:
         return pb.GetResponse(found=False)
     return pb.GetResponse(
-        values=state.live_values, context=encode_context(state.vector, key), found=state.found
+        values=state.live_values, context=encode_context(state.clock, key), found=state.found
     )
 
 
@@ -85,7 +85,7 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
         async def call() -> pb.PutResponse:
-            return pb.PutResponse(context=await self._node.put(request))
+            return await self._node.put(request)
 
         return await _answer(context, call)
 
@@ -196,7 +196,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         async def call() -> pb.PutResponse:
             if request.ring_epoch > self._node.ring_epoch and request.sender:
                 await self._gossip.exchange(request.sender)
-            return pb.PutResponse(context=await self._node.put(request.request, hops=request.hops))
+            return await self._node.put(request.request, hops=request.hops)
 
         return await _answer(context, call)
 

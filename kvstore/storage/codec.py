@@ -6,7 +6,7 @@ formats it does not know rather than guessing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -14,23 +14,72 @@ from google.protobuf.message import DecodeError
 from kvstore import _native
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingLayout, RingState
-from kvstore.core.versions import Dot, KeyState, Sibling, VersionVector, canonical_state
+from kvstore.core.limits import MAX_CONTEXT_ENTRIES
+from kvstore.core.versions import EMPTY_CLOCK, Clock, Dot, KeyState, Sibling, canonical_state
 from kvstore.errors import InvalidContext, StorageError
 
+# Records and contexts are format 1 while their clock has no holes (the bytes are then what
+# nodes that predate holes write and read) and format 2 when it has some: such a node
+# refuses a format 2 record or context rather than take its holes as seen.
 RECORD_FORMAT = 1
+RECORD_FORMAT_HOLES = 2
 CONTEXT_FORMAT = 1
-# A context lists one entry per actor that ever wrote the key; more means it is not ours.
-MAX_CONTEXT_ENTRIES = 4096
+CONTEXT_FORMAT_HOLES = 2
+
+# Bounds on what a clock may hold, checked on every context a client sends and on every
+# record read from disk or a peer. Actor ids are `node_id/epoch` (config caps node ids at
+# 64 characters), so 128 bytes is room to spare. A context counter stays far below the
+# record's ceiling: a write takes counter + 1, and no counter may leave uint64.
+MAX_ACTOR_BYTES = 128
+MAX_CONTEXT_COUNTER = 2**62
+MAX_RECORD_COUNTER = 2**63
+# (How many entries a context may hold is core.limits.MAX_CONTEXT_ENTRIES; how far a write
+# may grow a key's clock through its context, Limits.max_clock_entries.)
 
 
-def _vector_entries(vector: VersionVector) -> list[pb.VectorEntry]:
-    return [pb.VectorEntry(actor=a, counter=c) for a, c in sorted(vector.items())]
+def _vector_entries(clock: Clock) -> list[pb.VectorEntry]:
+    return [pb.VectorEntry(actor=a, counter=c) for a, c in sorted(clock.vector.items())]
+
+
+def _hole_entries(clock: Clock) -> list[pb.Dot]:
+    return [pb.Dot(actor=h.actor, counter=h.counter) for h in sorted(clock.holes)]
+
+
+def _clock_from_entries(
+    vector_entries: Iterable[pb.VectorEntry],
+    hole_entries: Iterable[pb.Dot],
+    max_counter: int,
+) -> Clock:
+    """A clock as sent; raises ValueError unless it is in canonical form and in bounds."""
+    vector: dict[str, int] = {}
+    for entry in vector_entries:
+        _check_dot(entry.actor, entry.counter, max_counter)
+        if entry.actor in vector:
+            raise ValueError(f"actor {entry.actor!r} is named twice")
+        vector[entry.actor] = entry.counter
+    holes = set()
+    for entry in hole_entries:
+        _check_dot(entry.actor, entry.counter, max_counter)
+        hole = Dot(entry.actor, entry.counter)
+        if hole in holes or entry.counter >= vector.get(entry.actor, 0):
+            raise ValueError("a hole is repeated or not below its actor's entry")
+        holes.add(hole)
+    return Clock(vector, frozenset(holes))
+
+
+def _check_dot(actor: str, counter: int, max_counter: int) -> None:
+    if not actor or len(actor.encode()) > MAX_ACTOR_BYTES:
+        raise ValueError(f"an actor id must be 1 to {MAX_ACTOR_BYTES} bytes")
+    if not 1 <= counter <= max_counter:
+        raise ValueError(f"a counter must be in 1..{max_counter}")
 
 
 def state_to_proto(state: KeyState) -> pb.KeyRecord:
+    clock = state.clock
     return pb.KeyRecord(
-        format=RECORD_FORMAT,
-        vector=_vector_entries(state.vector),
+        format=RECORD_FORMAT_HOLES if clock.holes else RECORD_FORMAT,
+        vector=_vector_entries(clock),
+        holes=_hole_entries(clock),
         siblings=[
             pb.Sibling(
                 dot_actor=s.dot.actor,
@@ -45,25 +94,25 @@ def state_to_proto(state: KeyState) -> pb.KeyRecord:
 
 
 def state_from_proto(record: pb.KeyRecord) -> KeyState:
-    """Rebuild a state; raises ValueError on a record that breaks the model's rules."""
-    if record.format != RECORD_FORMAT:
+    """Rebuild a state; raises ValueError on a record that breaks the model's rules or
+    bounds (records come from disk and from peers: neither is trusted to be well formed)."""
+    if record.format not in (RECORD_FORMAT, RECORD_FORMAT_HOLES):
         raise ValueError(f"unknown record format {record.format}")
-    vector: dict[str, int] = {}
-    for entry in record.vector:
-        if not entry.actor or entry.actor in vector:
-            raise ValueError("record vector has an empty or repeated actor")
-        vector[entry.actor] = entry.counter
+    if bool(record.holes) != (record.format == RECORD_FORMAT_HOLES):
+        # One encoding per state: equal states must hash alike in anti-entropy.
+        raise ValueError("a record has holes exactly when its format is 2")
+    clock = _clock_from_entries(record.vector, record.holes, MAX_RECORD_COUNTER)
     siblings = []
     for s in record.siblings:
-        dot = Dot(s.dot_actor, s.dot_counter)
         if not s.dot_actor or s.dot_counter < 1:
             raise ValueError("record sibling has an invalid dot")
-        if vector.get(dot.actor, 0) < dot.counter:
-            raise ValueError("record sibling's dot is not covered by its vector")
+        dot = Dot(s.dot_actor, s.dot_counter)
+        if not clock.covers(dot):
+            raise ValueError("record sibling's dot is not covered by its clock")
         siblings.append(Sibling(dot, None if s.tombstone else s.value, s.timestamp_ms))
     if len({s.dot for s in siblings}) != len(siblings):
         raise ValueError("record has repeated dots")
-    return canonical_state(vector, siblings)
+    return canonical_state(clock, siblings)
 
 
 def encode_record(state: KeyState) -> bytes:
@@ -79,38 +128,50 @@ def decode_record(data: bytes) -> KeyState:
         raise StorageError(f"unreadable stored record: {exc}") from exc
 
 
-def encode_context(vector: Mapping[str, int], key: bytes) -> bytes:
-    """The opaque context for `key`; empty bytes when nothing was ever written."""
-    if not vector:
+def encode_context(clock: Clock, key: bytes) -> bytes:
+    """The opaque context for `key`; empty bytes when it covers nothing."""
+    if not clock.vector:
         return b""
     data: bytes = pb.CausalContext(
-        format=CONTEXT_FORMAT,
-        vector=_vector_entries(vector),
+        format=CONTEXT_FORMAT_HOLES if clock.holes else CONTEXT_FORMAT,
+        vector=_vector_entries(clock),
+        holes=_hole_entries(clock),
         key_position=_native.hash_key(key),
     ).SerializeToString(deterministic=True)
     return data
 
 
-def decode_context(data: bytes, key: bytes) -> dict[str, int]:
-    """The version vector in a client's context for `key`; empty bytes mean no context."""
+def decode_context(data: bytes, key: bytes) -> Clock:
+    """The clock in a client's context for `key`; empty bytes mean no context. Anything
+    kvstore did not make, for this key and within the bounds above, is InvalidContext."""
     if not data:
-        return {}
+        return EMPTY_CLOCK
     try:
         context = pb.CausalContext.FromString(data)
     except DecodeError as exc:
         raise InvalidContext("context is not a kvstore causal context") from exc
-    if context.format != CONTEXT_FORMAT:
+    if context.format not in (CONTEXT_FORMAT, CONTEXT_FORMAT_HOLES):
         raise InvalidContext(f"unknown context format {context.format}")
     if context.key_position != _native.hash_key(key):
         raise InvalidContext("context belongs to another key: pass the context of this key")
-    if len(context.vector) > MAX_CONTEXT_ENTRIES:
-        raise InvalidContext("context has too many entries")
-    vector: dict[str, int] = {}
-    for entry in context.vector:
-        if not entry.actor or entry.actor in vector or entry.counter < 1:
-            raise InvalidContext("context has an empty, repeated or zero entry")
-        vector[entry.actor] = entry.counter
-    return vector
+    if len(context.vector) + len(context.holes) > MAX_CONTEXT_ENTRIES:
+        raise InvalidContext(
+            f"context has {len(context.vector) + len(context.holes)} entries; at most"
+            f" {MAX_CONTEXT_ENTRIES} are allowed"
+        )
+    if bool(context.holes) != (context.format == CONTEXT_FORMAT_HOLES):
+        raise InvalidContext("a context has holes exactly when its format is 2")
+    try:
+        return _clock_from_entries(context.vector, context.holes, MAX_CONTEXT_COUNTER)
+    except ValueError as exc:
+        raise InvalidContext(f"context is not well formed: {exc}") from None
+
+
+def describe_clock(clock: Clock) -> str:
+    """A clock for people (logs, reports): `a/1:3 b/7:1 -a/1:2` (a hole after a minus)."""
+    parts = [f"{a}:{c}" for a, c in sorted(clock.vector.items())]
+    parts.extend(f"-{h.actor}:{h.counter}" for h in sorted(clock.holes))
+    return " ".join(parts)
 
 
 HINT_FORMAT = 1

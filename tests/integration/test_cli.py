@@ -51,6 +51,30 @@ def test_put_get_delete_from_the_command_line(cluster: LocalCluster) -> None:
     assert missing.returncode == 1 and "(not found)" in missing.stdout
 
 
+def test_put_return_body_prints_the_siblings_and_a_context_covering_them(
+    cluster: LocalCluster,
+) -> None:
+    seeds = ("--seeds", cluster.seeds)
+    assert kvstore("put", "cli-body", "one", *seeds).returncode == 0
+    assert kvstore("put", "cli-body", "two", *seeds).returncode == 0  # blind: a sibling
+    body = kvstore("put", "cli-body", "three", "--return-body", *seeds)
+    assert body.returncode == 0, body.stderr
+    lines = body.stdout.splitlines()
+    assert lines[0] == "ok" and sorted(lines[1:4]) == ["one", "three", "two"]
+    assert lines[4].startswith("context: ")
+    as_json = json.loads(
+        kvstore("put", "cli-body", "four", "--return-body", "--json", *seeds).stdout
+    )
+    assert sorted(base64.b64decode(v) for v in as_json["values_b64"]) == [
+        b"four", b"one", b"three", b"two"
+    ]  # fmt: skip
+    resolved = kvstore("put", "cli-body", "all", "--context", as_json["context"], *seeds)
+    assert resolved.returncode == 0, resolved.stderr
+    assert kvstore("get", "cli-body", *seeds).stdout.splitlines()[0] == "all"
+    plain = json.loads(kvstore("put", "cli-body", "x", "--json", *seeds).stdout)
+    assert list(plain) == ["context"]
+
+
 def test_command_line_errors_are_typed_and_nonzero(cluster: LocalCluster) -> None:
     too_long = kvstore("put", "k" * 1025, "v", "--seeds", cluster.seeds)
     assert too_long.returncode == 2 and "InvalidKey" in too_long.stderr

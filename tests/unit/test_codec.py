@@ -8,14 +8,32 @@ from hypothesis import strategies as st
 
 from kvstore._native import hash_key
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.core.versions import EMPTY, Dot, KeyState, Sibling, canonical_state, merge, write
+from kvstore.core.versions import (
+    EMPTY,
+    EMPTY_CLOCK,
+    Clock,
+    Dot,
+    KeyState,
+    Sibling,
+    canonical_state,
+    make_clock,
+    merge,
+    put_context,
+    write,
+)
 from kvstore.errors import InvalidArgument, InvalidContext, StorageError
 from kvstore.storage.codec import (
     CONTEXT_FORMAT,
+    CONTEXT_FORMAT_HOLES,
+    MAX_ACTOR_BYTES,
+    MAX_CONTEXT_COUNTER,
     MAX_CONTEXT_ENTRIES,
+    MAX_RECORD_COUNTER,
     RECORD_FORMAT,
+    RECORD_FORMAT_HOLES,
     decode_context,
     decode_record,
+    describe_clock,
     encode_context,
     encode_record,
     state_from_proto,
@@ -28,10 +46,10 @@ BAD_UTF8_ENTRY = b"\x12\x05\x0a\x01\xff\x10\x01"
 
 
 def sample_state() -> KeyState:
-    s, _ = write(EMPTY, {}, "n1/aa", b"first", 1_700_000_000_000)
-    s, _ = write(s, {}, "n2/bb", None, 1_700_000_000_001)  # a concurrent delete
-    s, _ = write(s, {"n3/cc": 5}, "n1/aa", b"", 17)  # an empty value, and a foreign entry
-    s, _ = write(s, {}, "n\u00e9/\u2603", b"\x00\xff" * 100, 0)  # non-ASCII actor
+    s, _ = write(EMPTY, EMPTY_CLOCK, "n1/aa", b"first", 1_700_000_000_000)
+    s, _ = write(s, EMPTY_CLOCK, "n2/bb", None, 1_700_000_000_001)  # a concurrent delete
+    s, _ = write(s, make_clock({"n3/cc": 5}), "n1/aa", b"", 17)  # an empty value, a foreign entry
+    s, _ = write(s, EMPTY_CLOCK, "n\u00e9/\u2603", b"\x00\xff" * 100, 0)  # non-ASCII actor
     return s
 
 
@@ -69,12 +87,36 @@ def test_empty_state_round_trips() -> None:
 
 
 def test_record_encoding_is_canonical_whatever_the_insertion_order() -> None:
-    a, _ = write(EMPTY, {}, "a", b"x")
-    b, _ = write(EMPTY, {}, "b", b"y")
+    a, _ = write(EMPTY, EMPTY_CLOCK, "a", b"x")
+    b, _ = write(EMPTY, EMPTY_CLOCK, "b", b"y")
     ab, ba = merge(a, b), merge(b, a)
     assert encode_record(ab) == encode_record(ba)
-    shuffled = KeyState(vector={"b": 1, "a": 1}, siblings=ab.siblings)
+    shuffled = KeyState(clock=Clock({"b": 1, "a": 1}), siblings=ab.siblings)
     assert encode_record(shuffled) == encode_record(ab)
+
+
+def state_with_holes() -> KeyState:
+    """A stale replica that took a write whose writer had not seen (a, 2): its clock covers
+    (a, 1) and (a, 3) but not (a, 2)."""
+    s, _ = write(EMPTY, EMPTY_CLOCK, "a", b"x0")
+    s, _ = write(s, s.clock, "a", b"B1")
+    s, dot = write(s, make_clock({"a": 1}), "a", b"A1")
+    context = put_context(s, dot)  # covers (a, 1) and (a, 3), not B1's (a, 2)
+    stale, _ = write(EMPTY, EMPTY_CLOCK, "b", b"other")
+    stale, _ = write(stale, context, "b", b"A2")
+    return stale
+
+
+def test_a_record_with_holes_round_trips_as_format_2() -> None:
+    state = state_with_holes()
+    assert state.clock.holes == {Dot("a", 2)} and state.clock.vector == {"a": 3, "b": 2}
+    record = state_to_proto(state)
+    assert record.format == RECORD_FORMAT_HOLES == 2
+    assert [(h.actor, h.counter) for h in record.holes] == [("a", 2)]
+    back = decode_record(encode_record(state))
+    assert back == state and not back.clock.covers(Dot("a", 2))
+    # A state without holes keeps format 1 (what nodes that predate holes read).
+    assert state_to_proto(sample_state()).format == RECORD_FORMAT == 1
 
 
 def record(**fields: object) -> bytes:
@@ -83,6 +125,10 @@ def record(**fields: object) -> bytes:
 
 def entry(actor: str, counter: int) -> pb.VectorEntry:
     return pb.VectorEntry(actor=actor, counter=counter)
+
+
+def dot(actor: str, counter: int) -> pb.Dot:
+    return pb.Dot(actor=actor, counter=counter)
 
 
 def sibling(actor: str, counter: int, value: bytes = b"v") -> pb.Sibling:
@@ -96,7 +142,7 @@ def sibling(actor: str, counter: int, value: bytes = b"v") -> pb.Sibling:
         b"garbage!",
         b"\x0a\x05ab",  # truncated length-delimited field
         record(format=0),  # no format
-        record(format=2),  # a future format
+        record(format=3),  # a future format
         record(format=1, vector=[entry("", 1)]),  # empty actor
         record(format=1, vector=[entry("a", 1), entry("a", 2)]),  # repeated actor
         record(format=1, vector=[entry("a", 1)], siblings=[sibling("a", 2)]),  # not covered
@@ -104,6 +150,17 @@ def sibling(actor: str, counter: int, value: bytes = b"v") -> pb.Sibling:
         record(format=1, vector=[entry("a", 1)], siblings=[sibling("a", 0)]),  # zero counter
         record(format=1, vector=[entry("a", 2)], siblings=[sibling("a", 1), sibling("a", 1)]),
         record(format=1) + BAD_UTF8_ENTRY,
+        record(format=1, vector=[entry("a", 1), entry("z", 0)]),  # zero entry: not canonical
+        record(format=1, vector=[entry("a" * (MAX_ACTOR_BYTES + 1), 1)]),  # actor too long
+        record(format=1, vector=[entry("a", MAX_RECORD_COUNTER + 1)]),  # counter too large
+        record(format=1, vector=[entry("a", 3)], holes=[dot("a", 1)]),  # holes in format 1
+        record(format=2, vector=[entry("a", 3)]),  # format 2 without holes: not canonical
+        record(format=2, vector=[entry("a", 3)], holes=[dot("a", 3)]),  # a hole at the top
+        record(format=2, vector=[entry("a", 3)], holes=[dot("b", 1)]),  # outside the vector
+        record(format=2, vector=[entry("a", 3)], holes=[dot("a", 1), dot("a", 1)]),
+        record(format=2, vector=[entry("a", 3)], holes=[dot("a", 0)]),
+        # A sibling whose dot is a hole of the clock is not covered by it.
+        record(format=2, vector=[entry("a", 3)], holes=[dot("a", 2)], siblings=[sibling("a", 2)]),
     ],
 )
 def test_decode_record_refuses_unreadable_records(data: bytes) -> None:
@@ -116,35 +173,49 @@ def test_state_from_proto_raises_value_error() -> None:
         state_from_proto(pb.KeyRecord(format=7))
 
 
-def test_record_with_zero_vector_entry_reads_as_canonical() -> None:
-    data = record(format=1, vector=[entry("a", 1), entry("z", 0)], siblings=[sibling("a", 1)])
-    assert decode_record(data) == canonical_state({"a": 1}, [Sibling(Dot("a", 1), b"v")])
+def test_a_record_at_the_bounds_reads() -> None:
+    actor = "\u00e9" * (MAX_ACTOR_BYTES // 2)  # two bytes each: exactly the limit
+    data = record(format=1, vector=[entry(actor, MAX_RECORD_COUNTER)], siblings=[sibling(actor, 1)])
+    expected = canonical_state(Clock({actor: MAX_RECORD_COUNTER}), [Sibling(Dot(actor, 1), b"v")])
+    assert decode_record(data) == expected
 
 
 # ---- contexts ----
 
 
 def test_context_round_trip() -> None:
-    vector = {"n1/aa": 3, "n2/bb": 1, "n\u00e9/\u2603": 2**40}
-    data = encode_context(vector, KEY)
+    clock = make_clock({"n1/aa": 3, "n2/bb": 1, "n\u00e9/\u2603": 2**40})
+    data = encode_context(clock, KEY)
     assert isinstance(data, bytes) and data
-    assert decode_context(data, KEY) == vector
-    assert encode_context(dict(reversed(list(vector.items()))), KEY) == data  # canonical
+    assert decode_context(data, KEY) == clock
+    reordered = Clock(dict(reversed(list(clock.vector.items()))))
+    assert encode_context(reordered, KEY) == data  # canonical
+
+
+def test_a_context_with_holes_round_trips_as_format_2() -> None:
+    clock = make_clock({"a": 5, "b": 2}, [Dot("a", 2), Dot("a", 4), Dot("b", 1)])
+    data = encode_context(clock, KEY)
+    message = pb.CausalContext.FromString(data)
+    assert message.format == CONTEXT_FORMAT_HOLES == 2
+    back = decode_context(data, KEY)
+    assert back == clock
+    assert [back.covers(Dot("a", n)) for n in range(1, 7)] == [1, 0, 1, 0, 1, 0]
+    assert describe_clock(back) == "a:5 b:2 -a:2 -a:4 -b:1"
 
 
 def test_context_carries_the_key_position() -> None:
-    message = pb.CausalContext.FromString(encode_context({"a": 1}, KEY))
+    message = pb.CausalContext.FromString(encode_context(make_clock({"a": 1}), KEY))
     assert message.format == CONTEXT_FORMAT == 1
     assert message.key_position == hash_key(KEY)
 
 
 def test_empty_context() -> None:
-    assert encode_context({}, KEY) == b""
-    assert decode_context(b"", KEY) == {}
+    assert encode_context(EMPTY_CLOCK, KEY) == b""
+    assert decode_context(b"", KEY) == EMPTY_CLOCK
 
 
 def test_context_of_another_key_is_refused() -> None:
-    data = encode_context({"a": 1}, b"key-1")
+    data = encode_context(make_clock({"a": 1}), b"key-1")
     with pytest.raises(InvalidContext, match="another key"):
         decode_context(data, b"key-2")
 
@@ -162,13 +233,23 @@ def context(**fields: object) -> bytes:
         b"\x0a\x05ab",
         b"\x00",
         context(format=0, vector=[entry("a", 1)]),
-        context(format=2, vector=[entry("a", 1)]),
+        context(format=3, vector=[entry("a", 1)]),
         context(format=1, vector=[entry("a", 1)], key_position=hash_key(KEY) ^ 1),
         context(format=1, vector=[entry("a", 1), entry("a", 2)]),  # repeated
         context(format=1, vector=[entry("", 1)]),  # empty actor
         context(format=1, vector=[entry("a", 0)]),  # zero counter
         context(format=1, vector=[entry("a", 1), entry("b", 0)]),
         context(format=1) + BAD_UTF8_ENTRY,
+        # The counter that made every later write of the key fail with INTERNAL for ever.
+        context(format=1, vector=[entry("a", 2**64 - 1)]),
+        context(format=1, vector=[entry("a", MAX_CONTEXT_COUNTER + 1)]),
+        context(format=1, vector=[entry("a" * (MAX_ACTOR_BYTES + 1), 1)]),  # 3 KB names, ...
+        context(format=1, vector=[entry("a", 3)], holes=[dot("a", 1)]),  # holes need format 2
+        context(format=2, vector=[entry("a", 3)]),  # format 2 without holes
+        context(format=2, vector=[entry("a", 3)], holes=[dot("a", 3)]),  # at the top
+        context(format=2, vector=[entry("a", 3)], holes=[dot("b", 1)]),  # outside the vector
+        context(format=2, vector=[entry("a", 3)], holes=[dot("a", 1), dot("a", 1)]),
+        context(format=2, vector=[entry("a", 3)], holes=[dot("", 1)]),
     ],
 )
 def test_decode_context_refuses_what_kvstore_did_not_make(data: bytes) -> None:
@@ -177,17 +258,29 @@ def test_decode_context_refuses_what_kvstore_did_not_make(data: bytes) -> None:
     assert isinstance(info.value, InvalidArgument)
 
 
+def test_decode_context_accepts_the_bounds_themselves() -> None:
+    actor = "a" * MAX_ACTOR_BYTES
+    clock = decode_context(context(format=1, vector=[entry(actor, MAX_CONTEXT_COUNTER)]), KEY)
+    assert clock == Clock({actor: MAX_CONTEXT_COUNTER})
+
+
 def test_decode_context_refuses_too_many_entries() -> None:
-    entries = [entry(f"a{i}", 1) for i in range(MAX_CONTEXT_ENTRIES + 1)]
-    with pytest.raises(InvalidContext):
+    entries = [entry(f"a{i}", 2) for i in range(MAX_CONTEXT_ENTRIES + 1)]
+    with pytest.raises(InvalidContext, match="entries"):
         decode_context(context(format=1, vector=entries), KEY)
-    assert len(decode_context(context(format=1, vector=entries[:-1]), KEY)) == 4096
+    assert len(decode_context(context(format=1, vector=entries[:-1]), KEY).vector) == 4096
+    # Holes count as entries too.
+    holes = [dot("a0", 1)]
+    with pytest.raises(InvalidContext, match="entries"):
+        decode_context(context(format=2, vector=entries[:-1], holes=holes), KEY)
+    clock = decode_context(context(format=2, vector=entries[:-2], holes=holes), KEY)
+    assert clock.entries == MAX_CONTEXT_ENTRIES
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(min_size=1, max_size=64))
 def test_decode_context_of_random_bytes_raises_invalid_context(data: bytes) -> None:
-    # Random bytes can only pass with format 1 and this key's exact 64-bit position.
+    # Random bytes can only pass with format 1 or 2 and this key's exact 64-bit position.
     with pytest.raises(InvalidContext):
         decode_context(data, KEY)
 
@@ -201,24 +294,35 @@ def test_decode_record_of_random_bytes_is_a_state_or_a_storage_error(data: bytes
         return
     # Whatever is accepted is a well-formed state that re-encodes to an equal state.
     assert decode_record(encode_record(state)) == state
-    assert all(state.vector.get(s.dot.actor, 0) >= s.dot.counter for s in state.siblings)
+    assert all(state.clock.covers(s.dot) for s in state.siblings)
 
 
 actors = st.text(min_size=1, max_size=8)
-vectors = st.dictionaries(actors, st.integers(1, 2**64 - 1), max_size=6)
+vectors = st.dictionaries(actors, st.integers(1, MAX_CONTEXT_COUNTER), max_size=6)
+
+
+@st.composite
+def clocks(draw: st.DrawFn) -> Clock:
+    vector = draw(vectors)
+    holes = [
+        Dot(actor, draw(st.integers(1, counter)))
+        for actor, counter in vector.items()
+        if draw(st.booleans())
+    ]
+    return make_clock(vector, holes)
 
 
 @settings(max_examples=300, deadline=None)
-@given(vectors, st.binary(min_size=1, max_size=40))
-def test_context_round_trip_property(vector: dict[str, int], key: bytes) -> None:
-    assert decode_context(encode_context(vector, key), key) == vector
+@given(clocks(), st.binary(min_size=1, max_size=40))
+def test_context_round_trip_property(clock: Clock, key: bytes) -> None:
+    assert decode_context(encode_context(clock, key), key) == clock
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["a", "b", "\u00e9"]),
+            st.sampled_from(["c", "d", "\u00e9"]),  # not the actors of state_with_holes
             st.one_of(st.none(), st.binary(max_size=8)),
             st.integers(0, 2**62),
         ),
@@ -228,7 +332,8 @@ def test_context_round_trip_property(vector: dict[str, int], key: bytes) -> None
 def test_record_round_trip_property(writes: list[tuple[str, bytes | None, int]]) -> None:
     state = EMPTY
     for actor, value, ts in writes:
-        state, _ = write(state, {}, actor, value, ts)
+        state, _ = write(state, EMPTY_CLOCK, actor, value, ts)
+    state = merge(state, state_with_holes())
     back = decode_record(encode_record(state))
     assert back == state
     assert timestamps(back) == timestamps(state)

@@ -14,16 +14,16 @@ from kvstore.core.coordinator import (
     PutCoordinator,
     ReadReplica,
 )
-from kvstore.core.versions import EMPTY, KeyState, merge, merge_all, write
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, merge, merge_all, write
 from kvstore.errors import InvalidOption, Unavailable
 
 TARGETS = ["n1", "n2", "n3"]
 
 
 def states() -> tuple[KeyState, KeyState, KeyState]:
-    old, _ = write(EMPTY, {}, "n1/a", b"old")
-    new, _ = write(old, old.vector, "n1/a", b"new")
-    other, _ = write(old, {}, "n2/b", b"concurrent")
+    old, _ = write(EMPTY, EMPTY_CLOCK, "n1/a", b"old")
+    new, _ = write(old, old.clock, "n1/a", b"new")
+    other, _ = write(old, EMPTY_CLOCK, "n2/b", b"concurrent")
     return old, new, other
 
 

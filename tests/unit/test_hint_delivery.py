@@ -15,7 +15,7 @@ import pytest
 
 from kvstore.core.cluster import MemberStatus
 from kvstore.core.ring import Ring
-from kvstore.core.versions import EMPTY, KeyState, write
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, write
 from kvstore.node.hints import HintDelivery
 from kvstore.rpc.peer import PeerFailure
 from kvstore.storage.engine import Storage
@@ -62,7 +62,7 @@ def hint_for_dead(storage: Storage) -> bytes:
     """Store a hint for DEAD under a key DEAD is a primary of; returns the key."""
     ring = Ring([ME, DEAD, UP_A, UP_B], partitions=8, n=3)
     key = next(k for k in (f"key-{i}".encode() for i in range(1000)) if DEAD in ring.primaries(k))
-    state, _ = write(EMPTY, {}, "a/1", b"v", timestamp_ms=1)
+    state, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"v", timestamp_ms=1)
     storage.store_hint(DEAD, key, state, time.time_ns() // 1_000_000, MAX_BYTES)
     return key
 

@@ -9,12 +9,14 @@ import pytest
 from kvstore import errors
 from kvstore.client import _common
 from kvstore.core.limits import Limits, Quorum
+from kvstore.core.versions import Dot, KeyState, make_clock
 from kvstore.errors import (
     ERRORS_BY_CODE,
     ERRORS_BY_NAME,
     ConfigError,
     InternalError,
     InvalidArgument,
+    InvalidContext,
     InvalidKey,
     InvalidOption,
     KvError,
@@ -83,9 +85,35 @@ def test_limits_check() -> None:
         Limits(request_timeout_ms=61_000),
         Limits(max_request_timeout_ms=0),
         Limits(max_key_bytes=True),  # type: ignore[arg-type]
+        Limits(max_clock_entries=0),
+        Limits(max_clock_entries=15),
+        Limits(max_clock_entries=4097),
     ):
         with pytest.raises(ConfigError):
             bad.check()
+
+
+def state(vector: dict[str, int], *holes: tuple[str, int]) -> KeyState:
+    return KeyState(make_clock(vector, [Dot(a, c) for a, c in holes]), ())
+
+
+def test_check_clock_growth() -> None:
+    Limits(max_clock_entries=16).check()
+    limits = Limits(max_clock_entries=3)  # below the configurable floor, to keep cases small
+    small, full = state({"a": 1}), state({"a": 1, "b": 1, "c": 1})
+    limits.check_clock_growth(small, state({"a": 2, "x": 1, "y": 1}), "a")  # 3: at the limit
+    with pytest.raises(InvalidContext, match=r"4 entries.*max_clock_entries"):
+        limits.check_clock_growth(small, state({"a": 2, "x": 1, "y": 1, "z": 1}), "a")
+    with pytest.raises(InvalidContext):  # holes count as entries
+        limits.check_clock_growth(small, state({"a": 2, "x": 3, "y": 1}, ("x", 1)), "a")
+    # Past the limit already (merges are never refused): the write may not add to it, but
+    # the coordinator's own entry always fits, and so does what was there.
+    limits.check_clock_growth(full, state({"a": 2, "b": 1, "c": 1}), "a")
+    limits.check_clock_growth(full, state({"a": 1, "b": 1, "c": 1, "n": 1}), "n")
+    with pytest.raises(InvalidContext):
+        limits.check_clock_growth(full, state({"a": 1, "b": 1, "c": 1, "x": 1}), "a")
+    with pytest.raises(InvalidContext):
+        limits.check_clock_growth(full, state({"a": 1, "b": 1, "c": 1, "n": 1, "x": 1}), "n")
 
 
 def test_quorum_read_and_write_quorum() -> None:

@@ -23,7 +23,7 @@ from kvstore.config import NodeConfig
 from kvstore.core.antientropy import LEAVES, segment_of
 from kvstore.core.limits import Limits, Quorum
 from kvstore.core.ring import Ring
-from kvstore.core.versions import EMPTY, KeyState, merge, write
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, merge, write
 from kvstore.errors import InvalidArgument
 from kvstore.node.antientropy import AntiEntropy, partition_bits, segment_ranges
 from kvstore.node.app import Node
@@ -48,7 +48,7 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def state_of(actor: str, value: bytes, timestamp_ms: int = 1) -> KeyState:
-    state, _ = write(EMPTY, {}, actor, value, timestamp_ms=timestamp_ms)
+    state, _ = write(EMPTY, EMPTY_CLOCK, actor, value, timestamp_ms=timestamp_ms)
     return state
 
 

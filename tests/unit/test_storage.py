@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.core.versions import EMPTY, KeyState, merge, write
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, merge, write
 from kvstore.errors import ConfigError, StorageError
 from kvstore.storage.engine import Storage, data_key
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def put(storage: Storage, key: bytes, value: bytes | None, actor: str = "n1/x") -> KeyState:
     def change(current: KeyState | None) -> KeyState:
         state = current or EMPTY
-        new, _ = write(state, state.vector, actor, value)
+        new, _ = write(state, state.clock, actor, value)
         return new
 
     return storage.update(key, change)
@@ -41,7 +41,7 @@ def test_update_get_round_trip_and_reopen(tmp_path: Path) -> None:
 
         def change(current: KeyState | None) -> KeyState:
             seen.append(current)
-            new, _ = write(current or EMPTY, {}, "n1/x", b"v1", 99)
+            new, _ = write(current or EMPTY, EMPTY_CLOCK, "n1/x", b"v1", 99)
             return new
 
         stored = storage.update(b"k", change)
@@ -74,8 +74,8 @@ def test_update_passes_the_current_state_to_change(tmp_path: Path) -> None:
 
 
 def test_merge_round_trip(tmp_path: Path) -> None:
-    a, _ = write(EMPTY, {}, "a/1", b"x")
-    b, _ = write(EMPTY, {}, "b/1", b"y")
+    a, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"x")
+    b, _ = write(EMPTY, EMPTY_CLOCK, "b/1", b"y")
     with Storage(tmp_path / "db") as storage:
         assert storage.merge(b"k", a) == a  # into nothing: stored as is
         assert storage.get(b"k") == a
@@ -121,7 +121,9 @@ def test_concurrent_updates_of_one_key_lose_no_write(tmp_path: Path) -> None:
             barrier.wait()
             for i in range(writes_each):
                 value = b"%d-%d" % (worker, i)
-                storage.update(b"hot", lambda cur, v=value: write(cur or EMPTY, {}, actor, v)[0])
+                storage.update(
+                    b"hot", lambda cur, v=value: write(cur or EMPTY, EMPTY_CLOCK, actor, v)[0]
+                )
 
         threads = [threading.Thread(target=blind_writes, args=(w,)) for w in range(writers)]
         for thread in threads:
@@ -215,14 +217,14 @@ def test_close_is_idempotent(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from kvstore.core.versions import EMPTY, write
+    from kvstore.core.versions import EMPTY, EMPTY_CLOCK, write
     from kvstore.storage.engine import Storage
 
     storage = Storage(sys.argv[1], sync=sys.argv[2] == "sync")
     storage.claim_identity("node-k")
     for i in range(500):
-        key = b"key-%d" % i
-        storage.update(key, lambda cur, i=i: write(cur or EMPTY, {}, "node-k/1", b"v%d" % i)[0])
+        key, value = b"key-%d" % i, b"v%d" % i
+        storage.update(key, lambda cur, v=value: write(cur or EMPTY, EMPTY_CLOCK, "k/1", v)[0])
     print("done", flush=True)
     time.sleep(600)
     """
@@ -272,7 +274,7 @@ def test_acknowledged_updates_survive_kill_9(tmp_path: Path, mode: str) -> None:
 
 
 def state_of(value: bytes, actor: str = "n1/x") -> KeyState:
-    return write(EMPTY, {}, actor, value)[0]
+    return write(EMPTY, EMPTY_CLOCK, actor, value)[0]
 
 
 def test_hints_merge_per_target_and_key_and_survive_reopen(tmp_path: Path) -> None:
@@ -383,8 +385,8 @@ def test_cluster_state_round_trip(tmp_path: Path) -> None:
 def deleted(tmp_path: Path) -> tuple[Storage, KeyState, KeyState]:
     """A store holding a tombstone over `old`; returns (store, old, tombstone)."""
     storage = Storage(tmp_path / "db")
-    old, _ = write(EMPTY, {}, "a/1", b"old", timestamp_ms=1)
-    tombstone, _ = write(old, old.vector, "a/1", None, timestamp_ms=2)
+    old, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"old", timestamp_ms=1)
+    tombstone, _ = write(old, old.clock, "a/1", None, timestamp_ms=2)
     storage.merge(b"k", tombstone)
     return storage, old, tombstone
 
@@ -411,7 +413,7 @@ def test_an_old_copy_arriving_after_a_purge_does_not_come_back(tmp_path: Path) -
     assert storage.get(b"k") is None and storage.held(b"k") == tombstone
     assert storage.purge_tombstone(b"k", tombstone, now_ms=11)
     # A newer write is no old copy: it is stored.
-    newer, _ = write(EMPTY, {}, "b/1", b"new", timestamp_ms=3)
+    newer, _ = write(EMPTY, EMPTY_CLOCK, "b/1", b"new", timestamp_ms=3)
     storage.merge(b"k", newer)
     assert storage.get(b"k") == merge(tombstone, newer)
 
@@ -437,7 +439,9 @@ def test_a_write_after_a_purge_takes_dots_past_the_purged_tombstone(tmp_path: Pa
     storage, _, tombstone = deleted(tmp_path)
     assert storage.purge_tombstone(b"k", tombstone, now_ms=10)
     assert storage.held(b"k") == tombstone and storage.get(b"k") is None
-    new = storage.update(b"k", lambda current: write(current or EMPTY, {}, "a/1", b"v2")[0])
+    new = storage.update(
+        b"k", lambda current: write(current or EMPTY, EMPTY_CLOCK, "a/1", b"v2")[0]
+    )
     assert new.found and new.vector["a/1"] > tombstone.vector["a/1"]
     assert storage.get(b"k") == new
     # A replica that purged too takes the new write.

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from kvstore.core.tombstones import expired_tombstone, purgeable
-from kvstore.core.versions import EMPTY, KeyState, merge, write
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, merge, write
 
 
 def deleted(at_ms: int = 1_000) -> tuple[KeyState, KeyState]:
-    live, _ = write(EMPTY, {}, "a/1", b"v", timestamp_ms=at_ms - 500)
-    gone, _ = write(live, live.vector, "a/1", None, timestamp_ms=at_ms)
+    live, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"v", timestamp_ms=at_ms - 500)
+    gone, _ = write(live, live.clock, "a/1", None, timestamp_ms=at_ms)
     return live, gone
 
 
@@ -22,7 +22,7 @@ def test_only_a_tombstone_past_its_grace_expires() -> None:
 
 def test_a_tombstone_beside_a_live_sibling_is_not_expired() -> None:
     live, gone = deleted()
-    concurrent, _ = write(live, {}, "b/1", b"other", timestamp_ms=0)
+    concurrent, _ = write(live, EMPTY_CLOCK, "b/1", b"other", timestamp_ms=0)
     both = merge(gone, concurrent)
     assert both.found
     assert not expired_tombstone(both, now_ms=10**9, grace_ms=0)
@@ -35,6 +35,6 @@ def test_purgeable_needs_every_replica_to_hold_the_same_tombstone() -> None:
     assert not purgeable(gone, [gone, live], now, grace)  # one still has the value
     assert not purgeable(gone, [gone, None], now, grace)  # one did not answer
     assert not purgeable(gone, [gone, gone], 1_500, grace)  # too young
-    later, _ = write(gone, gone.vector, "b/1", None, timestamp_ms=900)
+    later, _ = write(gone, gone.clock, "b/1", None, timestamp_ms=900)
     assert not purgeable(gone, [later, gone], now, grace)  # a replica knows more
     assert purgeable(gone, [], now, grace)  # n = 1: the only replica

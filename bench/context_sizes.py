@@ -6,9 +6,11 @@ whole clock (what a put returned before contexts were exact, and what return_bod
 Starts its own 3-node cluster (N=3 R=2 W=2) on free ports in a temporary folder and runs, on
 fresh keys: one writer chaining its put contexts; three writers, each bound to its own node,
 chaining their put contexts in turn without reading (every put leaves the other two
-writers' siblings unseen: the most holes an honest context carries); and three writers that
-read before each write. Prints the bytes of each context, its vector entries and holes, and
-stops every process it started.
+writers' siblings unseen; their dots top their actors' entries, so the entries shrink
+instead of holes appearing); the same three through one node (one actor: the unseen
+siblings' dots sit under the writer's own, as holes, the most an honest context carries);
+and three writers that read before each write. Prints the bytes of each context, its
+vector entries and holes, and stops every process it started.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def one_writer(clients: list[Client], addresses: list[str], rounds: int) -> Size
 
 
 def three_chaining(clients: list[Client], addresses: list[str], rounds: int) -> Sizes:
+    return chaining(clients, addresses, rounds)
+
+
+def three_chaining_one_node(clients: list[Client], addresses: list[str], rounds: int) -> Sizes:
+    return chaining(clients[:1] * 3, addresses[:1] * 3, rounds)
+
+
+def chaining(clients: list[Client], addresses: list[str], rounds: int) -> Sizes:
+    """Three writers taking turns, each carrying only its own last put context."""
     key, sizes = f"chain-{os.urandom(4).hex()}", {}
     contexts: list[bytes | None] = [None, None, None]
     for n in range(rounds):
@@ -72,6 +83,7 @@ def three_reading(clients: list[Client], addresses: list[str], rounds: int) -> S
 CASES: dict[str, Callable[[list[Client], list[str], int], Sizes]] = {
     "one writer, chaining put contexts": one_writer,
     "three writers on three nodes, chaining put contexts": three_chaining,
+    "three writers through one node, chaining put contexts": three_chaining_one_node,
     "three writers on three nodes, reading before each write": three_reading,
 }
 

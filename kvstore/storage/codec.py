@@ -6,7 +6,7 @@ formats it does not know rather than guessing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -46,29 +46,33 @@ def _hole_entries(clock: Clock) -> list[pb.Dot]:
 
 
 def _clock_from_entries(
-    vector_entries: Iterable[pb.VectorEntry],
-    hole_entries: Iterable[pb.Dot],
+    vector_entries: Sequence[pb.VectorEntry],
+    hole_entries: Sequence[pb.Dot],
     max_counter: int,
 ) -> Clock:
-    """A clock as sent; raises ValueError unless it is in canonical form and in bounds."""
-    vector: dict[str, int] = {}
-    for entry in vector_entries:
-        _check_dot(entry.actor, entry.counter, max_counter)
-        if entry.actor in vector:
-            raise ValueError(f"actor {entry.actor!r} is named twice")
-        vector[entry.actor] = entry.counter
-    holes = set()
-    for entry in hole_entries:
-        _check_dot(entry.actor, entry.counter, max_counter)
-        hole = Dot(entry.actor, entry.counter)
-        if hole in holes or entry.counter >= vector.get(entry.actor, 0):
-            raise ValueError("a hole is repeated or not below its actor's entry")
-        holes.add(hole)
+    """A clock as sent; raises ValueError unless it is in canonical form and in bounds.
+    (On every record read and every put: kept to one pass without helper calls.)"""
+    vector = {entry.actor: entry.counter for entry in vector_entries}
+    if len(vector) != len(vector_entries):
+        raise ValueError("an actor is named twice")
+    for actor, counter in vector.items():
+        _check_dot(actor, counter, max_counter)
+    if not hole_entries:
+        return Clock(vector)
+    holes = {Dot(entry.actor, entry.counter) for entry in hole_entries}
+    if len(holes) != len(hole_entries):
+        raise ValueError("a hole is repeated")
+    for hole in holes:
+        _check_dot(hole.actor, hole.counter, max_counter)
+        if hole.counter >= vector.get(hole.actor, 0):
+            raise ValueError("a hole is not below its actor's entry")
     return Clock(vector, frozenset(holes))
 
 
 def _check_dot(actor: str, counter: int, max_counter: int) -> None:
-    if not actor or len(actor.encode()) > MAX_ACTOR_BYTES:
+    # A character is at most 4 bytes of UTF-8: short ids need no encoding to be measured.
+    too_long = len(actor) * 4 > MAX_ACTOR_BYTES and len(actor.encode()) > MAX_ACTOR_BYTES
+    if not actor or too_long:
         raise ValueError(f"an actor id must be 1 to {MAX_ACTOR_BYTES} bytes")
     if not 1 <= counter <= max_counter:
         raise ValueError(f"a counter must be in 1..{max_counter}")
@@ -76,10 +80,9 @@ def _check_dot(actor: str, counter: int, max_counter: int) -> None:
 
 def state_to_proto(state: KeyState) -> pb.KeyRecord:
     clock = state.clock
-    return pb.KeyRecord(
+    record = pb.KeyRecord(
         format=RECORD_FORMAT_HOLES if clock.holes else RECORD_FORMAT,
         vector=_vector_entries(clock),
-        holes=_hole_entries(clock),
         siblings=[
             pb.Sibling(
                 dot_actor=s.dot.actor,
@@ -91,6 +94,9 @@ def state_to_proto(state: KeyState) -> pb.KeyRecord:
             for s in state.siblings
         ],
     )
+    if clock.holes:
+        record.holes.extend(_hole_entries(clock))
+    return record
 
 
 def state_from_proto(record: pb.KeyRecord) -> KeyState:
@@ -132,12 +138,14 @@ def encode_context(clock: Clock, key: bytes) -> bytes:
     """The opaque context for `key`; empty bytes when it covers nothing."""
     if not clock.vector:
         return b""
-    data: bytes = pb.CausalContext(
+    context = pb.CausalContext(
         format=CONTEXT_FORMAT_HOLES if clock.holes else CONTEXT_FORMAT,
         vector=_vector_entries(clock),
-        holes=_hole_entries(clock),
         key_position=_native.hash_key(key),
-    ).SerializeToString(deterministic=True)
+    )
+    if clock.holes:
+        context.holes.extend(_hole_entries(clock))
+    data: bytes = context.SerializeToString(deterministic=True)
     return data
 
 

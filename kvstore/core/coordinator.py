@@ -52,7 +52,10 @@ class MergeReplica:
 A = TypeVar("A", ReadReplica, MergeReplica)
 
 
-class _Quorum(Generic[A]):
+class QuorumRequest(Generic[A]):
+    """What a get and a put coordinator share: the targets, the stand-ins, the answer
+    count (native), and the actions queued for the runtime."""
+
     def __init__(
         self,
         what: str,
@@ -163,7 +166,7 @@ class _Quorum(Generic[A]):
         return Unavailable(message, self.answered, self.required)
 
 
-class GetCoordinator(_Quorum[ReadReplica]):
+class GetCoordinator(QuorumRequest[ReadReplica]):
     """Reads a key from its replicas and merges what at least `r` of them hold."""
 
     def __init__(
@@ -204,7 +207,7 @@ class GetCoordinator(_Quorum[ReadReplica]):
         ]
 
 
-class PutCoordinator(_Quorum[MergeReplica]):
+class PutCoordinator(QuorumRequest[MergeReplica]):
     """Replicates a write that the coordinating replica `local` has already applied.
 
     The local write counts as the first acknowledgement; the resulting state is shipped to

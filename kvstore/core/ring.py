@@ -39,6 +39,19 @@ class PreferenceEntry:
     primary: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RoutedKey:
+    """A key with its ring position: hashed once when a request arrives, then carried to
+    routing, storage and the context codec, none of which hashes it again."""
+
+    key: bytes
+    position: int
+
+
+def routed(key: bytes) -> RoutedKey:
+    return RoutedKey(key, _native.hash_key(key))
+
+
 def _check_sizes(members: Sequence[str], partitions: int, n: int) -> None:
     if not members:
         raise RingError("a ring needs at least one member")
@@ -476,15 +489,17 @@ class Ring:
     def _walk(self, partition: int) -> list[int]:
         return _native.preference_walk(self._owners, partition, len(self.members))
 
-    def preference_list(self, key: bytes) -> list[PreferenceEntry]:
+    def preference_list(self, key: bytes | RoutedKey) -> list[PreferenceEntry]:
         """Every member, in the order a request for `key` tries them: primaries first."""
-        walk = self._walk(self.partition_for_key(key))
+        position = key.position if isinstance(key, RoutedKey) else _native.hash_key(key)
+        walk = self._walk(self.partition_of_position(position))
         return [
             PreferenceEntry(self.members[index], primary=i < self.n) for i, index in enumerate(walk)
         ]
 
-    def primaries(self, key: bytes) -> list[str]:
-        return [e.member for e in self.preference_list(key) if e.primary]
+    def primaries(self, key: bytes | RoutedKey) -> list[str]:
+        position = key.position if isinstance(key, RoutedKey) else _native.hash_key(key)
+        return self.partition_primaries(self.partition_of_position(position))
 
     def partition_primaries(self, partition: int) -> list[str]:
         """The primaries of every key in `partition`: which members must hold its data."""

@@ -9,7 +9,7 @@ the sizes this store is measured at. A tree served to peers is cached for TREE_C
 the three requests of one exchange scan once; a stale cached tree costs a needless segment
 exchange (merges are idempotent) or delays a repair to the next round, never loses data.
 
-Records of differing segments move in pages of at most PAGE_BYTES (kvstore.rpc.peer), both
+Records of differing segments move in pages of at most PAGE_BYTES (kvstore.storage.paging), both
 ways, in storage order: a partition far bigger than a gRPC frame (or than memory) is
 repaired page by page, with one page of each side in memory at a time.
 """
@@ -17,10 +17,10 @@ repaired page by page, with one page of each side in memory at a time.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from kvstore.core.antientropy import (
-    LEAVES,
     AskHashes,
     ExchangeSegments,
     MerkleTree,
@@ -28,52 +28,48 @@ from kvstore.core.antientropy import (
     record_digest,
     segment_of,
 )
+from kvstore.core.partitions import (
+    check_partition,
+    partition_bits,
+    partition_range,
+    segment_ranges,
+)
 from kvstore.core.ring import Ring
+from kvstore.core.transport import PeerTransport, RecordPage
 from kvstore.core.versions import KeyState
 from kvstore.errors import InvalidArgument
-from kvstore.node.app import Node
+from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
-from kvstore.rpc.peer import StoredRecord, check_page_advances, take_page
+from kvstore.node.router import Router
 from kvstore.storage.codec import decode_record
-from kvstore.storage.engine import position_of
+from kvstore.storage.engine import Storage, position_of
+from kvstore.storage.paging import StoredRecord, check_page_advances, take_page
 
 log = logging.getLogger(__name__)
 
 TREE_CACHE_S = 5.0
 
 
-def partition_bits(ring: Ring) -> int:
-    return ring.partitions.bit_length() - 1
-
-
-def partition_range(ring: Ring, partition: int) -> tuple[int, int]:
-    """[low, high) of ring positions in the partition."""
-    shift = 64 - partition_bits(ring)
-    return partition << shift, (partition + 1) << shift
-
-
-def segment_ranges(ring: Ring, partition: int, segments: Sequence[int]) -> list[tuple[int, int]]:
-    """The [low, high) position ranges the segments (tree leaves) of a partition cover, in
-    order, adjacent segments joined: a segment is a contiguous slice of its partition."""
-    low, high = partition_range(ring, partition)
-    width = (high - low) // LEAVES
-    ranges: list[tuple[int, int]] = []
-    for segment in sorted(set(segments)):
-        # Checked, not trusted: the segments come from a peer, and one past the last would
-        # read the next partition.
-        if not 0 <= segment < LEAVES:
-            raise InvalidArgument(f"segment must be in 0..{LEAVES - 1}, got {segment}")
-        start = low + segment * width
-        if ranges and ranges[-1][1] == start:
-            ranges[-1] = (ranges[-1][0], start + width)
-        else:
-            ranges.append((start, start + width))
-    return ranges
-
-
 class AntiEntropy:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        address: str,
+        router: Router,
+        storage: Storage,
+        transport: PeerTransport,
+        clock: Clock,
+        counters: Counter[str],
+        timeout_ms: int,
+        interval_ms: int,
+    ) -> None:
+        self.address = address
+        self._router = router
+        self._storage = storage
+        self._transport = transport
+        self._clock = clock
+        self._counters = counters
+        self._timeout_s = timeout_ms / 1000
+        self._interval_s = interval_ms / 1000
         self._served: dict[int, tuple[float, MerkleTree]] = {}
         self._cursor = 0
 
@@ -84,13 +80,21 @@ class AntiEntropy:
         bits = partition_bits(ring)
         return MerkleTree.build(
             (segment_of(position_of(dk), bits), key, record_digest(raw))
-            for dk, key, raw in self.node.storage.scan(low, high)
+            for dk, key, raw in self._storage.scan(low, high)
         )
 
     def hashes(self, partition: int, level: int, indices: Sequence[int]) -> list[bytes]:
-        ring = self.node.require_ring()
-        _check_partition(ring, partition)
-        now = self.node.clock()
+        """A peer's question: the tree's hashes at `level`. Anything in it this node cannot
+        answer (a level or an index the tree lacks) is InvalidArgument."""
+        try:
+            return self._hashes(partition, level, indices)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+
+    def _hashes(self, partition: int, level: int, indices: Sequence[int]) -> list[bytes]:
+        ring = self._router.require_ring()
+        check_partition(ring, partition)
+        now = self._clock.monotonic()
         cached = self._served.get(partition)
         if cached is None or now - cached[0] > TREE_CACHE_S:
             cached = (now, self.build_tree(ring, partition))
@@ -99,13 +103,11 @@ class AntiEntropy:
                 del self._served[old]
         return cached[1].hashes(level, indices)
 
-    def segment_page(
-        self, partition: int, segments: Sequence[int], after: bytes
-    ) -> tuple[list[tuple[bytes, KeyState]], bytes, bool]:
+    def segment_page(self, partition: int, segments: Sequence[int], after: bytes) -> RecordPage:
         """A page (at most PAGE_BYTES) of this node's records in some segments of a
         partition, after the storage key `after`: (records, last, done), for a peer."""
-        ring = self.node.require_ring()
-        _check_partition(ring, partition)
+        ring = self._router.require_ring()
+        check_partition(ring, partition)
         ranges = segment_ranges(ring, partition, segments)
         page, last, done = take_page(self._scan(ranges, after), after)
         return [(key, decode_record(raw)) for _, key, raw in page], last, done
@@ -120,8 +122,8 @@ class AntiEntropy:
         """Every record of this node in some segments of a partition whose storage key is in
         (after, upto], or after `after` when `upto` is None. Unbounded in size: for tests and
         tools; an exchange reads pages."""
-        ring = self.node.require_ring()
-        _check_partition(ring, partition)
+        ring = self._router.require_ring()
+        check_partition(ring, partition)
         ranges = segment_ranges(ring, partition, segments)
         return [(key, decode_record(raw)) for _, key, raw in self._scan(ranges, after, upto)]
 
@@ -133,7 +135,7 @@ class AntiEntropy:
         for low, high in ranges:
             # Seeks straight to each range (past `after`) instead of filtering the partition:
             # an exchange of a few segments reads only those.
-            for record in self.node.storage.scan(low, high, after):
+            for record in self._storage.scan(low, high, after):
                 if upto is not None and record[0] > upto:
                     return
                 yield record
@@ -141,7 +143,7 @@ class AntiEntropy:
     # ---- driving exchanges ----
 
     def _pairs(self, ring: Ring) -> list[tuple[int, str]]:
-        me = self.node.address
+        me = self.address
         pairs: list[tuple[int, str]] = []
         for partition in range(ring.partitions):
             primaries = ring.partition_primaries(partition)
@@ -151,14 +153,14 @@ class AntiEntropy:
 
     async def round(self) -> bool:
         """Compare the next (partition, peer) pair whose peer is up; True if one ran."""
-        ring = self.node.ring
+        ring = self._router.ring
         if ring is None:
             return False
         pairs = self._pairs(ring)
         for _ in range(len(pairs)):
             partition, peer = pairs[self._cursor % len(pairs)]
             self._cursor += 1
-            if self.node.is_up(peer):
+            if self._router.is_up(peer):
                 await self.exchange(ring, partition, peer)
                 return True
         return False
@@ -166,16 +168,15 @@ class AntiEntropy:
     async def exchange(self, ring: Ring, partition: int, peer: str) -> int:
         """Compare one partition with `peer` and repair both sides; returns the number of
         keys that were different."""
-        node = self.node
-        timeout = node.limits.request_timeout_ms / 1000
+        timeout = self._timeout_s
         walk = TreeExchange(self.build_tree(ring, partition))
         step: AskHashes | ExchangeSegments = walk.start()
         while isinstance(step, AskHashes):
-            hashes = await node.peers.tree_hashes(
+            hashes = await self._transport.tree_hashes(
                 peer, partition, step.level, step.indices, timeout
             )
             step = walk.on_hashes(hashes)
-        node.counters["ae_exchanges"] += 1
+        self._counters["ae_exchanges"] += 1
         segments = step.segments
         if not segments:
             return 0
@@ -185,7 +186,7 @@ class AntiEntropy:
         # time, each compared with this node's records of the same key interval.
         after = b""
         while True:
-            theirs, last, done = await node.peers.segment_records(
+            theirs, last, done = await self._transport.segment_records(
                 peer, partition, segments, after, timeout
             )
             check_page_advances(peer, len(theirs), last, after, done)
@@ -194,12 +195,12 @@ class AntiEntropy:
                 peer, ranges, dict(theirs), after, None if done else last, timeout
             )
             # Counted page by page: an exchange that fails midway still repaired these.
-            node.counters["ae_keys_repaired"] += repaired
+            self._counters["ae_keys_repaired"] += repaired
             different += repaired
             if done:
                 break
             after = last
-        node.counters["ae_segments_repaired"] += len(segments)
+        self._counters["ae_segments_repaired"] += len(segments)
         return different
 
     async def _repair_interval(
@@ -218,7 +219,7 @@ class AntiEntropy:
         This node's records of the interval are read in pages too: the peer's page can cover
         far more of this node's data than PAGE_BYTES (a wiped peer sends one empty page).
         """
-        node = self.node
+        storage = self._storage
         unseen = set(theirs)  # the peer's keys this node has no record of, once all are read
         different = 0
         local_after = after
@@ -229,11 +230,11 @@ class AntiEntropy:
             unseen.difference_update(key for key, _ in mine)
             differing = [key for key, state in mine if theirs.get(key) != state]
             different += len(differing)
-            node.storage.merge_many((key, theirs[key]) for key in differing if key in theirs)
+            storage.merge_many((key, theirs[key]) for key in differing if key in theirs)
             await self._push(peer, differing, theirs, timeout)
         missing = sorted(unseen)
         different += len(missing)
-        node.storage.merge_many((key, theirs[key]) for key in missing)
+        storage.merge_many((key, theirs[key]) for key in missing)
         # Merged states that equal the peer's are not sent back: only a write that landed
         # here meanwhile makes one differ.
         await self._push(peer, missing, theirs, timeout)
@@ -246,17 +247,11 @@ class AntiEntropy:
         peer's."""
         push = []
         for key in keys:
-            merged = self.node.storage.get(key)
+            merged = self._storage.get(key)
             if merged is not None and merged != theirs.get(key):
                 push.append((key, merged))
         if push:
-            await self.node.peers.merge_batch(peer, push, timeout)
+            await self._transport.merge_batch(peer, push, timeout)
 
     async def run(self) -> None:
-        interval = self.node.background.anti_entropy_interval_ms / 1000
-        await run_every(interval, self.round, "anti-entropy")
-
-
-def _check_partition(ring: Ring, partition: int) -> None:
-    if not 0 <= partition < ring.partitions:
-        raise InvalidArgument(f"partition must be in 0..{ring.partitions - 1}, got {partition}")
+        await run_every(self._clock, self._interval_s, self.round, "anti-entropy")

@@ -7,21 +7,41 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.cluster import ClusterView, MemberStatus
 from kvstore.core.membership import ClusterMismatch, Membership
-from kvstore.node.app import Node
+from kvstore.core.transport import PeerFailure, PeerTransport
+from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
-from kvstore.rpc.peer import PeerFailure
-from kvstore.storage.codec import cluster_from_proto, cluster_to_proto, encode_cluster
+from kvstore.node.router import Router
+from kvstore.storage.codec import encode_cluster
+from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
 
 
 class Gossip:
-    def __init__(self, node: Node, rng: random.Random | None = None) -> None:
-        self.node = node
-        self.membership: Membership = node.membership
+    def __init__(
+        self,
+        address: str,
+        membership: Membership,
+        router: Router,
+        transport: PeerTransport,
+        storage: Storage,
+        clock: Clock,
+        interval_ms: int,
+        join: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.address = address
+        self.membership = membership
+        self._router = router
+        self._transport = transport
+        self._storage = storage
+        self._clock = clock
+        self._interval_s = interval_ms / 1000
+        # `auto_join`: how a standby newcomer (or a member restarted with a wiped disk) asks
+        # to join as soon as it knows the ring, as `kvstore join` would ask it.
+        self._join = join
         self._rng = rng or random.Random()
         self._saved_revision = -1
         # Peers whose cluster disagrees with ours, already reported (once each, not per round).
@@ -29,22 +49,22 @@ class Gossip:
         # Called once, when this node first knows a ring (its health turns SERVING).
         self.on_ring_known: Callable[[], Awaitable[None]] | None = None
 
-    def on_request(self, request: pb.GossipRequest) -> pb.ClusterState:
+    def on_push(self, view: ClusterView, sender: str) -> ClusterView:
         """A peer's push: merge it and answer with our view (the pull half). Raises
-        ClusterMismatch or ValueError for a state this node cannot take."""
-        self.merge(cluster_from_proto(request.state), request.sender or "a peer")
-        return cluster_to_proto(self.membership.view())
+        ClusterMismatch for a cluster this node cannot take."""
+        self.merge(view, sender or "a peer")
+        return self.membership.view()
 
     def merge(self, view: ClusterView, sender: str) -> None:
         try:
-            changed = self.membership.on_gossip(view, self.node.clock())
+            changed = self.membership.on_gossip(view, self._clock.monotonic())
         except ClusterMismatch as exc:
             if sender not in self._reported:
                 self._reported.add(sender)
                 log.error("gossip from %s refused: %s", sender, exc)
             raise
         if changed:
-            self.node.refresh_ring()
+            self._router.refresh()
             ring = self.membership.ring
             log.info(
                 "ring epoch %d: %d members%s",
@@ -57,13 +77,13 @@ class Gossip:
     def save(self) -> None:
         if self.membership.revision != self._saved_revision:
             self._saved_revision = self.membership.revision
-            self.node.storage.save_cluster(encode_cluster(self.membership.view()))
+            self._storage.save_cluster(encode_cluster(self.membership.view()))
 
     async def round(self) -> None:
         before = self.membership.ring
-        peer = self.membership.tick(self.node.clock(), self._rng)
+        peer = self.membership.tick(self._clock.monotonic(), self._rng)
         if self.membership.ring is not before:
-            self.node.refresh_ring()  # this node is the claimant and planned a step
+            self._router.refresh()  # this node is the claimant and planned a step
         self.save()
         try:
             if peer is not None:
@@ -72,27 +92,25 @@ class Gossip:
             await self._after_round()
 
     async def _after_round(self) -> None:
-        if self.node.ring is not None and self.on_ring_known is not None:
+        if self._router.ring is not None and self.on_ring_known is not None:
             announce, self.on_ring_known = self.on_ring_known, None
             await announce()
-        # `auto_join`: a standby newcomer (or a member restarted with a wiped disk) asks to
-        # join as soon as it knows the ring, as `kvstore join` would ask it.
         if (
-            self.node.config.auto_join
-            and self.node.ring is not None
+            self._join is not None
+            and self._router.ring is not None
             and self.membership.me.status is MemberStatus.STANDBY
         ):
-            self.node.request_status(MemberStatus.JOINING)
+            self._join()
 
     async def exchange(self, peer: str) -> None:
         """Push-pull with `peer` (a round's random peer, or one that routes by a newer ring
         than ours, to catch up from before deciding where a write goes)."""
-        timeout = max(self.node.background.gossip_interval_ms / 1000, 0.5)
+        timeout = max(self._interval_s, 0.5)
         try:
-            reply = await self.node.peers.gossip(
-                peer, self.node.address, cluster_to_proto(self.membership.view()), timeout
+            reply = await self._transport.gossip(
+                peer, self.address, self.membership.view(), timeout
             )
-            self.merge(cluster_from_proto(reply), sender=peer)
+            self.merge(reply, sender=peer)
         except PeerFailure as exc:
             if exc.code == "FAILED_PRECONDITION" and peer not in self._reported:
                 self._reported.add(peer)
@@ -102,5 +120,4 @@ class Gossip:
             pass  # reported once by merge
 
     async def run(self) -> None:
-        interval = self.node.background.gossip_interval_ms / 1000
-        await run_every(interval, self.round, "gossip", jitter=0.2)
+        await run_every(self._clock, self._interval_s, self.round, "gossip", jitter=0.2)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections import Counter
 
 from kvstore.core.cluster import MemberStatus
+from kvstore.core.membership import Membership
+from kvstore.core.transport import PeerFailure, PeerTransport
 from kvstore.core.versions import KeyState
-from kvstore.node.app import Node
+from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
-from kvstore.rpc.peer import PeerFailure
-from kvstore.storage.codec import DecodedHint
+from kvstore.node.router import Router
+from kvstore.storage.codec import DecodedHint, encode_record
+from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +28,35 @@ BATCH = 500
 
 
 class HintDelivery:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        address: str,
+        membership: Membership,
+        router: Router,
+        storage: Storage,
+        transport: PeerTransport,
+        clock: Clock,
+        counters: Counter[str],
+        timeout_ms: int,
+        max_age_s: int,
+        interval_ms: int,
+    ) -> None:
+        self.address = address
+        self._membership = membership
+        self._router = router
+        self._storage = storage
+        self._transport = transport
+        self._clock = clock
+        self._counters = counters
+        self._timeout_s = timeout_ms / 1000
+        self._max_age_ms = max_age_s * 1000
+        self._interval_s = interval_ms / 1000
 
     def _destinations(self, hint: DecodedHint) -> list[str]:
         """The hint's primary; or, if it is no longer in the ring (it left), the key's
         primaries now, so what it carried is not lost with it."""
-        ring = self.node.ring
-        pending = self.node.pending_ring
+        ring = self._router.ring
+        pending = self._router.pending_ring
         if ring is None:
             return []
         if hint.target in ring.members or (pending and hint.target in pending.members):
@@ -41,44 +65,45 @@ class HintDelivery:
 
     async def round(self) -> int:
         """One pass; returns how many hints were delivered."""
-        node = self.node
-        now_ms = time.time_ns() // 1_000_000
-        max_age_ms = node.background.hint_max_age_s * 1000
+        storage = self._storage
+        now_ms = self._clock.wall_ms()
         batches: dict[tuple[str, ...], list[DecodedHint]] = {}
         # A leaving node cannot wait for a dead primary: it hands such hints to another node.
-        leaving = node.membership.me.status is MemberStatus.LEAVING
+        leaving = self._membership.me.status is MemberStatus.LEAVING
         stranded: list[DecodedHint] = []
-        for examined, hint in enumerate(node.storage.hints()):
+        for examined, hint in enumerate(storage.hints()):
             if examined >= SCAN_LIMIT:
                 break
-            if now_ms - hint.stored_ms > max_age_ms:
-                if node.storage.delete_hint(hint):
-                    node.counters["hints_dropped"] += 1
+            if now_ms - hint.stored_ms > self._max_age_ms:
+                if storage.delete_hint(hint):
+                    self._counters["hints_dropped"] += 1
                     log.warning("dropped a hint for %s older than hint_max_age_s", hint.target)
                 continue
             targets = tuple(self._destinations(hint))
-            if targets and all(node.is_up(t) for t in targets):  # is_up(self) is True
+            if targets and all(self._router.is_up(t) for t in targets):  # is_up(self) is True
                 batch = batches.setdefault(targets, [])
                 if len(batch) < BATCH:
                     batch.append(hint)
             elif leaving and len(stranded) < BATCH:
                 stranded.append(hint)
         delivered = 0
-        timeout = node.limits.request_timeout_ms / 1000
+        timeout = self._timeout_s
         for targets, hints in batches.items():
             items: list[tuple[bytes, KeyState]] = [(h.key, h.state) for h in hints]
-            if node.address in targets:  # this node is now a primary of the keys itself
-                node.storage.merge_many(items)
-            others = [t for t in targets if t != node.address]
+            if self.address in targets:  # this node is now a primary of the keys itself
+                storage.merge_many(items)
+            others = [t for t in targets if t != self.address]
             try:
-                await asyncio.gather(*(node.peers.merge_batch(t, items, timeout) for t in others))
+                await asyncio.gather(
+                    *(self._transport.merge_batch(t, items, timeout) for t in others)
+                )
             except PeerFailure as exc:
                 log.info("hint delivery to %s failed: %s", ", ".join(targets), exc)
                 continue
             for hint in hints:
-                if node.storage.delete_hint(hint):
+                if storage.delete_hint(hint):
                     delivered += 1
-        node.counters["hints_delivered"] += delivered
+        self._counters["hints_delivered"] += delivered
         for hint in stranded:
             await self._pass_on(hint, timeout)
         return delivered
@@ -87,23 +112,23 @@ class HintDelivery:
         """Give a hint whose primary is down to the first node of the key's preference list
         that is up (not this one, not the primary), as a hint for the same primary; then
         delete it here if unchanged."""
-        node = self.node
-        ring = node.ring
+        ring = self._router.ring
         if ring is None:
             return
         for entry in ring.preference_list(hint.key):
             holder = entry.member
-            if holder in (node.address, hint.target) or not node.is_up(holder):
+            if holder in (self.address, hint.target) or not self._router.is_up(holder):
                 continue
             try:
-                await node.peers.merge(holder, hint.key, hint.state, timeout, hint_for=hint.target)
+                await self._transport.merge(
+                    holder, hint.key, encode_record(hint.state), timeout, hint_for=hint.target
+                )
             except PeerFailure as exc:
                 log.info("passing a hint for %s on to %s failed: %s", hint.target, holder, exc)
                 return
-            if node.storage.delete_hint(hint):
-                node.counters["hints_passed_on"] += 1
+            if self._storage.delete_hint(hint):
+                self._counters["hints_passed_on"] += 1
             return
 
     async def run(self) -> None:
-        interval = self.node.background.hint_interval_ms / 1000
-        await run_every(interval, self.round, "hint delivery")
+        await run_every(self._clock, self._interval_s, self.round, "hint delivery")

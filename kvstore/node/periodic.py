@@ -7,18 +7,22 @@ ordinary (PeerFailure, logged at debug); anything else is a bug and logged with 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from kvstore.rpc.peer import PeerFailure
+from kvstore.core.transport import PeerFailure
+from kvstore.node.clock import Clock
 
 log = logging.getLogger(__name__)
 
 
 async def run_every(
-    interval_s: float, work: Callable[[], Awaitable[object]], what: str, jitter: float = 0.0
+    clock: Clock,
+    interval_s: float,
+    work: Callable[[], Awaitable[object]],
+    what: str,
+    jitter: float = 0.0,
 ) -> None:
     """Run `work` every `interval_s` (0 or less: never), each pause stretched by up to
     ±`jitter` of itself, so nodes started together do not act in lockstep."""
@@ -32,4 +36,4 @@ async def run_every(
             log.debug("%s: a peer failed: %s", what, exc)
         except Exception:
             log.exception("%s round failed", what)
-        await asyncio.sleep(interval_s * rng.uniform(1 - jitter, 1 + jitter))
+        await clock.sleep(interval_s * rng.uniform(1 - jitter, 1 + jitter))

@@ -1,4 +1,5 @@
-"""Running a node: open storage, start the gRPC server, stop cleanly on SIGTERM/SIGINT."""
+"""Running a node: open storage, build the roles (`build_node`, the one composition root),
+serve them over gRPC, stop cleanly on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -6,23 +7,26 @@ import asyncio
 import logging
 import signal
 import sys
-import time
+from collections import Counter
+from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-
-from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.config import NodeConfig
 from kvstore.core.failure import PhiAccrualDetector
 from kvstore.core.membership import Membership
+from kvstore.core.transport import PeerTransport
+from kvstore.node.admin import Admin
 from kvstore.node.antientropy import AntiEntropy
-from kvstore.node.app import Node
+from kvstore.node.clock import Clock, SystemClock
+from kvstore.node.coordinator import Coordinator
 from kvstore.node.gossip import Gossip
 from kvstore.node.handoff import Handoff
 from kvstore.node.hints import HintDelivery
+from kvstore.node.replica import Replica
+from kvstore.node.router import Router
+from kvstore.node.tasks import TaskSet
 from kvstore.node.tombstones import TombstoneGC
-from kvstore.rpc.peer import PeerClient, channel_options
+from kvstore.rpc.peer import PeerClient
+from kvstore.rpc.server import GrpcServer
 from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 from kvstore.storage.codec import decode_cluster
 from kvstore.storage.engine import Storage
@@ -39,68 +43,209 @@ def max_message_bytes(config: NodeConfig) -> int:
     return min(per_sibling * (limits.max_siblings + 1) + _FRAME_SLACK, 2**31 - 1)
 
 
+@dataclass(frozen=True)
+class NodeParts:
+    """Every role and background service of one node, wired to each other."""
+
+    address: str
+    clock: Clock
+    membership: Membership
+    router: Router
+    replica: Replica
+    coordinator: Coordinator
+    admin: Admin
+    gossip: Gossip
+    anti_entropy: AntiEntropy
+    handoff: Handoff
+    hints: HintDelivery
+    tombstones: TombstoneGC
+    counters: Counter[str]
+    tasks: TaskSet
+
+    @property
+    def background(self) -> tuple[Gossip, AntiEntropy, Handoff, HintDelivery, TombstoneGC]:
+        return (self.gossip, self.anti_entropy, self.handoff, self.hints, self.tombstones)
+
+    def servicers(self) -> tuple[KVServicer, PeerServicer, AdminServicer]:
+        return (
+            KVServicer(self.coordinator, self.replica),
+            PeerServicer(
+                self.replica,
+                self.coordinator,
+                self.gossip,
+                self.anti_entropy,
+                self.handoff,
+                self.admin,
+            ),
+            AdminServicer(self.admin),
+        )
+
+
+def build_node(
+    config: NodeConfig,
+    storage: Storage,
+    actor: str,
+    transport: PeerTransport,
+    membership: Membership,
+    clock: Clock | None = None,
+) -> NodeParts:
+    """The composition root: each role gets exactly what it uses."""
+    clock = clock or SystemClock()
+    address = config.advertise
+    limits, background, n = config.limits, config.background, config.quorum.n
+    timeout_ms = limits.request_timeout_ms
+    # Events worth an operator's eye (hints stored/delivered/dropped, read repairs, ...).
+    counters: Counter[str] = Counter()
+    tasks = TaskSet()
+    router = Router(address, membership, n, clock, config.seeds)
+    replica = Replica(address, actor, storage, limits, clock, counters, background.hint_max_bytes)
+    handoff: Handoff | None = None
+    admin = Admin(
+        address,
+        config.node_id,
+        actor,
+        membership,
+        router,
+        storage,
+        limits,
+        clock,
+        counters,
+        config.partitions,
+        n,
+        handoffs_pending=lambda: handoff.pending_pulls() if handoff else 0,
+    )
+    gossip = Gossip(
+        address,
+        membership,
+        router,
+        transport,
+        storage,
+        clock,
+        background.gossip_interval_ms,
+        join=admin.join if config.auto_join else None,
+    )
+    handoff = Handoff(
+        address,
+        membership,
+        router,
+        storage,
+        transport,
+        clock,
+        counters,
+        n,
+        timeout_ms,
+        background.handoff_interval_ms,
+        save_cluster=gossip.save,
+    )
+    coordinator = Coordinator(
+        address,
+        router,
+        replica,
+        transport,
+        clock,
+        limits,
+        config.quorum,
+        background.replica_timeout_ms,
+        counters,
+        tasks,
+        catch_up=gossip.exchange,
+    )
+    anti_entropy = AntiEntropy(
+        address,
+        router,
+        storage,
+        transport,
+        clock,
+        counters,
+        timeout_ms,
+        background.anti_entropy_interval_ms,
+    )
+    hints = HintDelivery(
+        address,
+        membership,
+        router,
+        storage,
+        transport,
+        clock,
+        counters,
+        timeout_ms,
+        background.hint_max_age_s,
+        background.hint_interval_ms,
+    )
+    tombstones = TombstoneGC(
+        address,
+        router,
+        storage,
+        transport,
+        clock,
+        counters,
+        background.tombstone_grace_s,
+        timeout_ms,
+        background.tombstone_gc_interval_ms,
+    )
+    return NodeParts(
+        address=address,
+        clock=clock,
+        membership=membership,
+        router=router,
+        replica=replica,
+        coordinator=coordinator,
+        admin=admin,
+        gossip=gossip,
+        anti_entropy=anti_entropy,
+        handoff=handoff,
+        hints=hints,
+        tombstones=tombstones,
+        counters=counters,
+        tasks=tasks,
+    )
+
+
 async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set or the process gets SIGTERM/SIGINT."""
     storage = Storage(config.data_dir, sync=config.sync_writes)
     try:
         actor = storage.claim_identity(config.node_id)
         message_bytes = max_message_bytes(config)
+        clock = SystemClock()
         peers = PeerClient(message_bytes, dict(config.peer_routes))
-        node = Node(config, storage, actor, peers, start_membership(config, storage))
-        gossip = Gossip(node)
-        anti_entropy = AntiEntropy(node)
-        handoff = Handoff(node, gossip)
-        hints = HintDelivery(node)
-        tombstones = TombstoneGC(node)
-        server = grpc.aio.server(options=channel_options(message_bytes))
-        pb_grpc.add_KVServicer_to_server(KVServicer(node), server)
-        pb_grpc.add_PeerServicer_to_server(PeerServicer(node, gossip, anti_entropy), server)
-        pb_grpc.add_AdminServicer_to_server(AdminServicer(node, handoff), server)
-        health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
-        gossip.on_ring_known = lambda: _set_health(health, health_pb2.HealthCheckResponse.SERVING)
-        if node.ring is not None:
-            await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
-        if server.add_insecure_port(config.listen) == 0:
-            raise OSError(f"cannot listen on {config.listen}")
-        await server.start()
+        node = build_node(
+            config, storage, actor, peers, start_membership(config, storage, clock), clock
+        )
+        server = GrpcServer(*node.servicers(), max_message_bytes=message_bytes)
+        await server.set_serving(False)
+        node.gossip.on_ring_known = lambda: server.set_serving(True)
+        if node.router.ring is not None:
+            await server.set_serving(True)
+        await server.start(config.listen)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        ring = node.router.ring
         # One parseable line for scripts and tests waiting on start-up.
         print(
             f"kvstore node {config.node_id} ready on {config.listen} actor={actor}"
-            f" members={','.join(node.ring.members) if node.ring else '(none yet)'}",
+            f" members={','.join(ring.members) if ring else '(none yet)'}",
             flush=True,
         )
-        loops = [
-            asyncio.create_task(work.run())
-            for work in (gossip, anti_entropy, handoff, hints, tombstones)
-        ]
+        loops = [asyncio.create_task(work.run()) for work in node.background]
         await stop.wait()
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        gossip.save()
+        node.gossip.save()
         log.info("stopping node %s", config.node_id)
-        await server.stop(grace=2.0)
-        await node.close()
+        await server.stop(grace_s=2.0)
+        await node.tasks.close()
         await peers.close()
     finally:
         storage.close()
 
 
-async def _set_health(health: HealthServicer, status: int) -> None:
-    """Probes (docker HEALTHCHECK, k8s readiness) pass once the node knows a ring and so can
-    coordinate requests; before that it answers NOT_SERVING (the servicer's own default for
-    the whole server is SERVING, which would be a lie while the node waits for its seeds)."""
-    for service in ("", "kvstore.KV"):
-        await health.set(service, status)
-
-
-def start_membership(config: NodeConfig, storage: Storage) -> Membership:
+def start_membership(
+    config: NodeConfig, storage: Storage, clock: Clock | None = None
+) -> Membership:
     """This node's membership: from the state it saved, or bootstrapped from its seeds."""
     interval = config.background.gossip_interval_ms / 1000
     # A peer's heartbeat reaches us through gossip in one to a few rounds: the detector's
@@ -113,16 +258,17 @@ def start_membership(config: NodeConfig, storage: Storage) -> Membership:
         acceptable_pause_s=max(2 * interval, 1.0),
         first_interval_s=interval * 2,
     )
+    clock = clock or SystemClock()
     saved = storage.load_cluster()
     return Membership(
         address=config.advertise,
         node_id=config.node_id,
-        incarnation=time.time_ns() // 1_000_000,
+        incarnation=clock.wall_ms(),
         partitions=config.partitions,
         n=config.quorum.n,
         seeds=config.seeds,
         detector=detector,
-        now=time.monotonic(),
+        now=clock.monotonic(),
         saved=None if saved is None else decode_cluster(saved),
         bootstrap=config.bootstraps,
     )

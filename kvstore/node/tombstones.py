@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections import Counter
 
 from kvstore.core.limits import TIMEOUT_MS_CEILING
+from kvstore.core.partitions import partition_range
 from kvstore.core.tombstones import expired_tombstone, purgeable
-from kvstore.node.antientropy import partition_range
-from kvstore.node.app import Node
+from kvstore.core.transport import PeerFailure, PeerTransport
+from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
-from kvstore.rpc.peer import PeerFailure
+from kvstore.node.router import Router
 from kvstore.storage.codec import decode_record
+from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +32,47 @@ YIELD_EVERY = 256
 
 
 class TombstoneGC:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        address: str,
+        router: Router,
+        storage: Storage,
+        transport: PeerTransport,
+        clock: Clock,
+        counters: Counter[str],
+        grace_s: int,
+        timeout_ms: int,
+        interval_ms: int,
+    ) -> None:
+        self.address = address
+        self._router = router
+        self._storage = storage
+        self._transport = transport
+        self._clock = clock
+        self._counters = counters
+        self._grace_ms = grace_s * 1000
+        self._timeout_s = timeout_ms / 1000
+        self._interval_s = interval_ms / 1000
 
     async def round(self) -> int:
         """One pass; returns the number of keys purged (on every primary)."""
-        node = self.node
-        now_ms = time.time_ns() // 1_000_000
-        node.storage.forget_purges(now_ms - PURGE_MEMORY_MS)
-        ring = node.ring
-        if ring is None or node.pending_ring is not None:
+        storage = self._storage
+        transport = self._transport
+        now_ms = self._clock.wall_ms()
+        storage.forget_purges(now_ms - PURGE_MEMORY_MS)
+        ring = self._router.ring
+        if ring is None or self._router.pending_ring is not None:
             return 0
-        grace_ms = node.background.tombstone_grace_s * 1000
-        timeout = node.limits.request_timeout_ms / 1000
+        grace_ms = self._grace_ms
+        timeout = self._timeout_s
         purged = examined = 0
         for partition in range(ring.partitions):
             primaries = ring.partition_primaries(partition)
-            if primaries[0] != node.address:
+            if primaries[0] != self.address:
                 continue
             others = primaries[1:]
             low, high = partition_range(ring, partition)
-            for scanned, (_, key, raw) in enumerate(node.storage.scan(low, high)):
+            for scanned, (_, key, raw) in enumerate(storage.scan(low, high)):
                 if scanned % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)  # a long scan must not stall gossip and requests
                 state = decode_record(raw)
@@ -61,7 +83,7 @@ class TombstoneGC:
                     return purged
                 try:
                     replicas = await asyncio.gather(
-                        *(node.peers.read(p, key, timeout, data_only=True) for p in others)
+                        *(transport.read(p, key, timeout, data_only=True) for p in others)
                     )
                 except PeerFailure:
                     continue  # a replica that does not answer may lack the tombstone
@@ -69,18 +91,17 @@ class TombstoneGC:
                     continue
                 try:
                     done = await asyncio.gather(
-                        *(node.peers.purge(p, key, state, timeout) for p in others)
+                        *(transport.purge(p, key, state, timeout) for p in others)
                     )
                 except PeerFailure as exc:
                     log.info("purging a tombstone failed on a replica (kept here): %s", exc)
                     continue
                 # A replica whose record changed meanwhile kept it: keep ours too, so the
                 # tombstone is still here to cover what that replica holds.
-                if all(done) and node.storage.purge_tombstone(key, state, now_ms):
+                if all(done) and storage.purge_tombstone(key, state, now_ms):
                     purged += 1
-        node.counters["tombstones_purged"] += purged
+        self._counters["tombstones_purged"] += purged
         return purged
 
     async def run(self) -> None:
-        interval = self.node.background.tombstone_gc_interval_ms / 1000
-        await run_every(interval, self.round, "tombstone gc")
+        await run_every(self._clock, self._interval_s, self.round, "tombstone gc")

@@ -1,4 +1,5 @@
-"""The peer transport: long-lived channels to other nodes and the replica calls over them."""
+"""The peer transport over gRPC: long-lived channels to other nodes and every node-to-node
+message over them (kvstore.core.transport.PeerTransport)."""
 
 from __future__ import annotations
 
@@ -9,66 +10,25 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.core.cluster import ClusterView
+from kvstore.core.requests import ForwardedPut, PutAnswer
+from kvstore.core.transport import PeerFailure, PeerUnreachable, RecordPage
 from kvstore.core.versions import KeyState
+from kvstore.rpc import translate
 from kvstore.rpc.channels import ChannelPool
-from kvstore.storage.codec import state_from_proto, state_to_proto
+from kvstore.rpc.status import error_from_rpc, is_transport_failure
+from kvstore.rpc.wire import merge_request_bytes
+from kvstore.storage import paging
+from kvstore.storage.codec import (
+    cluster_from_proto,
+    cluster_to_proto,
+    state_from_proto,
+    state_to_proto,
+)
 
-# The most bytes of records one page or batch between nodes carries (anti-entropy, ownership
-# handoff, hint delivery), so a partition of any size moves in frames that fit. The gRPC
-# frame limit (kvstore.node.server.max_message_bytes) is the largest record plus 1 MiB of
-# slack, ~33 MB with default limits but barely over 1 MiB with small ones: a budget of that
-# slack fits a frame whatever the limits, and at 1 MiB the per-call latency is still small
-# beside the transfer. A page stops before the record that would take it past the budget,
-# but always holds one: one record with every sibling always fits one frame, and a page that
-# holds none would never advance.
-PAGE_BYTES = 1024 * 1024
+__all__ = ["PeerClient", "PeerFailure", "channel_options"]
 
-# What a record costs on the wire beside its key and its encoded state: the field tags and
-# length prefixes of KeyedRecord / ReplicaMergeRequest, a few bytes; rounded up.
-_RECORD_FRAMING_BYTES = 16
-
-# (storage key, key, encoded record), as Storage.scan yields them.
-StoredRecord = tuple[bytes, bytes, bytes]
-
-
-def stored_record_bytes(key: bytes, raw: bytes) -> int:
-    """A cheap estimate of a stored record's size in a page: the stored encoding is the
-    KeyRecord message the page carries, so no re-encoding is needed to measure it."""
-    return len(key) + len(raw) + _RECORD_FRAMING_BYTES
-
-
-def take_page(
-    scan: Iterable[StoredRecord], after: bytes, max_records: int | None = None
-) -> tuple[list[StoredRecord], bytes, bool]:
-    """The next page of a scan that starts after the storage key `after`: records up to
-    PAGE_BYTES (and `max_records`), at least one; the storage key of its last record (`after`
-    for an empty page), to pass as `after` for the next page; and whether the scan ended.
-
-    The record that does not fit is read and dropped, not kept: the next page scans again
-    from `last`, so no storage iterator outlives one page.
-    """
-    page: list[StoredRecord] = []
-    page_bytes = 0
-    last = after
-    for record in scan:
-        _, key, raw = record
-        size = stored_record_bytes(key, raw)
-        full = page_bytes + size > PAGE_BYTES or len(page) == max_records
-        if page and full:
-            return page, last, False
-        page.append(record)
-        page_bytes += size
-        last = record[0]
-    return page, last, True
-
-
-class PeerFailure(Exception):
-    """A replica call did not succeed: the peer is down, slow, or refused. `code` is the
-    gRPC status name when the peer (or gRPC) answered with one."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
+_REPLICA_MERGE = "/kvstore.v1.Peer/ReplicaMerge"
 
 
 def _keyed_states(records: Iterable[pb.KeyedRecord]) -> list[tuple[bytes, KeyState]]:
@@ -91,15 +51,19 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def check_page_advances(source: str, records: int, last: bytes, after: bytes, done: bool) -> None:
-    """A page that is not the last must hold records and move the cursor: a peer that
-    breaks this (a bug, another version) would otherwise keep a paging loop going for ever."""
-    if not done and (not records or last <= after):
-        raise PeerFailure(f"{source} sent a page that does not advance")
+class _Stubs:
+    """The generated stub, and ReplicaMerge taking bytes already serialized (wire.py)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.peer = pb_grpc.PeerStub(channel)
+        self.merge_encoded = channel.unary_unary(
+            _REPLICA_MERGE, response_deserializer=pb.ReplicaMergeResponse.FromString
+        )
 
 
 class PeerClient:
-    """One channel per peer, created on first use and kept for the node's lifetime."""
+    """The gRPC PeerTransport: one channel per peer, created on first use and kept for the
+    node's lifetime."""
 
     def __init__(self, max_message_bytes: int, routes: Mapping[str, str] | None = None) -> None:
         options = channel_options(max_message_bytes)
@@ -107,9 +71,8 @@ class PeerClient:
         dial = dict(routes or {})
         self._pool = ChannelPool(
             lambda address: grpc.aio.insecure_channel(dial.get(address, address), options=options),
-            pb_grpc.PeerStub,
+            _Stubs,
         )
-        self._stub = self._pool.stub
         # Background work (gossip, anti-entropy, hint delivery, handoff) has channels of its
         # own: calling a peer that is not up yet (at start-up, after a crash) puts a channel
         # into reconnect backoff, where every call on it fails at once for up to two
@@ -127,7 +90,7 @@ class PeerClient:
         self, address: str, key: bytes, timeout: float, data_only: bool = False
     ) -> KeyState | None:
         try:
-            reply = await self._stub(address).ReplicaRead(
+            reply = await self._pool.stub(address).peer.ReplicaRead(
                 pb.ReplicaReadRequest(key=key, data_only=data_only),
                 timeout=timeout,
                 wait_for_ready=True,
@@ -142,17 +105,16 @@ class PeerClient:
             raise PeerFailure(f"bad record: {exc}") from exc
 
     async def merge(
-        self,
-        address: str,
-        key: bytes,
-        state: KeyState,
-        timeout: float,
-        hint_for: str | None = None,
+        self, address: str, key: bytes, record: bytes, timeout: float, hint_for: str = ""
     ) -> None:
-        request = pb.ReplicaMergeRequest(
-            key=key, record=state_to_proto(state), hint_for=hint_for or ""
-        )
-        await self._call(address, "ReplicaMerge", request, timeout, foreground=True)
+        request = merge_request_bytes(key, record, hint_for)
+        try:
+            # Waits for a connection that is coming back (see _call).
+            await self._pool.stub(address).merge_encoded(
+                request, timeout=timeout, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from exc
 
     async def merge_batch(
         self, address: str, items: Iterable[tuple[bytes, KeyState]], timeout: float
@@ -168,8 +130,8 @@ class PeerClient:
         batch_bytes = 0
         for key, state in items:
             item = pb.ReplicaMergeRequest(key=key, record=state_to_proto(state))
-            item_bytes = item.ByteSize() + _RECORD_FRAMING_BYTES
-            if batch and batch_bytes + item_bytes > PAGE_BYTES:
+            item_bytes = item.ByteSize() + paging.RECORD_FRAMING_BYTES
+            if batch and batch_bytes + item_bytes > paging.PAGE_BYTES:
                 await self._merge_request(address, batch, timeout)
                 batch, batch_bytes = [], 0
             batch.append(item)
@@ -184,11 +146,12 @@ class PeerClient:
         await self._call(address, "ReplicaMergeBatch", request, timeout)
 
     async def gossip(
-        self, address: str, sender: str, state: pb.ClusterState, timeout: float
-    ) -> pb.ClusterState:
-        request = pb.GossipRequest(state=state, sender=sender)
+        self, address: str, sender: str, view: ClusterView, timeout: float
+    ) -> ClusterView:
+        """Raises ValueError for a reply this node cannot read."""
+        request = pb.GossipRequest(state=cluster_to_proto(view), sender=sender)
         reply: pb.GossipResponse = await self._call(address, "Gossip", request, timeout)
-        return reply.state
+        return cluster_from_proto(reply.state)
 
     async def tree_hashes(
         self, address: str, partition: int, level: int, indices: Sequence[int], timeout: float
@@ -204,9 +167,7 @@ class PeerClient:
         segments: Sequence[int],
         after: bytes,
         timeout: float,
-    ) -> tuple[list[tuple[bytes, KeyState]], bytes, bool]:
-        """One page of a peer's records in some segments of a partition, in storage order
-        after the storage key `after` (empty first): (records, last, done)."""
+    ) -> RecordPage:
         request = pb.SegmentRecordsRequest(
             partition=partition, segments=list(segments), after=after
         )
@@ -217,8 +178,7 @@ class PeerClient:
 
     async def partition_records(
         self, address: str, partition: int, after: bytes, limit: int, timeout: float
-    ) -> tuple[list[tuple[bytes, KeyState]], bytes, bool]:
-        """One page of a peer's records of a partition: (records, last, done)."""
+    ) -> RecordPage:
         request = pb.PartitionRecordsRequest(partition=partition, after=after, limit=limit)
         reply: pb.PartitionRecordsResponse = await self._call(
             address, "PartitionRecords", request, timeout
@@ -226,32 +186,37 @@ class PeerClient:
         return _keyed_states(reply.records), reply.last, reply.done
 
     async def purge(self, address: str, key: bytes, state: KeyState, timeout: float) -> bool:
-        """Delete the peer's record of `key` if it is still `state`; True if it did."""
         request = pb.PurgeRequest(key=key, record=state_to_proto(state))
         reply: pb.PurgeResponse = await self._call(address, "Purge", request, timeout)
         return reply.purged
 
-    async def _call(
-        self, address: str, method: str, request: Any, timeout: float, foreground: bool = False
-    ) -> Any:
-        stub = self._stub(address) if foreground else self._control.stub(address)
+    async def _call(self, address: str, method: str, request: Any, timeout: float) -> Any:
         try:
-            # A replica call waits for a connection that is coming back (a restarted peer,
-            # a channel in reconnect backoff) until its timeout instead of failing at once:
-            # quorums are decided by whoever answers, and a silent primary of a write gets
-            # a stand-in after replica_timeout_ms, so waiting delays no client.
-            return await getattr(stub, method)(request, timeout=timeout, wait_for_ready=foreground)
+            return await getattr(self._control.stub(address), method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            name, detail = exc.code().name, exc.details() or ""
-            raise PeerFailure(f"{name}: {detail}" if detail else name, name) from exc
+            raise _failure(exc) from exc
 
-    async def forward_put(
-        self, address: str, forward: pb.ForwardPutRequest, timeout: float
-    ) -> pb.PutResponse:
-        """Raises grpc.aio.AioRpcError unchanged: the caller needs the kvstore error inside."""
-        response: pb.PutResponse = await self._stub(address).ForwardPut(forward, timeout=timeout)
-        return response
+    async def forward_put(self, address: str, forward: ForwardedPut, timeout: float) -> PutAnswer:
+        """PeerUnreachable when no connection could be made (the put was never sent); a
+        deadline is PeerFailure (outcome unknown); any other failure is the kvstore error
+        the peer's answer stands for (a connection cut mid-call: TransportError)."""
+        try:
+            response: pb.PutResponse = await self._pool.stub(address).peer.ForwardPut(
+                translate.forward_put_request(forward), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if is_transport_failure(exc):
+                raise PeerUnreachable(f"{address}: {exc.details() or ''}") from exc
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise PeerFailure(exc.code().name, exc.code().name) from exc
+            raise error_from_rpc(exc, address) from exc
+        return translate.put_answer(response)
 
     async def close(self) -> None:
         for channel in self._pool.take_channels() + self._control.take_channels():
             await channel.close()
+
+
+def _failure(exc: grpc.aio.AioRpcError) -> PeerFailure:
+    name, detail = exc.code().name, exc.details() or ""
+    return PeerFailure(f"{name}: {detail}" if detail else name, name)

@@ -1,35 +1,80 @@
-"""gRPC servicers: decode a request, call the node, encode the answer or the error."""
+"""gRPC servicers: translate a request to domain values, call a role, translate the answer
+or the error back. The roles are reached through the small interfaces below (the node's
+Coordinator, Replica, Admin, Gossip, AntiEntropy and Handoff provide them), so this layer
+depends on nothing above it."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.core.cluster import MemberStatus
+from kvstore.core.cluster import ClusterView
+from kvstore.core.requests import (
+    ForwardedPut,
+    GetAnswer,
+    Location,
+    NodeInfo,
+    NodeStatus,
+    PutAnswer,
+    PutCommand,
+)
+from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
-from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError
-from kvstore.node.antientropy import partition_range
-from kvstore.rpc.peer import take_page
+from kvstore.errors import ClusterRefused, InternalError, KvError
+from kvstore.rpc import translate
 from kvstore.rpc.status import abort
-from kvstore.storage.codec import decode_record, encode_context, state_from_proto, state_to_proto
-
-if TYPE_CHECKING:
-    from kvstore.node.antientropy import AntiEntropy
-    from kvstore.node.app import Node
-    from kvstore.node.gossip import Gossip
-    from kvstore.node.handoff import Handoff
-
-# Records per page of a partition handed off.
-MAX_PAGE = 5_000
+from kvstore.storage.codec import cluster_from_proto, cluster_to_proto, state_from_proto
+from kvstore.storage.codec import state_to_proto as record_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+# ---- what the servicers need of the roles ----
+
+
+class Coordinating(Protocol):
+    async def get(self, key: bytes, r: int, timeout_ms: int, strict: bool) -> GetAnswer: ...
+    async def put(self, command: PutCommand, hops: int = 0) -> PutAnswer: ...
+    async def forwarded_put(self, forward: ForwardedPut) -> PutAnswer: ...
+
+
+class Replicating(Protocol):
+    def local_get(self, key: bytes) -> GetAnswer: ...
+    def read(self, key: bytes, data_only: bool = False) -> KeyState | None: ...
+    def merge(self, key: bytes, state: KeyState, hint_for: str = "") -> None: ...
+    def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> None: ...
+    def purge(self, key: bytes, state: KeyState) -> bool: ...
+
+
+class Gossiping(Protocol):
+    def on_push(self, view: ClusterView, sender: str) -> ClusterView: ...
+
+
+class TreeServing(Protocol):
+    def hashes(self, partition: int, level: int, indices: Sequence[int]) -> list[bytes]: ...
+    def segment_page(self, partition: int, segments: Sequence[int], after: bytes) -> RecordPage: ...
+
+
+class PartitionServing(Protocol):
+    def partition_page(self, partition: int, after: bytes, limit: int) -> RecordPage: ...
+
+
+class Administering(Protocol):
+    def info(self) -> NodeInfo: ...
+    def locate(self, key: bytes) -> Location: ...
+    def status(self) -> NodeStatus: ...
+    def join(self) -> None: ...
+    def leave(self) -> None: ...
+    def remove(self, address: str) -> None: ...
+
+
+# ---- translation helpers ----
 
 
 async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
@@ -55,29 +100,25 @@ def _keyed_states(items: Iterable[pb.ReplicaMergeRequest]) -> list[tuple[bytes, 
 
 
 def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedRecord]:
-    return [pb.KeyedRecord(key=key, record=state_to_proto(state)) for key, state in items]
+    return [pb.KeyedRecord(key=key, record=record_of(state)) for key, state in items]
 
 
-def get_response(key: bytes, state: KeyState | None) -> pb.GetResponse:
-    if state is None:
-        return pb.GetResponse(found=False)
-    return pb.GetResponse(
-        values=state.live_values, context=encode_context(state.clock, key), found=state.found
-    )
+# ---- the services ----
 
 
 class KVServicer(pb_grpc.KVServicer):
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, coordinator: Coordinating, replica: Replicating) -> None:
+        self._coordinator = coordinator
+        self._replica = replica
 
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         async def call() -> pb.GetResponse:
-            state = await self._node.get(
-                request.key, request.r, request.timeout_ms, strict=request.strict
+            answer = await self._coordinator.get(
+                request.key, request.r, request.timeout_ms, request.strict
             )
-            return get_response(request.key, state)
+            return translate.get_response(answer)
 
         return await _answer(context, call)
 
@@ -85,7 +126,8 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
         async def call() -> pb.PutResponse:
-            return await self._node.put(request)
+            answer = await self._coordinator.put(translate.put_command(request))
+            return translate.put_response(answer)
 
         return await _answer(context, call)
 
@@ -93,26 +135,36 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.LocalGetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         async def call() -> pb.GetResponse:
-            return get_response(request.key, self._node.local_get(request.key))
+            return translate.get_response(self._replica.local_get(request.key))
 
         return await _answer(context, call)
 
 
 class PeerServicer(pb_grpc.PeerServicer):
-    def __init__(self, node: Node, gossip: Gossip, anti_entropy: AntiEntropy) -> None:
-        self._node = node
+    def __init__(
+        self,
+        replica: Replicating,
+        coordinator: Coordinating,
+        gossip: Gossiping,
+        trees: TreeServing,
+        partitions: PartitionServing,
+        admin: Administering,
+    ) -> None:
+        self._replica = replica
+        self._coordinator = coordinator
         self._gossip = gossip
-        self._anti_entropy = anti_entropy
+        self._trees = trees
+        self._partitions = partitions
+        self._admin = admin
 
     async def ReplicaRead(
         self, request: pb.ReplicaReadRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaReadResponse:
         async def call() -> pb.ReplicaReadResponse:
-            read = self._node.gc_read if request.data_only else self._node.replica_read
-            state = read(request.key)
+            state = self._replica.read(request.key, data_only=request.data_only)
             if state is None:
                 return pb.ReplicaReadResponse(found=False)
-            return pb.ReplicaReadResponse(found=True, record=state_to_proto(state))
+            return pb.ReplicaReadResponse(found=True, record=record_of(state))
 
         return await _answer(context, call)
 
@@ -120,8 +172,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaMergeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaMergeResponse:
         async def call() -> pb.ReplicaMergeResponse:
-            state = _peer_state(request.record)
-            self._node.replica_merge(request.key, state, request.hint_for)
+            self._replica.merge(request.key, _peer_state(request.record), request.hint_for)
             return pb.ReplicaMergeResponse()
 
         return await _answer(context, call)
@@ -130,7 +181,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaMergeBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaMergeBatchResponse:
         async def call() -> pb.ReplicaMergeBatchResponse:
-            self._node.replica_merge_batch(_keyed_states(request.items))
+            self._replica.merge_batch(_keyed_states(request.items))
             return pb.ReplicaMergeBatchResponse()
 
         return await _answer(context, call)
@@ -140,7 +191,10 @@ class PeerServicer(pb_grpc.PeerServicer):
     ) -> pb.GossipResponse:
         async def call() -> pb.GossipResponse:
             try:
-                return pb.GossipResponse(state=self._gossip.on_request(request))
+                view = cluster_from_proto(request.state)
+                return pb.GossipResponse(
+                    state=cluster_to_proto(self._gossip.on_push(view, request.sender))
+                )
             except ValueError as exc:  # ClusterMismatch too
                 raise ClusterRefused(str(exc)) from exc
 
@@ -150,12 +204,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.TreeHashesRequest, context: grpc.aio.ServicerContext
     ) -> pb.TreeHashesResponse:
         async def call() -> pb.TreeHashesResponse:
-            try:
-                hashes = self._anti_entropy.hashes(
-                    request.partition, request.level, request.indices
-                )
-            except ValueError as exc:
-                raise InvalidArgument(str(exc)) from exc
+            hashes = self._trees.hashes(request.partition, request.level, request.indices)
             return pb.TreeHashesResponse(hashes=hashes)
 
         return await _answer(context, call)
@@ -164,7 +213,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.SegmentRecordsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SegmentRecordsResponse:
         async def call() -> pb.SegmentRecordsResponse:
-            records, last, done = self._anti_entropy.segment_page(
+            records, last, done = self._trees.segment_page(
                 request.partition, request.segments, request.after
             )
             return pb.SegmentRecordsResponse(records=_keyed_records(records), last=last, done=done)
@@ -175,15 +224,9 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.PartitionRecordsRequest, context: grpc.aio.ServicerContext
     ) -> pb.PartitionRecordsResponse:
         async def call() -> pb.PartitionRecordsResponse:
-            ring = self._node.require_ring()
-            if not 0 <= request.partition < ring.partitions:
-                raise InvalidArgument(f"partition must be in 0..{ring.partitions - 1}")
-            limit = min(max(request.limit, 1), MAX_PAGE)
-            low, high = partition_range(ring, request.partition)
-            scan = self._node.storage.scan(low, high, request.after)
-            # Bounded in bytes as well as in records, so a page always fits a frame.
-            page, last, done = take_page(scan, request.after, limit)
-            records = [(key, decode_record(raw)) for _, key, raw in page]
+            records, last, done = self._partitions.partition_page(
+                request.partition, request.after, request.limit
+            )
             return pb.PartitionRecordsResponse(
                 records=_keyed_records(records), last=last, done=done
             )
@@ -194,42 +237,35 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ForwardPutRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
         async def call() -> pb.PutResponse:
-            if request.ring_epoch > self._node.ring_epoch and request.sender:
-                await self._gossip.exchange(request.sender)
-            return await self._node.put(request.request, hops=request.hops)
+            answer = await self._coordinator.forwarded_put(translate.forwarded_put(request))
+            return translate.put_response(answer)
 
         return await _answer(context, call)
 
     async def NodeInfo(
         self, request: pb.NodeInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.NodeInfoResponse:
-        return self._node.info()
+        return translate.node_info_response(self._admin.info())
 
     async def Purge(
         self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext
     ) -> pb.PurgeResponse:
         async def call() -> pb.PurgeResponse:
             state = _peer_state(request.record)
-            self._node.limits.check_key(request.key)
-            return pb.PurgeResponse(
-                purged=self._node.storage.purge_tombstone(
-                    request.key, state, time.time_ns() // 1_000_000
-                )
-            )
+            return pb.PurgeResponse(purged=self._replica.purge(request.key, state))
 
         return await _answer(context, call)
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, node: Node, handoff: Handoff) -> None:
-        self._node = node
-        self._handoff = handoff
+    def __init__(self, admin: Administering) -> None:
+        self._admin = admin
 
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusResponse:
         async def call() -> pb.StatusResponse:
-            return self._node.status(self._handoff.pending_pulls())
+            return translate.status_response(self._admin.status())
 
         return await _answer(context, call)
 
@@ -237,7 +273,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
     ) -> pb.JoinResponse:
         async def call() -> pb.JoinResponse:
-            self._node.request_status(MemberStatus.JOINING)
+            self._admin.join()
             return pb.JoinResponse()
 
         return await _answer(context, call)
@@ -246,7 +282,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext
     ) -> pb.LeaveResponse:
         async def call() -> pb.LeaveResponse:
-            self._node.request_status(MemberStatus.LEAVING)
+            self._admin.leave()
             return pb.LeaveResponse()
 
         return await _answer(context, call)
@@ -255,7 +291,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveResponse:
         async def call() -> pb.RemoveResponse:
-            self._node.remove_member(request.address)
+            self._admin.remove(request.address)
             return pb.RemoveResponse()
 
         return await _answer(context, call)
@@ -264,6 +300,6 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.LocateRequest, context: grpc.aio.ServicerContext
     ) -> pb.LocateResponse:
         async def call() -> pb.LocateResponse:
-            return self._node.locate(request.key)
+            return translate.locate_response(self._admin.locate(request.key))
 
         return await _answer(context, call)

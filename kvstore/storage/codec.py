@@ -15,6 +15,7 @@ from kvstore import _native
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingLayout, RingState
 from kvstore.core.limits import MAX_CONTEXT_ENTRIES
+from kvstore.core.ring import RoutedKey
 from kvstore.core.versions import EMPTY_CLOCK, Clock, Dot, KeyState, Sibling, canonical_state
 from kvstore.errors import InvalidContext, StorageError
 
@@ -134,14 +135,18 @@ def decode_record(data: bytes) -> KeyState:
         raise StorageError(f"unreadable stored record: {exc}") from exc
 
 
-def encode_context(clock: Clock, key: bytes) -> bytes:
+def _position(key: bytes | RoutedKey) -> int:
+    return key.position if isinstance(key, RoutedKey) else _native.hash_key(key)
+
+
+def encode_context(clock: Clock, key: bytes | RoutedKey) -> bytes:
     """The opaque context for `key`; empty bytes when it covers nothing."""
     if not clock.vector:
         return b""
     context = pb.CausalContext(
         format=CONTEXT_FORMAT_HOLES if clock.holes else CONTEXT_FORMAT,
         vector=_vector_entries(clock),
-        key_position=_native.hash_key(key),
+        key_position=_position(key),
     )
     if clock.holes:
         context.holes.extend(_hole_entries(clock))
@@ -149,7 +154,7 @@ def encode_context(clock: Clock, key: bytes) -> bytes:
     return data
 
 
-def decode_context(data: bytes, key: bytes) -> Clock:
+def decode_context(data: bytes, key: bytes | RoutedKey) -> Clock:
     """The clock in a client's context for `key`; empty bytes mean no context. Anything
     kvstore did not make, for this key and within the bounds above, is InvalidContext."""
     if not data:
@@ -160,7 +165,7 @@ def decode_context(data: bytes, key: bytes) -> Clock:
         raise InvalidContext("context is not a kvstore causal context") from exc
     if context.format not in (CONTEXT_FORMAT, CONTEXT_FORMAT_HOLES):
         raise InvalidContext(f"unknown context format {context.format}")
-    if context.key_position != _native.hash_key(key):
+    if context.key_position != _position(key):
         raise InvalidContext("context belongs to another key: pass the context of this key")
     if len(context.vector) + len(context.holes) > MAX_CONTEXT_ENTRIES:
         raise InvalidContext(

@@ -27,6 +27,7 @@ from typing import cast
 import rocksdict
 
 from kvstore import _native
+from kvstore.core.ring import RoutedKey
 from kvstore.core.versions import KeyState, merge
 from kvstore.errors import ConfigError, HintsFull, StorageError
 from kvstore.storage.codec import DecodedHint as Hint
@@ -43,8 +44,19 @@ _PURGED = b"purged:"
 _PURGED_AT = struct.Struct(">Q")
 
 
-def data_key(key: bytes) -> bytes:
-    return _POSITION.pack(_native.hash_key(key)) + key
+# A key, or a key with its ring position already computed (hashed once per request).
+Key = bytes | RoutedKey
+
+
+def _split(key: Key) -> tuple[bytes, int]:
+    if isinstance(key, RoutedKey):
+        return key.key, key.position
+    return key, _native.hash_key(key)
+
+
+def data_key(key: Key) -> bytes:
+    raw, position = _split(key)
+    return _POSITION.pack(position) + raw
 
 
 def position_of(storage_key: bytes) -> int:
@@ -52,8 +64,9 @@ def position_of(storage_key: bytes) -> int:
     return position
 
 
-def _hint_prefix(key: bytes) -> bytes:
-    return _POSITION.pack(_native.hash_key(key)) + _KEY_LENGTH.pack(len(key)) + key
+def _hint_prefix(key: Key) -> bytes:
+    raw, position = _split(key)
+    return _POSITION.pack(position) + _KEY_LENGTH.pack(len(raw)) + raw
 
 
 def _options() -> rocksdict.Options:
@@ -136,22 +149,38 @@ class Storage:
 
     # ---- data ----
 
-    def get(self, key: bytes) -> KeyState | None:
+    def get(self, key: Key) -> KeyState | None:
         raw = self._data.get(data_key(key))
         return None if raw is None else decode_record(raw)
 
-    def update(self, key: bytes, change: Callable[[KeyState | None], KeyState]) -> KeyState:
+    def update(self, key: Key, change: Callable[[KeyState | None], KeyState]) -> KeyState:
         """Atomically replace the key's state by `change(current)`. If `change` raises, nothing
         is written. Returns the stored state."""
+        return self._change(key, change)[0]
+
+    def apply(
+        self, key: Key, change: Callable[[KeyState | None], KeyState]
+    ) -> tuple[KeyState, bytes]:
+        """`update`, returning the stored state with its encoding (a KeyRecord): the bytes a
+        coordinator ships to the other replicas, encoded once."""
+        new, raw = self._change(key, change)
+        return new, encode_record(new) if raw is None else raw
+
+    def _change(
+        self, key: Key, change: Callable[[KeyState | None], KeyState]
+    ) -> tuple[KeyState, bytes | None]:
+        """The new state, and its encoding when it was written (None: unchanged)."""
         dk = data_key(key)
         with self._lock:
             current = self._current(dk)
             new = change(current)
-            if new != current:
-                self._data.put(dk, encode_record(new), write_opt=self._write_options)
-            return new
+            if new == current:
+                return new, None
+            raw = encode_record(new)
+            self._data.put(dk, raw, write_opt=self._write_options)
+            return new, raw
 
-    def held(self, key: bytes) -> KeyState | None:
+    def held(self, key: Key) -> KeyState | None:
         """The data record, or the tombstone purged here lately (tombstone GC's view: a
         replica whose purge ran ahead of the others' still counts as holding it)."""
         return self._current(data_key(key))
@@ -166,7 +195,7 @@ class Storage:
         marker = self._meta.get(_PURGED + dk)
         return None if marker is None else decode_record(bytes(marker)[_PURGED_AT.size :])
 
-    def merge(self, key: bytes, incoming: KeyState) -> KeyState:
+    def merge(self, key: Key, incoming: KeyState) -> KeyState:
         """Merge a replica state into ours (replication, repair, handoff). A state that a
         tombstone purged here covers is not stored (see `purge_tombstone`)."""
         return self.update(
@@ -216,7 +245,7 @@ class Storage:
                 return
             yield dk, dk[_POSITION.size :], cast(bytes, raw)
 
-    def delete_if_unchanged(self, key: bytes, expected: KeyState) -> bool:
+    def delete_if_unchanged(self, key: Key, expected: KeyState) -> bool:
         """Delete the key if its state is still `expected` (a state handed off to its owners,
         or a tombstone every replica holds). False, and nothing deleted, otherwise."""
         dk = data_key(key)
@@ -229,7 +258,7 @@ class Storage:
 
     # ---- tombstone purges ----
 
-    def purge_tombstone(self, key: bytes, expected: KeyState, now_ms: int) -> bool:
+    def purge_tombstone(self, key: Key, expected: KeyState, now_ms: int) -> bool:
         """Delete the key if its state is still the tombstone `expected`, and remember that
         tombstone for a while: a copy of an older version still in flight when every
         replica purged (an anti-entropy page read before, a handoff page, a repair) would
@@ -271,7 +300,7 @@ class Storage:
     # ---- hints ----
 
     def store_hint(
-        self, target: str, key: bytes, state: KeyState, now_ms: int, max_bytes: int
+        self, target: str, key: Key, state: KeyState, now_ms: int, max_bytes: int
     ) -> None:
         """Keep `state` for `target`, merged into any hint already held for it and the key
         (its age then starts again).
@@ -286,7 +315,7 @@ class Storage:
                 state = merge(decode_hint(old).state, state)
             # The age runs from the newest write in the hint: a write acknowledged just now
             # must not be dropped with an old hint it was merged into.
-            raw = encode_hint(target, key, state, now_ms)
+            raw = encode_hint(target, _split(key)[0], state, now_ms)
             old_size = 0 if old is None else len(hint_key) + len(old)
             new_size = len(hint_key) + len(raw)
             if self.hint_bytes - old_size + new_size > max_bytes:
@@ -298,7 +327,7 @@ class Storage:
             self.hint_count += old is None
             self.hint_bytes += new_size - old_size
 
-    def hints_for_key(self, key: bytes) -> list[KeyState]:
+    def hints_for_key(self, key: Key) -> list[KeyState]:
         """The states fallbacks' hints hold for the key here (a sloppy read answers them)."""
         prefix = _hint_prefix(key)
         found = []

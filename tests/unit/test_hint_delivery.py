@@ -10,14 +10,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from kvstore.core.cluster import MemberStatus
 from kvstore.core.ring import Ring
-from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, write
+from kvstore.core.transport import PeerFailure
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, write
+from kvstore.node.clock import SystemClock
 from kvstore.node.hints import HintDelivery
-from kvstore.rpc.peer import PeerFailure
 from kvstore.storage.engine import Storage
 
 ME, DEAD, UP_A, UP_B = "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.4:1"
@@ -32,7 +34,7 @@ class FakePeers:
     merged: list[tuple[str, bytes, str | None]] = field(default_factory=list)
 
     async def merge(
-        self, address: str, key: bytes, state: KeyState, timeout: float, hint_for: str | None = None
+        self, address: str, key: bytes, record: bytes, timeout: float, hint_for: str = ""
     ) -> None:
         if address in self.failing:
             raise PeerFailure("UNAVAILABLE", "UNAVAILABLE")
@@ -42,26 +44,33 @@ class FakePeers:
         raise AssertionError("nothing is deliverable: the only hint's primary is down")
 
 
-def fake_node(storage: Storage, status: MemberStatus, peers: FakePeers) -> SimpleNamespace:
-    ring = Ring([ME, DEAD, UP_A, UP_B], partitions=8, n=3)
-    return SimpleNamespace(
-        address=ME,
-        storage=storage,
-        ring=ring,
-        pending_ring=None,
-        peers=peers,
-        counters=Counter(),
-        is_up=lambda address: address != DEAD,
-        membership=SimpleNamespace(me=SimpleNamespace(status=status)),
-        limits=SimpleNamespace(request_timeout_ms=1000),
-        background=SimpleNamespace(hint_max_age_s=3600),
+RING = Ring([ME, DEAD, UP_A, UP_B], partitions=8, n=3)
+
+
+def delivery(
+    storage: Storage, status: MemberStatus, peers: FakePeers, counters: Counter[str]
+) -> HintDelivery:
+    """Hint delivery with exactly the parts it uses: a router (ring, who is up), this
+    node's member status, its storage, the transport and the counters."""
+    router = SimpleNamespace(ring=RING, pending_ring=None, is_up=lambda a: a != DEAD)
+    membership = SimpleNamespace(me=SimpleNamespace(status=status))
+    return HintDelivery(
+        ME,
+        cast(Any, membership),
+        cast(Any, router),
+        storage,
+        peers,  # type: ignore[arg-type]
+        SystemClock(),
+        counters,
+        timeout_ms=1000,
+        max_age_s=3600,
+        interval_ms=1000,
     )
 
 
 def hint_for_dead(storage: Storage) -> bytes:
     """Store a hint for DEAD under a key DEAD is a primary of; returns the key."""
-    ring = Ring([ME, DEAD, UP_A, UP_B], partitions=8, n=3)
-    key = next(k for k in (f"key-{i}".encode() for i in range(1000)) if DEAD in ring.primaries(k))
+    key = next(k for k in (f"key-{i}".encode() for i in range(1000)) if DEAD in RING.primaries(k))
     state, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"v", timestamp_ms=1)
     storage.store_hint(DEAD, key, state, time.time_ns() // 1_000_000, MAX_BYTES)
     return key
@@ -71,22 +80,23 @@ def test_a_leaving_node_passes_a_hint_for_a_dead_primary_on(tmp_path: Path) -> N
     storage = Storage(tmp_path / "db")
     key = hint_for_dead(storage)
     peers = FakePeers()
-    node = fake_node(storage, MemberStatus.LEAVING, peers)
-    assert asyncio.run(HintDelivery(node).round()) == 0  # nothing delivered to DEAD...
-    holder = next(e.member for e in node.ring.preference_list(key) if e.member not in (ME, DEAD))
+    counters: Counter[str] = Counter()
+    hints = delivery(storage, MemberStatus.LEAVING, peers, counters)
+    assert asyncio.run(hints.round()) == 0  # nothing delivered to DEAD...
+    holder = next(e.member for e in RING.preference_list(key) if e.member not in (ME, DEAD))
     assert peers.merged == [(holder, key, DEAD)]  # ...but handed on, still for DEAD
     assert storage.hint_count == 0
-    assert node.counters["hints_passed_on"] == 1
+    assert counters["hints_passed_on"] == 1
 
 
 def test_a_failed_pass_on_keeps_the_hint(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "db")
     hint_for_dead(storage)
     peers = FakePeers(failing={UP_A, UP_B})
-    node = fake_node(storage, MemberStatus.LEAVING, peers)
-    asyncio.run(HintDelivery(node).round())
+    counters: Counter[str] = Counter()
+    asyncio.run(delivery(storage, MemberStatus.LEAVING, peers, counters).round())
     assert storage.hint_count == 1
-    assert node.counters["hints_passed_on"] == 0
+    assert counters["hints_passed_on"] == 0
 
 
 @pytest.mark.parametrize("status", [MemberStatus.ACTIVE, MemberStatus.JOINING])
@@ -96,6 +106,6 @@ def test_a_node_that_stays_keeps_the_hint_for_its_primary(
     storage = Storage(tmp_path / "db")
     hint_for_dead(storage)
     peers = FakePeers()
-    asyncio.run(HintDelivery(fake_node(storage, status, peers)).round())
+    asyncio.run(delivery(storage, status, peers, Counter()).round())
     assert peers.merged == []
     assert storage.hint_count == 1

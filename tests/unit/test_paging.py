@@ -22,18 +22,19 @@ from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.config import NodeConfig
 from kvstore.core.antientropy import LEAVES, segment_of
 from kvstore.core.limits import Limits, Quorum
+from kvstore.core.partitions import partition_bits, segment_ranges
 from kvstore.core.ring import Ring
+from kvstore.core.transport import PeerFailure
 from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, merge, write
 from kvstore.errors import InvalidArgument
-from kvstore.node.antientropy import AntiEntropy, partition_bits, segment_ranges
-from kvstore.node.app import Node
-from kvstore.node.gossip import Gossip
-from kvstore.node.server import max_message_bytes, start_membership
-from kvstore.rpc import peer as peer_module
-from kvstore.rpc.peer import PeerClient, PeerFailure, StoredRecord, stored_record_bytes, take_page
+from kvstore.node.antientropy import AntiEntropy
+from kvstore.node.server import NodeParts, build_node, max_message_bytes, start_membership
+from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.servicers import PeerServicer
+from kvstore.storage import paging as paging_module
 from kvstore.storage.codec import encode_record
 from kvstore.storage.engine import Storage, data_key, position_of
+from kvstore.storage.paging import StoredRecord, stored_record_bytes, take_page
 
 PARTITIONS = 4
 BUDGET = 2048  # PAGE_BYTES in these tests: a few records of VALUE_BYTES per page
@@ -43,7 +44,7 @@ TIMEOUT_S = 5.0
 
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(peer_module, "PAGE_BYTES", BUDGET)
+    monkeypatch.setattr(paging_module, "PAGE_BYTES", BUDGET)
     return BUDGET
 
 
@@ -68,8 +69,15 @@ def assert_within_budget(records: list[tuple[bytes, KeyState]]) -> None:
 class RecordingServicer(PeerServicer):
     """The real servicer, remembering what it was sent: how callers split their data."""
 
-    def __init__(self, node: Node, anti_entropy: AntiEntropy) -> None:
-        super().__init__(node, Gossip(node), anti_entropy)
+    def __init__(self, parts: NodeParts) -> None:
+        super().__init__(
+            parts.replica,
+            parts.coordinator,
+            parts.gossip,
+            parts.anti_entropy,
+            parts.handoff,
+            parts.admin,
+        )
         self.merge_requests: list[pb.ReplicaMergeBatchRequest] = []
         self.segment_requests: list[pb.SegmentRecordsRequest] = []
 
@@ -88,21 +96,22 @@ class RecordingServicer(PeerServicer):
 
 @dataclass
 class RunningNode:
-    node: Node
-    anti_entropy: AntiEntropy
+    parts: NodeParts
+    storage: Storage
+    peers: PeerClient
     servicer: RecordingServicer
 
     @property
     def address(self) -> str:
-        return self.node.address
+        return self.parts.address
 
     @property
-    def storage(self) -> Storage:
-        return self.node.storage
+    def anti_entropy(self) -> AntiEntropy:
+        return self.parts.anti_entropy
 
     @property
     def ring(self) -> Ring:
-        return self.node.require_ring()
+        return self.parts.router.require_ring()
 
 
 @asynccontextmanager
@@ -126,18 +135,17 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[RunningNode, RunningN
             storage = Storage(config.data_dir)
             actor = storage.claim_identity(config.node_id)
             peers = PeerClient(max_message_bytes(config))
-            node = Node(config, storage, actor, peers, start_membership(config, storage))
-            anti_entropy = AntiEntropy(node)
-            servicer = RecordingServicer(node, anti_entropy)
+            parts = build_node(config, storage, actor, peers, start_membership(config, storage))
+            servicer = RecordingServicer(parts)
             pb_grpc.add_PeerServicer_to_server(servicer, server)
-            nodes.append(RunningNode(node, anti_entropy, servicer))
+            nodes.append(RunningNode(parts, storage, peers, servicer))
             await server.start()
         yield nodes[0], nodes[1]
     finally:
         for server in servers:
             await server.stop(grace=None)
         for test_node in nodes:
-            await test_node.node.peers.close()
+            await test_node.peers.close()
             test_node.storage.close()
 
 
@@ -199,7 +207,7 @@ def test_the_budget_fits_a_frame_under_the_smallest_limits() -> None:
     # A full page plus its cursor must fit the frame of a node with the smallest limits.
     smallest = Limits(max_key_bytes=1, max_value_bytes=0, max_siblings=1)
     config = NodeConfig("n", "h:1", "h:1", "/nonexistent", (), limits=smallest)
-    assert max_message_bytes(config) >= peer_module.PAGE_BYTES + 64
+    assert max_message_bytes(config) >= paging_module.PAGE_BYTES + 64
 
 
 # ---- segments ----
@@ -242,7 +250,7 @@ def test_segment_pages_fit_the_budget_and_cover_each_record_once(
         pages: list[list[tuple[bytes, KeyState]]] = []
         after = b""
         while True:
-            page, last, done = await b.node.peers.segment_records(
+            page, last, done = await b.peers.segment_records(
                 a.address, partition, segments, after, TIMEOUT_S
             )
             assert_within_budget(page)
@@ -278,7 +286,7 @@ def test_partition_pages_fit_the_budget_and_the_record_limit(
             for partition in range(PARTITIONS):
                 after, done = b"", False
                 while not done:
-                    page, after, done = await b.node.peers.partition_records(
+                    page, after, done = await b.peers.partition_records(
                         a.address, partition, after, limit, TIMEOUT_S
                     )
                     assert_within_budget(page)
@@ -301,7 +309,7 @@ def test_merge_batch_splits_into_requests_within_the_budget(
     async def test(a: RunningNode, b: RunningNode) -> None:
         items = [(b"key-%04d" % i, state_of("b/1", value_of(b"%d" % i))) for i in range(50)]
         items.insert(20, (b"big", state_of("b/1", value_of(b"x", 4 * BUDGET))))
-        await b.node.peers.merge_batch(a.address, items, TIMEOUT_S)
+        await b.peers.merge_batch(a.address, items, TIMEOUT_S)
         requests = a.servicer.merge_requests
         assert len(requests) > 5
         for request in requests:
@@ -310,7 +318,7 @@ def test_merge_batch_splits_into_requests_within_the_budget(
         assert any(len(r.items) == 1 and r.items[0].key == b"big" for r in requests)
         assert everything(a.storage) == dict(items)
         # Nothing to send: no request at all.
-        await b.node.peers.merge_batch(a.address, [], TIMEOUT_S)
+        await b.peers.merge_batch(a.address, [], TIMEOUT_S)
         assert len(a.servicer.merge_requests) == len(requests)
 
     run(tmp_path, test)
@@ -321,7 +329,7 @@ def test_merge_batch_stops_at_the_first_failed_request(tmp_path: Path, small_pag
         items = [(b"key-%04d" % i, state_of("b/1", value_of(b"%d" % i))) for i in range(30)]
         items[15] = (b"", items[15][1])  # an empty key: the receiver refuses its request
         with pytest.raises(PeerFailure):
-            await b.node.peers.merge_batch(a.address, items, TIMEOUT_S)
+            await b.peers.merge_batch(a.address, items, TIMEOUT_S)
         stored_keys = set(everything(a.storage))
         assert b"key-0000" in stored_keys  # the requests before the refused one were merged
         assert b"key-0029" not in stored_keys  # those after it were not sent
@@ -357,8 +365,8 @@ def test_an_exchange_spanning_many_pages_converges_both_ways(
         for key, state in conflicting_a.items():
             assert a.storage.get(key) == merge(state, conflicting_b[key])
             assert len(b.storage.get(key).siblings) == 2  # type: ignore[union-attr]
-        assert a.node.counters["ae_keys_repaired"] == repaired
-        assert a.node.counters["ae_exchanges"] == PARTITIONS
+        assert a.parts.counters["ae_keys_repaired"] == repaired
+        assert a.parts.counters["ae_exchanges"] == PARTITIONS
         # Many pages each way, each within the budget.
         assert len(b.servicer.segment_requests) > 2 * PARTITIONS
         assert len(a.servicer.merge_requests) == 0  # a pulls; it is not pushed to
@@ -400,7 +408,7 @@ def test_a_segment_page_that_does_not_advance_fails_the_exchange(
         ) -> tuple[list[tuple[bytes, KeyState]], bytes, bool]:
             return [], after, False  # "more to come", from where it already was
 
-        monkeypatch.setattr(a.node.peers, "segment_records", stuck)
+        monkeypatch.setattr(a.peers, "segment_records", stuck)
         with pytest.raises(PeerFailure, match="does not advance"):
             await a.anti_entropy.exchange(a.ring, partition, b.address)
 

@@ -1,0 +1,329 @@
+"""The Coordinator: gets, puts and deletes for clients, driving the sans-IO quorum state
+machines of kvstore.core.coordinator over the transport seam.
+
+One driver loop serves reads and writes: it starts the replica calls an FSM asks for,
+feeds it their replies and failures, answers the client as soon as the FSM decides, and
+keeps going (in the background) until every call has ended or the deadline. A write is
+applied here first, as the coordinating replica (Replica.write), and the stored record's
+bytes are shipped to the other replicas; a node that is not a replica of the key forwards
+the put to one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from kvstore.core import versions
+from kvstore.core.coordinator import (
+    GetCoordinator,
+    MergeReplica,
+    Outcome,
+    PutCoordinator,
+    QuorumRequest,
+    ReadReplica,
+)
+from kvstore.core.limits import Limits, Quorum
+from kvstore.core.requests import ForwardedPut, GetAnswer, PutAnswer, PutCommand
+from kvstore.core.ring import RoutedKey, routed
+from kvstore.core.transport import PeerFailure, PeerTransport, PeerUnreachable
+from kvstore.core.versions import KeyState
+from kvstore.errors import KvError, Unavailable
+from kvstore.node.clock import Clock
+from kvstore.node.replica import Replica, answer
+from kvstore.node.router import Route, Router
+from kvstore.node.tasks import TaskSet
+from kvstore.storage.codec import decode_context, encode_context, encode_record
+
+log = logging.getLogger(__name__)
+
+# A write reaching a non-replica is forwarded to a replica. Right after a ring change the
+# nodes' rings disagree until gossip has spread the new one (a second or two): a receiver
+# with an older ring than the sender's first catches up from it, one with a newer ring
+# forwards again by its own. The bound stops a loop between nodes that keep disagreeing.
+MAX_FORWARD_HOPS = 3
+
+A = TypeVar("A", ReadReplica, MergeReplica)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        address: str,
+        router: Router,
+        replica: Replica,
+        transport: PeerTransport,
+        clock: Clock,
+        limits: Limits,
+        quorum: Quorum,
+        replica_timeout_ms: int,
+        counters: Counter[str],
+        tasks: TaskSet,
+        catch_up: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.address = address
+        self._router = router
+        self._replica = replica
+        self._transport = transport
+        self._clock = clock
+        self._limits = limits
+        self._quorum = quorum
+        self._replica_timeout_s = replica_timeout_ms / 1000
+        self._counters = counters
+        self._tasks = tasks
+        # How a forwarded put's receiver with an older ring catches up from its sender.
+        self._catch_up = catch_up
+
+    # ---- reads ----
+
+    async def get(
+        self, key: bytes, r: int = 0, timeout_ms: int = 0, strict: bool = False
+    ) -> GetAnswer:
+        where, state = await self.read(key, r, timeout_ms, strict)
+        return answer(where, state)
+
+    async def read(
+        self, key: bytes, r: int = 0, timeout_ms: int = 0, strict: bool = False
+    ) -> tuple[RoutedKey, KeyState]:
+        """The merged state `r` replicas hold (Unavailable if fewer answer in time)."""
+        self._limits.check_key(key)
+        required = self._quorum.read_quorum(r)
+        deadline = self._deadline(timeout_ms)
+        where = routed(key)
+        route = self._router.route(where, strict)
+        fsm = GetCoordinator(route.primaries, required, route.fallbacks, route.down)
+        decided = asyncio.get_running_loop().create_future()
+
+        def call(action: ReadReplica) -> Awaitable[KeyState | None]:
+            return self._read_replica(action.target, where, deadline)
+
+        async def read_then_repair() -> None:
+            await self._drive(fsm, fsm.start(), call, fsm.on_reply, deadline, decided)
+            if len(fsm.replies) > 1:
+                await self._read_repair(where, fsm)
+
+        self._tasks.spawn(read_then_repair())
+        await asyncio.shield(decided)
+        if fsm.outcome is not Outcome.SUCCEEDED:
+            raise fsm.unavailable(_why(fsm.outcome))
+        return where, fsm.result()
+
+    async def _read_replica(self, target: str, key: RoutedKey, deadline: float) -> KeyState | None:
+        if target == self.address:
+            return self._replica.read(key)
+        return await self._transport.read(target, key.key, self._remaining(deadline))
+
+    async def _read_repair(self, key: RoutedKey, fsm: GetCoordinator) -> None:
+        """Send the merged state to the primaries that answered with less."""
+        merged = fsm.result()
+        stale = fsm.stale_targets(merged)
+        if not stale:
+            return
+        record = encode_record(merged)
+        timeout = self._limits.request_timeout_ms / 1000
+        for target in stale:
+            try:
+                if target == self.address:
+                    self._replica.merge(key, merged)
+                else:
+                    await self._transport.merge(target, key.key, record, timeout)
+                self._counters["read_repairs"] += 1
+            except (PeerFailure, KvError) as exc:
+                log.info("read repair of a key on %s failed: %s", target, exc)
+
+    # ---- writes ----
+
+    async def put(self, command: PutCommand, hops: int = 0) -> PutAnswer:
+        """Coordinate a put or delete (`value` None). The answer's context is exact: the
+        context sent plus the new write, never a concurrent sibling the writer was not
+        shown; with `return_body`, the siblings after the write and a context covering them."""
+        key = command.key
+        self._limits.check_key(key)
+        if command.value is not None:
+            self._limits.check_value(command.value)
+        where = routed(key)
+        context = decode_context(command.context, where)
+        required = self._quorum.write_quorum(command.w)
+        deadline = self._deadline(command.timeout_ms)
+        route = self._router.route(where, command.strict)
+        if self.address not in route.primaries:
+            return await self._forward(command, route, hops, deadline)
+
+        fsm = PutCoordinator(self.address, route.primaries, required, route.fallbacks, route.down)
+        written = self._replica.write(where, context, command.value)
+        decided = asyncio.get_running_loop().create_future()
+
+        def call(action: MergeReplica) -> Awaitable[None]:
+            # The state a write ships is the one stored: its bytes are sent as they were stored.
+            return self._transport.merge(
+                action.target, key, written.record, self._remaining(deadline), action.hint_for or ""
+            )
+
+        self._tasks.spawn(
+            self._drive(
+                fsm,
+                fsm.start(written.state),
+                call,
+                lambda target, _: fsm.on_ack(target),
+                deadline,
+                decided,
+                slow=(self._replica_timeout_s, fsm.on_slow),
+            )
+        )
+        # Partitions are moving: the pending owners get every write too, so the data they
+        # pulled stays complete until the move is committed. Not counted in w.
+        for target in self._router.incoming(where, route.primaries):
+            self._tasks.spawn(self._copy(target, key, written.record, deadline))
+        await asyncio.shield(decided)
+        if fsm.outcome is not Outcome.SUCCEEDED:
+            raise fsm.unavailable(
+                _why(fsm.outcome) + " (the write may be present on some replicas)"
+            )
+        state = written.state
+        if command.return_body:
+            return PutAnswer(encode_context(state.clock, where), tuple(state.live_values))
+        return PutAnswer(encode_context(versions.put_context(state, written.dot), where))
+
+    async def forwarded_put(self, forward: ForwardedPut) -> PutAnswer:
+        """A put another node handed here: catch up from the sender first if its ring is
+        newer, so the two do not bounce it between an old ring and a new one."""
+        if forward.ring_epoch > self._router.ring_epoch and forward.sender and self._catch_up:
+            await self._catch_up(forward.sender)
+        return await self.put(forward.command, hops=forward.hops)
+
+    async def _copy(self, target: str, key: bytes, record: bytes, deadline: float) -> None:
+        try:
+            await self._transport.merge(target, key, record, self._remaining(deadline))
+        except (PeerFailure, KvError) as exc:
+            log.info("copy of a write to pending owner %s failed: %s", target, exc)
+
+    async def _forward(
+        self, command: PutCommand, route: Route, hops: int, deadline: float
+    ) -> PutAnswer:
+        """Hand the write to a replica of the key: only replicas create dots. Primaries the
+        failure detector holds up are tried first. The next one is tried only if no
+        connection to the last could be made: a forward that timed out or was cut off may
+        have been applied, and applying it again elsewhere would leave a second sibling of
+        the same value under a dot its writer's context never covers (it would outlive the
+        writer's later writes). Such a put fails instead, with its outcome unknown; a paused
+        primary costs the writes sent to it until the detector holds it down (~2 gossip
+        rounds past phi), after which it is tried last.
+        """
+        if hops >= MAX_FORWARD_HOPS:
+            raise Unavailable(
+                f"put forwarded {hops} times and {self.address} is still not a replica of the"
+                " key: the nodes' rings disagree (a ring change still spreading?)"
+            )
+        tried: list[str] = []
+        for target in sorted(route.primaries, key=lambda p: p in route.down):
+            # The epoch as of this attempt: gossip may have moved it during the last one.
+            forward = ForwardedPut(command, hops + 1, self._router.ring_epoch, self.address)
+            try:
+                return await self._transport.forward_put(target, forward, self._remaining(deadline))
+            except PeerUnreachable:
+                tried.append(f"{target} (unreachable)")
+            except PeerFailure as exc:
+                why = "no answer in time" if exc.code == "DEADLINE_EXCEEDED" else str(exc)
+                raise Unavailable(
+                    f"put forwarded to {target}: {why} (the write may be present on some replicas)"
+                ) from exc
+        raise Unavailable(f"put: no replica of the key could be reached (tried {', '.join(tried)})")
+
+    # ---- the driver loop ----
+
+    async def _drive(
+        self,
+        fsm: QuorumRequest[A],
+        first: Sequence[A],
+        call: Callable[[A], Awaitable[Any]],
+        on_reply: Callable[[str, Any], object],
+        deadline: float,
+        decided: asyncio.Future[None],
+        slow: tuple[float, Callable[[str], None]] | None = None,
+    ) -> None:
+        """Run one request's replica calls until every call has ended, the FSM is settled, or
+        the deadline; answer the client (`decided`) as soon as the FSM decides. `slow`: after
+        that many seconds, each primary that has not answered is reported slow (a write's
+        stand-ins). A reply that arrives after the deadline is never seen: the calls left
+        are cancelled."""
+        calls = _Calls(decided, self._clock)
+        for action in first:
+            calls.add(action.target, call(action))
+        slow_at = self._clock.monotonic() + slow[0] if slow else 0.0
+        try:
+            while calls.pending and not fsm.settled:
+                calls.decide_if(fsm.outcome)
+                wake = min(slow_at, deadline) if slow_at else deadline
+                for target, result, error in await calls.next(wake):
+                    if error is None:
+                        on_reply(target, result)
+                    else:
+                        fsm.on_failure(target, error)
+                now = self._clock.monotonic()
+                if slow and slow_at and now >= slow_at:
+                    slow_at = 0.0
+                    for target in fsm.targets:
+                        slow[1](target)
+                for action in fsm.take_actions():
+                    calls.add(action.target, call(action))
+                if now >= deadline:
+                    break
+        finally:
+            calls.close()
+
+    def _deadline(self, timeout_ms: int) -> float:
+        return self._clock.monotonic() + self._limits.timeout_ms(timeout_ms) / 1000
+
+    def _remaining(self, deadline: float) -> float:
+        return max(deadline - self._clock.monotonic(), 0.001)
+
+
+class _Calls:
+    """Replica calls of one request in flight, and the future that answers its client."""
+
+    def __init__(self, decided: asyncio.Future[None], clock: Clock) -> None:
+        self._tasks: dict[asyncio.Future[Any], str] = {}
+        self._decided = decided
+        self._clock = clock
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._tasks)
+
+    def add(self, target: str, call: Awaitable[Any]) -> None:
+        self._tasks[asyncio.ensure_future(call)] = target
+
+    def decide_if(self, outcome: Outcome) -> None:
+        if outcome is not Outcome.PENDING and not self._decided.done():
+            self._decided.set_result(None)
+
+    async def next(self, until: float) -> list[tuple[str, Any, str | None]]:
+        """The calls that end before `until` (monotonic): (target, result, error or None)."""
+        done = await self._clock.wait_first(self._tasks.keys(), until)
+        ended: list[tuple[str, Any, str | None]] = []
+        for task in done:
+            target = self._tasks.pop(task)
+            exc = task.exception()
+            if exc is None:
+                ended.append((target, task.result(), None))
+            elif isinstance(exc, PeerFailure | KvError):
+                ended.append((target, None, str(exc)))
+            else:
+                log.error("replica call to %s failed unexpectedly", target, exc_info=exc)
+                ended.append((target, None, f"{type(exc).__name__}: {exc}"))
+        return ended
+
+    def close(self) -> None:
+        """The request is over: answer the client if not yet, stop the calls left."""
+        if not self._decided.done():
+            self._decided.set_result(None)
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+
+
+def _why(outcome: Outcome) -> str:
+    return "deadline reached" if outcome is Outcome.PENDING else "too many replicas failed"

@@ -1,0 +1,124 @@
+"""The Replica: this node's own storage role. It answers reads as a replica (with the hints
+it keeps as a fallback), merges states other nodes send, keeps hints for absent primaries,
+and applies a coordinated write: the dotted-version-vector write rule run atomically on
+local storage (riak_kv's vnode does the same), so only a replica ever makes a dot."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from kvstore.core import versions
+from kvstore.core.limits import Limits
+from kvstore.core.requests import NOT_FOUND, GetAnswer
+from kvstore.core.ring import RoutedKey, routed
+from kvstore.core.versions import EMPTY, KeyState
+from kvstore.errors import StorageError, TooManySiblings
+from kvstore.node.clock import Clock
+from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context
+from kvstore.storage.engine import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A coordinated write as stored: the key's new state, its encoding (shipped as is to
+    the other replicas) and the dot the write made."""
+
+    state: KeyState
+    record: bytes
+    dot: versions.Dot
+
+
+def answer(key: RoutedKey, state: KeyState | None) -> GetAnswer:
+    """A get's answer: the live values and a context covering exactly them."""
+    if state is None:
+        return NOT_FOUND
+    return GetAnswer(
+        values=tuple(state.live_values), context=encode_context(state.clock, key), found=state.found
+    )
+
+
+class Replica:
+    def __init__(
+        self,
+        address: str,
+        actor: str,
+        storage: Storage,
+        limits: Limits,
+        clock: Clock,
+        counters: Counter[str],
+        hint_max_bytes: int,
+    ) -> None:
+        self.address = address
+        self.actor = actor
+        self._storage = storage
+        self._limits = limits
+        self._clock = clock
+        self._counters = counters
+        self._hint_max_bytes = hint_max_bytes
+
+    def local_get(self, key: bytes) -> GetAnswer:
+        """What this node's data holds for the key (hints left out): the LocalGet RPC."""
+        self._limits.check_key(key)
+        where = routed(key)
+        return answer(where, self._storage.get(where))
+
+    def read(self, key: bytes | RoutedKey, data_only: bool = False) -> KeyState | None:
+        """This node's answer as a replica: its data merged with hints it keeps for others,
+        so a fallback standing in for a primary answers what it was given. `data_only`
+        (tombstone GC's read): the data alone, a tombstone purged here lately included, so
+        a purge that ran ahead on this replica can be completed."""
+        self._limits.check_key(key.key if isinstance(key, RoutedKey) else key)
+        if data_only:
+            return self._storage.held(key)
+        state = self._storage.get(key)
+        hints = self._storage.hints_for_key(key)
+        if not hints:
+            return state
+        return versions.merge_all([state or EMPTY, *hints])
+
+    def merge(self, key: bytes | RoutedKey, state: KeyState, hint_for: str = "") -> None:
+        """Merge a state another node sent; as a hint when this node stands in for the
+        primary `hint_for`."""
+        self._limits.check_key(key.key if isinstance(key, RoutedKey) else key)
+        if hint_for and hint_for != self.address:
+            self._storage.store_hint(
+                hint_for, key, state, self._clock.wall_ms(), self._hint_max_bytes
+            )
+            self._counters["hints_stored"] += 1
+        else:
+            self._storage.merge(key, state)
+
+    def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> None:
+        for key, _ in items:
+            self._limits.check_key(key)
+        self._storage.merge_many(items)
+
+    def purge(self, key: bytes, state: KeyState) -> bool:
+        """Delete the record of `key` if it is still the tombstone `state` (tombstone GC)."""
+        self._limits.check_key(key)
+        return self._storage.purge_tombstone(key, state, self._clock.wall_ms())
+
+    def write(self, key: RoutedKey, context: versions.Clock, value: bytes | None) -> Written:
+        """The coordinated write: a new dot of this node's actor, replacing exactly what
+        `context` covers, applied atomically. Refused (nothing stored) past the sibling and
+        clock limits."""
+        made: list[versions.Dot] = []
+        max_siblings = self._limits.max_siblings
+
+        def apply(current: KeyState | None) -> KeyState:
+            before = current or EMPTY
+            new, dot = versions.write(before, context, self.actor, value, self._clock.wall_ms())
+            if len(new.siblings) > max_siblings:
+                raise TooManySiblings(
+                    f"the write would leave {len(new.siblings)} concurrent versions; the limit"
+                    f" is {max_siblings}: read the key and write with its context to resolve them"
+                )
+            self._limits.check_clock_growth(before, new, self.actor)
+            if dot.counter > MAX_RECORD_COUNTER:
+                raise StorageError(f"the key's write counter for {self.actor} is exhausted")
+            made.append(dot)
+            return new
+
+        state, record = self._storage.apply(key, apply)
+        return Written(state, record, made[0])

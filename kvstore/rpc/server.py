@@ -1,0 +1,51 @@
+"""The node's gRPC server: the three services, the standard health service, one port."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.rpc.peer import channel_options
+from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
+
+# The names health is reported under: the whole server ("") and the client service.
+_HEALTH_SERVICES = ("", "kvstore.KV")
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        kv: KVServicer,
+        peer: PeerServicer,
+        admin: AdminServicer,
+        max_message_bytes: int,
+    ) -> None:
+        self._server = grpc.aio.server(options=channel_options(max_message_bytes))
+        pb_grpc.add_KVServicer_to_server(kv, self._server)
+        pb_grpc.add_PeerServicer_to_server(peer, self._server)
+        pb_grpc.add_AdminServicer_to_server(admin, self._server)
+        self._health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Probes (docker HEALTHCHECK, k8s readiness) pass once the node knows a ring and so
+        can coordinate requests; before that it answers NOT_SERVING (the servicer's own
+        default for the whole server is SERVING, which would be a lie while the node waits
+        for its seeds)."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in _HEALTH_SERVICES:
+            await self._health.set(service, status)
+
+    async def start(self, listen: str) -> None:
+        if self._server.add_insecure_port(listen) == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await self._server.start()
+
+    async def stop(self, grace_s: float) -> None:
+        await self._server.stop(grace=grace_s)

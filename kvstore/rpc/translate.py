@@ -1,0 +1,114 @@
+"""Protobuf messages <-> the domain values the roles take and return (kvstore.core.requests).
+The servicers and the peer transport translate with these and nothing else."""
+
+from __future__ import annotations
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.core.requests import (
+    ForwardedPut,
+    GetAnswer,
+    Location,
+    NodeInfo,
+    NodeStatus,
+    PutAnswer,
+    PutCommand,
+)
+
+
+def put_command(request: pb.PutRequest) -> PutCommand:
+    return PutCommand(
+        key=request.key,
+        value=None if request.tombstone else request.value,
+        context=request.context,
+        w=request.w,
+        timeout_ms=request.timeout_ms,
+        strict=request.strict,
+        return_body=request.return_body,
+    )
+
+
+def put_request(command: PutCommand) -> pb.PutRequest:
+    return pb.PutRequest(
+        key=command.key,
+        value=command.value or b"",
+        context=command.context,
+        w=command.w,
+        timeout_ms=command.timeout_ms,
+        tombstone=command.value is None,
+        strict=command.strict,
+        return_body=command.return_body,
+    )
+
+
+def forwarded_put(request: pb.ForwardPutRequest) -> ForwardedPut:
+    return ForwardedPut(
+        command=put_command(request.request),
+        hops=request.hops,
+        ring_epoch=request.ring_epoch,
+        sender=request.sender,
+    )
+
+
+def forward_put_request(forward: ForwardedPut) -> pb.ForwardPutRequest:
+    return pb.ForwardPutRequest(
+        request=put_request(forward.command),
+        hops=forward.hops,
+        ring_epoch=forward.ring_epoch,
+        sender=forward.sender,
+    )
+
+
+def put_response(answer: PutAnswer) -> pb.PutResponse:
+    return pb.PutResponse(context=answer.context, values=answer.values)
+
+
+def put_answer(response: pb.PutResponse) -> PutAnswer:
+    return PutAnswer(context=response.context, values=tuple(response.values))
+
+
+def get_response(answer: GetAnswer) -> pb.GetResponse:
+    return pb.GetResponse(values=answer.values, context=answer.context, found=answer.found)
+
+
+def node_info_response(info: NodeInfo) -> pb.NodeInfoResponse:
+    return pb.NodeInfoResponse(
+        node_id=info.node_id,
+        actor=info.actor,
+        address=info.address,
+        members=info.members,
+        partitions=info.partitions,
+        n=info.n,
+    )
+
+
+def locate_response(location: Location) -> pb.LocateResponse:
+    return pb.LocateResponse(
+        ring_epoch=location.ring_epoch,
+        primaries=location.primaries,
+        pending_primaries=location.pending_primaries,
+    )
+
+
+def status_response(status: NodeStatus) -> pb.StatusResponse:
+    return pb.StatusResponse(
+        address=status.address,
+        node_id=status.node_id,
+        ring_epoch=status.ring_epoch,
+        ring_pending=status.ring_pending,
+        members=[
+            pb.MemberReport(
+                address=m.address,
+                node_id=m.node_id,
+                status=m.status,
+                up=m.up,
+                phi=m.phi,
+                partitions_owned=m.partitions_owned,
+                partitions_pending=m.partitions_pending,
+            )
+            for m in status.members
+        ],
+        hints_pending=status.hints_pending,
+        hint_bytes=status.hint_bytes,
+        handoffs_pending=status.handoffs_pending,
+        counters=dict(status.counters),
+    )

@@ -30,8 +30,9 @@ run: setup
 	$(VENV)/bin/kvstore local --nodes $(NODES) --base-port $(BASE_PORT) --data-dir $(DATA_DIR)
 
 lint: setup
-	$(VENV)/bin/ruff check kvstore tests proto bench
-	$(VENV)/bin/ruff format --check kvstore tests proto bench
+	$(VENV)/bin/ruff check kvstore tests proto bench tools
+	$(VENV)/bin/ruff format --check kvstore tests proto bench tools
+	$(PY) tools/check_layers.py
 
 typecheck: setup
 	$(VENV)/bin/mypy

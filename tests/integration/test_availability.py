@@ -152,7 +152,11 @@ def test_a_wiped_replica_is_rebuilt_by_anti_entropy_alone(make_cluster: ClusterF
         node = cluster.addresses[victim]
         mine = {k: v for k, v in written.items() if node in ring.primaries(k.encode())}
         assert len(mine) > KEYS // 5
-        assert all(not kv.local_get(node, k).found for k in list(mine)[:20])
+        # It came back empty. Anti-entropy (every 20 ms) starts with the node, so a partition
+        # or two may be rebuilt before this looks: most of its keys are still missing.
+        sample = list(mine)[:40]
+        missing = sum(not kv.local_get(node, k).found for k in sample)
+        assert missing >= 3 * len(sample) // 4, f"only {missing} of {len(sample)} missing"
         # No client reads until it is back: only LocalGet, which coordinates nothing.
         took = wait_for("anti-entropy rebuilt the wiped replica", on_all_primaries(
             kv, ring, mine), 90, interval=1.0)  # fmt: skip

@@ -57,7 +57,9 @@ class _Stubs:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.peer = pb_grpc.PeerStub(channel)
         self.merge_encoded = channel.unary_unary(
-            _REPLICA_MERGE, response_deserializer=pb.ReplicaMergeResponse.FromString
+            _REPLICA_MERGE,
+            response_deserializer=pb.ReplicaMergeResponse.FromString,
+            _registered_method=True,
         )
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kvstore.config import Background, NodeConfig
-from kvstore.core.cluster import ClusterView
+from kvstore.core.cluster import ClusterView, RingState
 from kvstore.core.failure import PhiAccrualDetector
 from kvstore.core.limits import Limits, Quorum
 from kvstore.core.membership import Membership
 from kvstore.core.requests import ForwardedPut, PutAnswer
-from kvstore.core.ring import Ring
+from kvstore.core.ring import Ring, initial_layout
 from kvstore.core.transport import PeerFailure, PeerUnreachable, RecordPage
 from kvstore.core.versions import KeyState
 from kvstore.errors import KvError
@@ -297,6 +297,21 @@ class SimCluster:
 
     def node(self, address: str) -> NodeParts:
         return self.nodes[address]
+
+    def move_partitions(self, current: Sequence[str], pending: Sequence[str]) -> None:
+        """Every node routes by a ring of `current` while partitions move to a ring of
+        `pending` (as gossip would tell them mid-join), and its router follows."""
+        first = next(iter(self.nodes.values()))
+        partitions, n = first.membership.partitions, first.membership.n
+        state = RingState(
+            epoch=2,
+            current=initial_layout(sorted(current), partitions, n),
+            pending=initial_layout(sorted(pending), partitions, n),
+        )
+        for node in self.nodes.values():
+            node.membership.ring = state
+            node.router.refresh()
+        self.ring = first.router.require_ring()
 
     def key_where(self, predicate: Callable[[list[str]], bool]) -> bytes:
         """A key whose preference list (primaries first) satisfies `predicate`."""

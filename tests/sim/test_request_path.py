@@ -193,6 +193,39 @@ def test_a_sloppy_read_is_answered_by_the_stand_in_holding_the_hint(cluster: Sim
     simulate(cluster.clock, scenario)
 
 
+def test_a_write_while_partitions_move_is_copied_to_the_pending_owner(tmp_path: Path) -> None:
+    sim = make_cluster(tmp_path, members=4)
+    try:
+        everyone = sorted(sim.nodes)
+        newcomer = everyone[-1]
+        sim.move_partitions(current=everyone[:3], pending=everyone)
+        pending = sim.node(everyone[0]).router.pending_ring
+        assert pending is not None
+        key = next(
+            k
+            for k in (f"key-{i}".encode() for i in range(10_000))
+            if newcomer in pending.primaries(k)
+        )
+        a = sim.primaries(key)[0]
+        sim.network.refusing.add(newcomer)  # the copy does not count towards w...
+
+        async def scenario() -> None:
+            await put(sim.node(a), key, w=3, strict=True)
+            await sim.drain()
+            sim.network.refusing.clear()  # ...but is sent on every write
+            await put(sim.node(a), key, b"again", w=3, strict=True)
+            await sim.drain()
+
+        simulate(sim.clock, scenario)
+        copies = [m for m in sim.network.messages("merge") if m.target == newcomer]
+        assert len(copies) == 2 and all(m.hint_for == "" for m in copies)
+        # The state shipped is the key's whole state after the write: both siblings.
+        assert sorted(live(sim, newcomer, key)) == sorted([VALUE, b"again"])
+        assert newcomer not in sim.primaries(key)
+    finally:
+        sim.close()
+
+
 # ---- forwarding ----
 
 

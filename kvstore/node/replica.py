@@ -68,7 +68,11 @@ class Replica:
         so a fallback standing in for a primary answers what it was given. `data_only`
         (tombstone GC's read): the data alone, a tombstone purged here lately included, so
         a purge that ran ahead on this replica can be completed."""
-        self._limits.check_key(key.key if isinstance(key, RoutedKey) else key)
+        if not isinstance(key, RoutedKey):
+            self._limits.check_key(key)
+            key = routed(key)  # hashed once for the data and the hints
+        else:
+            self._limits.check_key(key.key)
         if data_only:
             return self._storage.held(key)
         state = self._storage.get(key)

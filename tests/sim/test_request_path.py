@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvstore import _native
-from kvstore.core.requests import PutAnswer, PutCommand
+from kvstore.core.requests import PutCommand
 from kvstore.errors import Unavailable
 from kvstore.node.server import NodeParts
 from kvstore.storage.codec import encode_record
@@ -379,7 +379,7 @@ def test_the_request_deadline_defaults_to_the_node_limit(cluster: SimCluster) ->
 # ---- work done once per request ----
 
 
-def test_a_put_hashes_its_key_once_per_node(
+def test_a_request_hashes_its_key_once_per_node(
     cluster: SimCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key, (a, _b, _c), _ = any_key(cluster)
@@ -390,19 +390,23 @@ def test_a_put_hashes_its_key_once_per_node(
         hashed.append(data)
         return real_hash(data)
 
-    async def scenario() -> PutAnswer:
+    async def scenario() -> tuple[int, int]:
         first = await put(cluster.node(a), key)
         await cluster.drain()
-        hashed.clear()
         monkeypatch.setattr(_native, "hash_key", counting)
         # A put with a context: decoded, routed, stored and answered with one hash on the
         # coordinator; each other replica hashes once to store the merge.
-        answer = await put(cluster.node(a), key, b"second", context=first.context)
+        await put(cluster.node(a), key, b"second", context=first.context)
         await cluster.drain()
-        return answer
+        put_hashes = len(hashed)
+        # A get: routed, read locally and answered with one hash on the coordinator; each
+        # other replica hashes once to read its data and its hints.
+        await cluster.node(a).coordinator.get(key, r=3)
+        await cluster.drain()
+        return put_hashes, len(hashed) - put_hashes
 
-    simulate(cluster.clock, scenario)
-    assert hashed == [key] * 3
+    assert simulate(cluster.clock, scenario) == (3, 3)
+    assert set(hashed) == {key}
 
 
 def test_a_put_ships_the_stored_bytes_to_every_replica(cluster: SimCluster) -> None:

@@ -113,6 +113,7 @@ _INT_SETTINGS = {
     "max_value_bytes",
     "max_siblings",
     "max_clock_entries",
+    "max_batch_items",
     "request_timeout_ms",
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),

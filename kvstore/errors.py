@@ -37,6 +37,11 @@ class InvalidOption(InvalidArgument):
     """A request option (r, w, timeout) is out of range."""
 
 
+class BatchTooLarge(InvalidArgument):
+    """A get_many / put_many / delete_many with more items than the limit (max_batch_items),
+    or too many bytes for one message: refused whole, nothing done."""
+
+
 class ConfigError(KvError):
     """A configuration file, environment variable or flag is unknown or out of range."""
 
@@ -105,6 +110,7 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         ValueTooLarge,
         InvalidContext,
         InvalidOption,
+        BatchTooLarge,
         ConfigError,
         TooManySiblings,
         Unavailable,

@@ -116,6 +116,120 @@ class LocalGetRequest(_message.Message):
     key: bytes
     def __init__(self, key: _Optional[bytes] = ...) -> None: ...
 
+class GetManyRequest(_message.Message):
+    __slots__ = ("keys", "r", "timeout_ms", "strict")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    R_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    r: int
+    timeout_ms: int
+    strict: bool
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., r: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., strict: _Optional[bool] = ...) -> None: ...
+
+class CallError(_message.Message):
+    __slots__ = ("code", "error", "message", "answered", "required")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    error: str
+    message: str
+    answered: int
+    required: int
+    def __init__(self, code: _Optional[str] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., answered: _Optional[int] = ..., required: _Optional[int] = ...) -> None: ...
+
+class GetManyItem(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: GetResponse
+    error: CallError
+    def __init__(self, ok: _Optional[_Union[GetResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class GetManyResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[GetManyItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[GetManyItem, _Mapping]]] = ...) -> None: ...
+
+class PutManyRequest(_message.Message):
+    __slots__ = ("items", "w", "timeout_ms", "strict")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    W_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PutRequest]
+    w: int
+    timeout_ms: int
+    strict: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[PutRequest, _Mapping]]] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., strict: _Optional[bool] = ...) -> None: ...
+
+class PutManyItem(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: PutResponse
+    error: CallError
+    def __init__(self, ok: _Optional[_Union[PutResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class PutManyResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PutManyItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[PutManyItem, _Mapping]]] = ...) -> None: ...
+
+class Cancel(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClientCall(_message.Message):
+    __slots__ = ("id", "get", "put", "get_many", "put_many", "cancel")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    GET_MANY_FIELD_NUMBER: _ClassVar[int]
+    PUT_MANY_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    get: GetRequest
+    put: PutRequest
+    get_many: GetManyRequest
+    put_many: PutManyRequest
+    cancel: Cancel
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., get_many: _Optional[_Union[GetManyRequest, _Mapping]] = ..., put_many: _Optional[_Union[PutManyRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+
+class ClientCalls(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[ClientCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[ClientCall, _Mapping]]] = ...) -> None: ...
+
+class ClientResult(_message.Message):
+    __slots__ = ("id", "get", "put", "get_many", "put_many", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    GET_MANY_FIELD_NUMBER: _ClassVar[int]
+    PUT_MANY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    get: GetResponse
+    put: PutResponse
+    get_many: GetManyResponse
+    put_many: PutManyResponse
+    error: CallError
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., get_many: _Optional[_Union[GetManyResponse, _Mapping]] = ..., put_many: _Optional[_Union[PutManyResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class ClientResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ClientResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ...) -> None: ...
+
 class ReplicaReadRequest(_message.Message):
     __slots__ = ("key", "data_only")
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +447,46 @@ class NodeInfoResponse(_message.Message):
     partitions: int
     n: int
     def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
+
+class PeerCall(_message.Message):
+    __slots__ = ("id", "read", "merge", "forward", "cancel")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    read: ReplicaReadRequest
+    merge: ReplicaMergeRequest
+    forward: ForwardPutRequest
+    cancel: Cancel
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadRequest, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeRequest, _Mapping]] = ..., forward: _Optional[_Union[ForwardPutRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+
+class PeerCalls(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[PeerCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[PeerCall, _Mapping]]] = ...) -> None: ...
+
+class PeerResult(_message.Message):
+    __slots__ = ("id", "read", "merge", "forward", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    read: ReplicaReadResponse
+    merge: ReplicaMergeResponse
+    forward: PutResponse
+    error: CallError
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadResponse, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeResponse, _Mapping]] = ..., forward: _Optional[_Union[PutResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class PeerResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PeerResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PeerResult, _Mapping]]] = ...) -> None: ...
 
 class PurgeRequest(_message.Message):
     __slots__ = ("key", "record")

@@ -49,6 +49,21 @@ class KVStub:
                 request_serializer=kvstore__pb2.LocalGetRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.GetResponse.FromString,
                 _registered_method=True)
+        self.GetMany = channel.unary_unary(
+                '/kvstore.v1.KV/GetMany',
+                request_serializer=kvstore__pb2.GetManyRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.GetManyResponse.FromString,
+                _registered_method=True)
+        self.PutMany = channel.unary_unary(
+                '/kvstore.v1.KV/PutMany',
+                request_serializer=kvstore__pb2.PutManyRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.PutManyResponse.FromString,
+                _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/kvstore.v1.KV/Stream',
+                request_serializer=kvstore__pb2.ClientCalls.SerializeToString,
+                response_deserializer=kvstore__pb2.ClientResults.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -73,6 +88,27 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stream(self, request_iterator, context):
+        """Many calls multiplexed on one long-lived stream: the calls a client has ready in one
+        moment travel in one message, their results likewise (in any order). The unary calls
+        above stay for clients in other languages and for tools.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +126,21 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.LocalGet,
                     request_deserializer=kvstore__pb2.LocalGetRequest.FromString,
                     response_serializer=kvstore__pb2.GetResponse.SerializeToString,
+            ),
+            'GetMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMany,
+                    request_deserializer=kvstore__pb2.GetManyRequest.FromString,
+                    response_serializer=kvstore__pb2.GetManyResponse.SerializeToString,
+            ),
+            'PutMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutMany,
+                    request_deserializer=kvstore__pb2.PutManyRequest.FromString,
+                    response_serializer=kvstore__pb2.PutManyResponse.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=kvstore__pb2.ClientCalls.FromString,
+                    response_serializer=kvstore__pb2.ClientResults.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +234,87 @@ class KV:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.KV/GetMany',
+            kvstore__pb2.GetManyRequest.SerializeToString,
+            kvstore__pb2.GetManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.KV/PutMany',
+            kvstore__pb2.PutManyRequest.SerializeToString,
+            kvstore__pb2.PutManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kvstore.v1.KV/Stream',
+            kvstore__pb2.ClientCalls.SerializeToString,
+            kvstore__pb2.ClientResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
@@ -242,6 +374,11 @@ class PeerStub:
                 '/kvstore.v1.Peer/Purge',
                 request_serializer=kvstore__pb2.PurgeRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.PurgeResponse.FromString,
+                _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/kvstore.v1.Peer/Stream',
+                request_serializer=kvstore__pb2.PeerCalls.SerializeToString,
+                response_deserializer=kvstore__pb2.PeerResults.FromString,
                 _registered_method=True)
 
 
@@ -308,6 +445,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """The request path's replica calls (read, merge, forward) multiplexed on one long-lived
+        stream per pair of nodes, many calls per message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -360,6 +505,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Purge,
                     request_deserializer=kvstore__pb2.PurgeRequest.FromString,
                     response_serializer=kvstore__pb2.PurgeResponse.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=kvstore__pb2.PeerCalls.FromString,
+                    response_serializer=kvstore__pb2.PeerResults.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -632,6 +782,33 @@ class Peer:
             '/kvstore.v1.Peer/Purge',
             kvstore__pb2.PurgeRequest.SerializeToString,
             kvstore__pb2.PurgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kvstore.v1.Peer/Stream',
+            kvstore__pb2.PeerCalls.SerializeToString,
+            kvstore__pb2.PeerResults.FromString,
             options,
             channel_credentials,
             insecure,

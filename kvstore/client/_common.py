@@ -3,25 +3,48 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client.results import GetResult, PutResult
-from kvstore.errors import InvalidArgument, InvalidKey, InvalidOption, KvError, TransportError
-from kvstore.rpc.status import error_from_rpc, is_transport_failure
+from kvstore.client.results import GetItem, GetResult, PutItem, PutResult, PutResultItem
+from kvstore.errors import (
+    BatchTooLarge,
+    InvalidArgument,
+    InvalidKey,
+    InvalidOption,
+    KvError,
+    TransportError,
+)
+from kvstore.rpc.status import error_from_call, error_from_rpc, is_transport_failure
+from kvstore.rpc.streams import field
 
 Resolver = Callable[[list[bytes]], bytes]
 Key = bytes | str
+# What put_many takes: PutItem, or (key, value) / (key, value, context).
+PutLike = PutItem | tuple[Key, bytes | None] | tuple[Key, bytes | None, bytes | None]
+# What delete_many takes: a key, or (key, context).
+DeleteLike = Key | tuple[Key, bytes | None]
+
+# The fields of a ClientCall (kvstore.rpc.streams adds the id): get = 2, put = 3,
+# get_many = 4, put_many = 5, each a message.
+_GET_CALL = b"\x12"
+_PUT_CALL = b"\x1a"
+_GET_MANY_CALL = b"\x22"
+_PUT_MANY_CALL = b"\x2a"
 
 # The client's deadline runs a little past the server's, so the server's own, more precise
 # answer (e.g. "1 of 2 replicas answered") arrives instead of a bare DEADLINE_EXCEEDED.
 DEADLINE_SLACK_S = 0.5
 MAX_TIMEOUT_S = 600.0
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+# The most items a batch may have at all (a node's own max_batch_items, 1,000 by default, may
+# be lower: it refuses a larger batch with BatchTooLarge).
+MAX_BATCH_ITEMS = 10_000
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 128 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
@@ -135,6 +158,64 @@ class RequestBuilder:
             return_body=return_body,
         )
 
+    def get_many_request(
+        self, keys: Iterable[Key], r: int | None, sloppy: bool = True
+    ) -> pb.GetManyRequest:
+        encoded = [key_bytes(key) for key in keys]
+        check_batch(len(encoded))
+        return pb.GetManyRequest(
+            keys=encoded, r=quorum_option("r", r), timeout_ms=self.timeout_ms, strict=not sloppy
+        )
+
+    def put_many_request(
+        self, items: Iterable[PutLike], w: int | None, sloppy: bool = True
+    ) -> pb.PutManyRequest:
+        requests = []
+        for item in items:
+            put = put_item(item)
+            requests.append(
+                self.put_request(put.key, put.value, put.context, None, sloppy, put.return_body)
+            )
+        check_batch(len(requests))
+        return pb.PutManyRequest(
+            items=requests, w=quorum_option("w", w), timeout_ms=self.timeout_ms, strict=not sloppy
+        )
+
+    def delete_many_request(
+        self, items: Iterable[DeleteLike], w: int | None, sloppy: bool = True
+    ) -> pb.PutManyRequest:
+        deletes: list[PutLike] = []
+        for item in items:
+            if isinstance(item, tuple):
+                if len(item) != 2:
+                    raise InvalidArgument("delete_many takes keys or (key, context) pairs")
+                deletes.append(PutItem(item[0], None, item[1]))
+            else:
+                deletes.append(PutItem(item, None))
+        return self.put_many_request(deletes, w, sloppy)
+
+    def get_many_result(
+        self, response: pb.GetManyResponse, count: int, resolver: Resolver | None
+    ) -> list[GetItem]:
+        _check_count(len(response.items), count)
+        return [
+            error_from_call(item.error)
+            if item.HasField("error")
+            else self.get_result(item.ok, resolver)
+            for item in response.items
+        ]
+
+    def put_many_result(
+        self, response: pb.PutManyResponse, count: int, resolver: Resolver | None
+    ) -> list[PutResultItem]:
+        _check_count(len(response.items), count)
+        return [
+            error_from_call(item.error)
+            if item.HasField("error")
+            else self.put_result(item.ok, resolver)
+            for item in response.items
+        ]
+
     def _resolved(self, values: list[bytes], resolver: Resolver | None) -> list[bytes]:
         resolve = resolver or self.resolver
         if resolve is not None and len(values) > 1:
@@ -148,6 +229,43 @@ class RequestBuilder:
     def put_result(self, response: pb.PutResponse, resolver: Resolver | None) -> PutResult:
         values = self._resolved(list(response.values), resolver)
         return PutResult(context=response.context, values=values)
+
+
+def put_item(item: PutLike) -> PutItem:
+    if isinstance(item, PutItem):
+        return item
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        return PutItem(*item)
+    raise InvalidArgument(
+        f"put_many takes PutItem or (key, value[, context]) tuples, not {type(item).__name__}"
+    )
+
+
+def check_batch(items: int) -> None:
+    if items > MAX_BATCH_ITEMS:
+        raise BatchTooLarge(f"a batch of {items} items; at most {MAX_BATCH_ITEMS} are allowed")
+
+
+def _check_count(got: int, sent: int) -> None:
+    if got != sent:
+        raise KvError(f"the node answered {got} items for a batch of {sent}")
+
+
+# A call on a client stream: the request message in its ClientCall field.
+def get_call(request: pb.GetRequest) -> bytes:
+    return field(_GET_CALL, request.SerializeToString())
+
+
+def put_call(request: pb.PutRequest) -> bytes:
+    return field(_PUT_CALL, request.SerializeToString())
+
+
+def get_many_call(request: pb.GetManyRequest) -> bytes:
+    return field(_GET_MANY_CALL, request.SerializeToString())
+
+
+def put_many_call(request: pb.PutManyRequest) -> bytes:
+    return field(_PUT_MANY_CALL, request.SerializeToString())
 
 
 def failure(exc: grpc.RpcError, address: str) -> tuple[KvError, bool]:

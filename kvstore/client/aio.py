@@ -1,8 +1,9 @@
-"""The asyncio client."""
+"""The asyncio client: every call of every task rides one long-lived stream per node
+(kvstore.v1.KV/Stream), the calls ready in one turn of the event loop in one message."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -11,18 +12,32 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client._common import (
     CHANNEL_OPTIONS,
+    MAX_MESSAGE_BYTES,
+    DeleteLike,
     Key,
+    PutLike,
     RequestBuilder,
     Resolver,
     failure,
+    get_call,
+    get_many_call,
     key_bytes,
     no_node_answered,
+    put_call,
+    put_many_call,
 )
-from kvstore.client.results import GetResult, PutResult
-from kvstore.errors import KvError
+from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
+from kvstore.errors import BatchTooLarge, KvError, Timeout, TransportError
 from kvstore.rpc.channels import ChannelPool
+from kvstore.rpc.status import error_from_call
+from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown
 
 T = TypeVar("T")
+
+_STREAM = "/kvstore.v1.KV/Stream"
+# The bytes of calls to one node that may be queued or unanswered at once; past it a call
+# waits (within its timeout) for room.
+CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
 
 
 class AsyncClient:
@@ -31,6 +46,7 @@ class AsyncClient:
     async with AsyncClient("127.0.0.1:7101,127.0.0.1:7102") as kv:
         await kv.put("k", b"v")
         result = await kv.get("k")
+        items = await kv.get_many(["a", "b"])   # GetResult, or the key's error
     """
 
     def __init__(
@@ -38,12 +54,141 @@ class AsyncClient:
         seeds: str | Sequence[str],
         timeout: float = 5.0,
         resolver: Resolver | None = None,
+        max_inflight_bytes: int = CLIENT_INFLIGHT_BYTES,
     ) -> None:
         self._requests = RequestBuilder(seeds, timeout, resolver)
         self._pool = ChannelPool(
             lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
             pb_grpc.KVStub,
         )
+        self._streams: dict[str, CallStream[pb.ClientResult]] = {}
+        self._max_inflight_bytes = max_inflight_bytes
+
+    def stream(self, address: str) -> CallStream[pb.ClientResult]:
+        """The stream of calls to the node at `address` (opened on first use)."""
+        stream = self._streams.get(address)
+        if stream is None:
+            self._pool.stub(address)
+            channel = self._pool.channels[address]
+            open_call = channel.stream_stream(
+                _STREAM,
+                request_serializer=None,  # messages of calls are built as bytes (streams.py)
+                response_deserializer=pb.ClientResults.FromString,
+                _registered_method=True,
+            )
+            stream = self._streams[address] = CallStream(
+                f"node {address}",
+                channel,
+                # A node that cannot be reached fails the call at once: the next is tried.
+                lambda: open_call(wait_for_ready=False),
+                _results,
+                max_inflight_bytes=self._max_inflight_bytes,
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                wait_for_ready=False,
+            )
+        return stream
+
+    async def _send(self, body: bytes, kind: str) -> Any:
+        """One call on the stream of the first node that can be reached; the next node is
+        tried only when the call never left (so a write is never applied twice)."""
+        errors: list[KvError] = []
+        deadline = self._requests.deadline_s
+        for address in self._requests.node_order():
+            try:
+                result = await self.stream(address).call(body, deadline, fail_fast=True)
+            except NeverSent as exc:
+                errors.append(TransportError(f"cannot reach node ({address}): {exc}"))
+                continue
+            except OutcomeUnknown as exc:
+                if exc.deadline:
+                    raise Timeout(
+                        f"deadline exceeded ({address}): the outcome is unknown"
+                    ) from None
+                raise TransportError(
+                    f"connection to {address} lost mid-call: the outcome is unknown ({exc})"
+                ) from None
+            except CallTooLarge as exc:
+                raise BatchTooLarge(str(exc)) from None
+            got = result.WhichOneof("result")
+            if got == "error":
+                raise error_from_call(result.error, address)
+            if got != kind:
+                raise KvError(f"{address} answered a {kind} with {got}")
+            return getattr(result, kind)
+        raise no_node_answered(errors)
+
+    async def get(
+        self,
+        key: Key,
+        r: int | None = None,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> GetResult:
+        """As Client.get."""
+        request = self._requests.get_request(key, r, sloppy)
+        response = await self._send(get_call(request), "get")
+        return self._requests.get_result(response, resolver)
+
+    async def put(
+        self,
+        key: Key,
+        value: bytes,
+        context: bytes | None = None,
+        w: int | None = None,
+        return_body: bool = False,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> PutResult:
+        """As Client.put: `return_body=True` answers with the siblings after the write."""
+        request = self._requests.put_request(key, value, context, w, sloppy, return_body)
+        response = await self._send(put_call(request), "put")
+        return self._requests.put_result(response, resolver)
+
+    async def delete(
+        self, key: Key, context: bytes | None = None, w: int | None = None, sloppy: bool = True
+    ) -> PutResult:
+        request = self._requests.put_request(key, None, context, w, sloppy)
+        response = await self._send(put_call(request), "put")
+        return self._requests.put_result(response, None)
+
+    async def get_many(
+        self,
+        keys: Iterable[Key],
+        r: int | None = None,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> list[GetItem]:
+        """As Client.get_many."""
+        request = self._requests.get_many_request(keys, r, sloppy)
+        if not request.keys:
+            return []
+        response = await self._send(get_many_call(request), "get_many")
+        return self._requests.get_many_result(response, len(request.keys), resolver)
+
+    async def put_many(
+        self,
+        items: Iterable[PutLike],
+        w: int | None = None,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> list[PutResultItem]:
+        """As Client.put_many."""
+        request = self._requests.put_many_request(items, w, sloppy)
+        return await self._put_many(request, resolver)
+
+    async def delete_many(
+        self, items: Iterable[DeleteLike], w: int | None = None, sloppy: bool = True
+    ) -> list[PutResultItem]:
+        """As Client.delete_many."""
+        return await self._put_many(self._requests.delete_many_request(items, w, sloppy), None)
+
+    async def _put_many(
+        self, request: pb.PutManyRequest, resolver: Resolver | None
+    ) -> list[PutResultItem]:
+        if not request.items:
+            return []
+        response = await self._send(put_many_call(request), "put_many")
+        return self._requests.put_many_result(response, len(request.items), resolver)
 
     async def _call(
         self, send: Callable[[pb_grpc.KVStub], Awaitable[T]], addresses: Any = None
@@ -59,38 +204,6 @@ class AsyncClient:
                 errors.append(error)
         raise no_node_answered(errors)
 
-    async def get(
-        self, key: Key, r: int | None = None, resolver: Resolver | None = None
-    ) -> GetResult:
-        request = self._requests.get_request(key, r)
-        deadline = self._requests.deadline_s
-        response = await self._call(lambda stub: stub.Get(request, timeout=deadline))
-        return self._requests.get_result(response, resolver)
-
-    async def put(
-        self,
-        key: Key,
-        value: bytes,
-        context: bytes | None = None,
-        w: int | None = None,
-        return_body: bool = False,
-        resolver: Resolver | None = None,
-    ) -> PutResult:
-        """As Client.put: `return_body=True` answers with the siblings after the write."""
-        request = self._requests.put_request(key, value, context, w, return_body=return_body)
-        return await self._put(request, resolver)
-
-    async def delete(
-        self, key: Key, context: bytes | None = None, w: int | None = None
-    ) -> PutResult:
-        request = self._requests.put_request(key, None, context, w)
-        return await self._put(request, None)
-
-    async def _put(self, request: pb.PutRequest, resolver: Resolver | None) -> PutResult:
-        deadline = self._requests.deadline_s
-        response = await self._call(lambda stub: stub.Put(request, timeout=deadline))
-        return self._requests.put_result(response, resolver)
-
     async def local_get(self, node_address: str, key: Key) -> GetResult:
         """One node's own stored versions of a key, without coordination (debugging, tests).
 
@@ -105,6 +218,9 @@ class AsyncClient:
         return self._requests.get_result(response, resolver=None)
 
     async def close(self) -> None:
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            await stream.close()
         for channel in self._pool.take_channels():
             await channel.close()
 
@@ -113,3 +229,7 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _results(message: pb.ClientResults) -> Sequence[pb.ClientResult]:
+    return message.results  # type: ignore[no-any-return]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kvstore.errors import KvError
+
 
 @dataclass(frozen=True, slots=True)
 class GetResult:
@@ -40,3 +42,20 @@ class PutResult:
 
     context: bytes
     values: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PutItem:
+    """One write of a put_many: `value` None writes a tombstone (a delete). `context` and
+    `return_body` mean what they mean for `put`."""
+
+    key: bytes | str
+    value: bytes | None
+    context: bytes | None = None
+    return_body: bool = False
+
+
+# A batch's answer: one item per key, in order; a key that failed holds its error (the same
+# typed errors a single call raises), the others their results.
+GetItem = GetResult | KvError
+PutResultItem = PutResult | KvError

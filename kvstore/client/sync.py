@@ -1,4 +1,7 @@
-"""The blocking client: the same calls as AsyncClient, on grpc's synchronous channels."""
+"""The blocking client: the same calls as AsyncClient. Gets, puts and deletes run on an
+AsyncClient of its own, on an event loop thread it owns, so they ride the same multiplexed
+streams (and calls from many threads share them); the operator calls stay unary, on grpc's
+synchronous channels."""
 
 from __future__ import annotations
 
@@ -12,14 +15,18 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client._common import (
     CHANNEL_OPTIONS,
+    DeleteLike,
     Key,
+    PutLike,
     RequestBuilder,
     Resolver,
     failure,
     key_bytes,
     no_node_answered,
 )
-from kvstore.client.results import GetResult, PutResult
+from kvstore.client._loop import LoopThread
+from kvstore.client.aio import AsyncClient
+from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
 from kvstore.errors import KvError
 from kvstore.rpc.channels import ChannelPool
 
@@ -45,6 +52,9 @@ class Client:
             lambda address: grpc.insecure_channel(address, options=CHANNEL_OPTIONS),
             pb_grpc.KVStub,
         )
+        self._closed = False
+        self._loop = LoopThread()
+        self._async = self._loop.run(_async_client(seeds, timeout, resolver))
 
     def _call(
         self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None
@@ -68,10 +78,7 @@ class Client:
         sloppy: bool = True,
     ) -> GetResult:
         """`sloppy=False` counts only the key's primaries towards r (Riak's PR)."""
-        request = self._requests.get_request(key, r, sloppy)
-        deadline = self._requests.deadline_s
-        response = self._call(lambda stub: stub.Get(request, timeout=deadline))
-        return self._requests.get_result(response, resolver)
+        return self._loop.run(self._async.get(key, r, resolver, sloppy))
 
     def put(
         self,
@@ -87,18 +94,49 @@ class Client:
         fallback stands in for a primary that is down. `return_body=True` answers with the
         siblings after the write (`PutResult.values`, merged by the resolver if one is
         given) and a context covering them."""
-        request = self._requests.put_request(key, value, context, w, sloppy, return_body)
-        return self._put(request, resolver)
+        return self._loop.run(
+            self._async.put(key, value, context, w, return_body, resolver, sloppy)
+        )
 
     def delete(
         self, key: Key, context: bytes | None = None, w: int | None = None, sloppy: bool = True
     ) -> PutResult:
-        return self._put(self._requests.put_request(key, None, context, w, sloppy), None)
+        return self._loop.run(self._async.delete(key, context, w, sloppy))
 
-    def _put(self, request: pb.PutRequest, resolver: Resolver | None) -> PutResult:
-        deadline = self._requests.deadline_s
-        response = self._call(lambda stub: stub.Put(request, timeout=deadline))
-        return self._requests.put_result(response, resolver)
+    # ---- batches: one request, per-key results ----
+
+    def get_many(
+        self,
+        keys: Iterable[Key],
+        r: int | None = None,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> list[GetItem]:
+        """Read many keys in one request: a list in the keys' order, each item the key's
+        GetResult or the error reading it failed with (InvalidKey, Unavailable, ...: the
+        errors `get` raises). A batch past the node's max_batch_items (1,000 by default) is
+        refused whole, BatchTooLarge; so is an option out of range (InvalidOption)."""
+        return self._loop.run(self._async.get_many(keys, r, resolver, sloppy))
+
+    def put_many(
+        self,
+        items: Iterable[PutLike],
+        w: int | None = None,
+        resolver: Resolver | None = None,
+        sloppy: bool = True,
+    ) -> list[PutResultItem]:
+        """Write many keys in one request. Each item is a PutItem(key, value, context,
+        return_body) or a (key, value) / (key, value, context) tuple, with its own context;
+        a value of None deletes. Answers a list in the items' order, each the item's
+        PutResult or its error. The node commits the writes that arrive together in one
+        RocksDB WriteBatch; a failed item does not fail the others."""
+        return self._loop.run(self._async.put_many(items, w, resolver, sloppy))
+
+    def delete_many(
+        self, items: Iterable[DeleteLike], w: int | None = None, sloppy: bool = True
+    ) -> list[PutResultItem]:
+        """Delete many keys: each item a key or a (key, context) pair."""
+        return self._loop.run(self._async.delete_many(items, w, sloppy))
 
     def local_get(self, node_address: str, key: Key) -> GetResult:
         """One node's own stored versions of a key, without coordination (debugging, tests).
@@ -176,11 +214,25 @@ class Client:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def close(self) -> None:
-        for channel in self._pool.take_channels():
-            channel.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self._async.close())
+        finally:
+            self._loop.close()
+            for channel in self._pool.take_channels():
+                channel.close()
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _async_client(
+    seeds: str | Sequence[str], timeout: float, resolver: Resolver | None
+) -> AsyncClient:
+    """Made on the loop thread, so its channels belong to that loop."""
+    return AsyncClient(seeds, timeout, resolver)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvstore.core.versions import KeyState
-from kvstore.errors import InvalidContext, InvalidKey, InvalidOption, ValueTooLarge
+from kvstore.errors import BatchTooLarge, InvalidContext, InvalidKey, InvalidOption, ValueTooLarge
 
 # Hard ceilings: configurable limits may be lowered freely but not raised past these,
 # because gRPC message sizes and memory per request are sized from them.
@@ -20,6 +20,9 @@ MAX_CONTEXT_ENTRIES = 4096
 # hole per unseen sibling) however small the other limits are set.
 MIN_CLOCK_ENTRIES = 16
 TIMEOUT_MS_CEILING = 10 * 60 * 1000
+# Keys in one get_many / put_many / delete_many: past it the batch is refused whole
+# (BatchTooLarge). The ceiling keeps a batch's work (and its answer) within one message.
+BATCH_ITEMS_CEILING = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class Limits:
     max_clock_entries: int = 256
     request_timeout_ms: int = 5_000
     max_request_timeout_ms: int = 60_000
+    max_batch_items: int = 1_000
 
     def check(self) -> None:
         _in_range("max_key_bytes", self.max_key_bytes, 1, KEY_BYTES_CEILING)
@@ -44,6 +48,14 @@ class Limits:
         )
         _in_range("max_request_timeout_ms", self.max_request_timeout_ms, 1, TIMEOUT_MS_CEILING)
         _in_range("request_timeout_ms", self.request_timeout_ms, 1, self.max_request_timeout_ms)
+        _in_range("max_batch_items", self.max_batch_items, 1, BATCH_ITEMS_CEILING)
+
+    def check_batch(self, items: int) -> None:
+        if items > self.max_batch_items:
+            raise BatchTooLarge(
+                f"a batch of {items} items; the limit is {self.max_batch_items}"
+                " (max_batch_items): split it"
+            )
 
     def check_key(self, key: bytes) -> None:
         if not isinstance(key, bytes):

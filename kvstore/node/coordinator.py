@@ -31,7 +31,7 @@ from kvstore.core.requests import ForwardedPut, GetAnswer, PutAnswer, PutCommand
 from kvstore.core.ring import RoutedKey, routed
 from kvstore.core.transport import PeerFailure, PeerTransport, PeerUnreachable
 from kvstore.core.versions import KeyState
-from kvstore.errors import KvError, Unavailable
+from kvstore.errors import InternalError, KvError, Unavailable
 from kvstore.node.clock import Clock
 from kvstore.node.replica import Replica, answer
 from kvstore.node.router import Route, Router
@@ -127,12 +127,44 @@ class Coordinator:
         for target in stale:
             try:
                 if target == self.address:
-                    self._replica.merge(key, merged)
+                    await self._replica.merge(key, merged)
                 else:
                     await self._transport.merge(target, key.key, record, timeout)
                 self._counters["read_repairs"] += 1
             except (PeerFailure, KvError) as exc:
                 log.info("read repair of a key on %s failed: %s", target, exc)
+
+    # ---- batches ----
+
+    async def get_many(
+        self, keys: Sequence[bytes], r: int = 0, timeout_ms: int = 0, strict: bool = False
+    ) -> list[GetAnswer | KvError]:
+        """Each key read as `get` would read it, all at once: per-key answers or errors, in
+        order. The batch's own options are checked first (a bad one fails it whole). The
+        keys' replica calls leave together (one message per peer stream), their reads are
+        local RocksDB reads."""
+        self._limits.check_batch(len(keys))
+        self._quorum.read_quorum(r)
+        self._limits.timeout_ms(timeout_ms)
+        return _per_item(
+            await asyncio.gather(
+                *(self.get(key, r, timeout_ms, strict) for key in keys), return_exceptions=True
+            )
+        )
+
+    async def put_many(self, commands: Sequence[PutCommand]) -> list[PutAnswer | KvError]:
+        """Each put coordinated as `put` would, all at once: per-item answers or errors, in
+        order. Their writes here commit in one WriteBatch (the group commit), their merges
+        leave together for each replica, which commits them together too."""
+        self._limits.check_batch(len(commands))
+        for command in commands[:1]:
+            self._quorum.write_quorum(command.w)
+            self._limits.timeout_ms(command.timeout_ms)
+        return _per_item(
+            await asyncio.gather(
+                *(self.put(command) for command in commands), return_exceptions=True
+            )
+        )
 
     # ---- writes ----
 
@@ -154,6 +186,10 @@ class Coordinator:
 
         fsm = PutCoordinator(self.address, route.primaries, required, route.fallbacks, route.down)
         written = self._replica.write(where, context, command.value)
+        # Durable here before any other node sees the write's dot: were the commit to fail,
+        # the next write would take the same dot, and two writes under one dot would be
+        # taken for one by every merge.
+        await written.durable
         decided = asyncio.get_running_loop().create_future()
 
         def call(action: MergeReplica) -> Awaitable[None]:
@@ -323,6 +359,24 @@ class _Calls:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+
+
+T = TypeVar("T")
+
+
+def _per_item(outcomes: Sequence[T | BaseException]) -> list[T | KvError]:
+    """gather's outcomes as a batch's items: a KvError is the item's error; anything else
+    raised is a bug, logged, and the item's InternalError."""
+    items: list[T | KvError] = []
+    for outcome in outcomes:
+        if isinstance(outcome, KvError) or not isinstance(outcome, BaseException):
+            items.append(outcome)
+            continue
+        if isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+        log.error("batch item failed unexpectedly", exc_info=outcome)
+        items.append(InternalError(f"{type(outcome).__name__}: {outcome}"))
+    return items
 
 
 def _why(outcome: Outcome) -> str:

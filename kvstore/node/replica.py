@@ -1,11 +1,17 @@
 """The Replica: this node's own storage role. It answers reads as a replica (with the hints
 it keeps as a fallback), merges states other nodes send, keeps hints for absent primaries,
 and applies a coordinated write: the dotted-version-vector write rule run atomically on
-local storage (riak_kv's vnode does the same), so only a replica ever makes a dot."""
+local storage (riak_kv's vnode does the same), so only a replica ever makes a dot.
+
+Writes and merges are staged and made durable by the group commit (node.commits): the
+awaitable each returns is done once the change is durable; the read-merge-write of a key
+happens at once, with no await between, so it is atomic."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kvstore.core import versions
@@ -15,18 +21,20 @@ from kvstore.core.ring import RoutedKey, routed
 from kvstore.core.versions import EMPTY, KeyState
 from kvstore.errors import StorageError, TooManySiblings
 from kvstore.node.clock import Clock
+from kvstore.node.commits import GroupCommit
 from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context
 from kvstore.storage.engine import Storage
 
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """A coordinated write as stored: the key's new state, its encoding (shipped as is to
-    the other replicas) and the dot the write made."""
+    """A coordinated write as staged: the key's new state, its encoding (shipped as is to
+    the other replicas), the dot the write made, and when it is durable."""
 
     state: KeyState
     record: bytes
     dot: versions.Dot
+    durable: asyncio.Future[None]
 
 
 def answer(key: RoutedKey, state: KeyState | None) -> GetAnswer:
@@ -56,6 +64,7 @@ class Replica:
         self._clock = clock
         self._counters = counters
         self._hint_max_bytes = hint_max_bytes
+        self._commits = GroupCommit(storage)
 
     def local_get(self, key: bytes) -> GetAnswer:
         """What this node's data holds for the key (hints left out): the LocalGet RPC."""
@@ -81,22 +90,33 @@ class Replica:
             return state
         return versions.merge_all([state or EMPTY, *hints])
 
-    def merge(self, key: bytes | RoutedKey, state: KeyState, hint_for: str = "") -> None:
+    def merge(
+        self, key: bytes | RoutedKey, state: KeyState, hint_for: str = ""
+    ) -> asyncio.Future[None]:
         """Merge a state another node sent; as a hint when this node stands in for the
-        primary `hint_for`."""
+        primary `hint_for`. Done once durable. Raises at once (nothing changed) for a key
+        out of bounds, or when the hints are full."""
         self._limits.check_key(key.key if isinstance(key, RoutedKey) else key)
         if hint_for and hint_for != self.address:
             self._storage.store_hint(
                 hint_for, key, state, self._clock.wall_ms(), self._hint_max_bytes
             )
             self._counters["hints_stored"] += 1
-        else:
-            self._storage.merge(key, state)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        self._storage.stage_merge(key, state)
+        return self._commits.durable()
 
-    def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> None:
+    def merge_batch(self, items: Iterable[tuple[bytes, KeyState]]) -> asyncio.Future[None]:
+        """Merge many states, all or none (a key out of bounds fails the batch before any
+        is staged); done once all are durable."""
+        items = list(items)
         for key, _ in items:
             self._limits.check_key(key)
-        self._storage.merge_many(items)
+        for key, state in items:
+            self._storage.stage_merge(key, state)
+        return self._commits.durable()
 
     def purge(self, key: bytes, state: KeyState) -> bool:
         """Delete the record of `key` if it is still the tombstone `state` (tombstone GC)."""
@@ -124,5 +144,5 @@ class Replica:
             made.append(dot)
             return new
 
-        state, record = self._storage.apply(key, apply)
-        return Written(state, record, made[0])
+        state, record = self._storage.stage(key, apply)
+        return Written(state, record, made[0], self._commits.durable())

@@ -1,5 +1,10 @@
 """The peer transport over gRPC: long-lived channels to other nodes and every node-to-node
-message over them (kvstore.core.transport.PeerTransport)."""
+message over them (kvstore.core.transport.PeerTransport).
+
+The request path's calls (replica reads, merges, forwarded puts) ride one long-lived stream
+per peer (kvstore.rpc.streams), many calls per message; the background exchanges (gossip,
+anti-entropy, handoff, hint delivery, tombstone GC) are few and large, and stay unary calls
+on channels of their own."""
 
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ from kvstore.core.transport import PeerFailure, PeerUnreachable, RecordPage
 from kvstore.core.versions import KeyState
 from kvstore.rpc import translate
 from kvstore.rpc.channels import ChannelPool
-from kvstore.rpc.status import error_from_rpc, is_transport_failure
-from kvstore.rpc.wire import merge_request_bytes
+from kvstore.rpc.status import error_from_call
+from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown
+from kvstore.rpc.wire import forward_call, merge_call, read_call
 from kvstore.storage import paging
 from kvstore.storage.codec import (
     cluster_from_proto,
@@ -26,9 +32,13 @@ from kvstore.storage.codec import (
     state_to_proto,
 )
 
-__all__ = ["PeerClient", "PeerFailure", "channel_options"]
+__all__ = ["PEER_INFLIGHT_BYTES", "PeerClient", "PeerFailure", "channel_options"]
 
-_REPLICA_MERGE = "/kvstore.v1.Peer/ReplicaMerge"
+_STREAM = "/kvstore.v1.Peer/Stream"
+# The bytes of calls to one peer that may be queued or unanswered at once: past it, calls
+# wait (within their deadlines) for room, so a slow or paused peer holds at most this much
+# of this node's memory.
+PEER_INFLIGHT_BYTES = 32 * 1024 * 1024
 
 
 def _keyed_states(records: Iterable[pb.KeyedRecord]) -> list[tuple[bytes, KeyState]]:
@@ -51,30 +61,26 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-class _Stubs:
-    """The generated stub, and ReplicaMerge taking bytes already serialized (wire.py)."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.peer = pb_grpc.PeerStub(channel)
-        self.merge_encoded = channel.unary_unary(
-            _REPLICA_MERGE,
-            response_deserializer=pb.ReplicaMergeResponse.FromString,
-            _registered_method=True,
-        )
-
-
 class PeerClient:
-    """The gRPC PeerTransport: one channel per peer, created on first use and kept for the
-    node's lifetime."""
+    """The gRPC PeerTransport: one channel and one stream per peer, created on first use and
+    kept for the node's lifetime (a broken stream is replaced on the next call)."""
 
-    def __init__(self, max_message_bytes: int, routes: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int,
+        routes: Mapping[str, str] | None = None,
+        max_inflight_bytes: int = PEER_INFLIGHT_BYTES,
+    ) -> None:
         options = channel_options(max_message_bytes)
+        self._max_message_bytes = max_message_bytes
+        self._max_inflight_bytes = max(max_inflight_bytes, max_message_bytes)
         # A peer is named by its advertised address; `routes` may say to dial another.
         dial = dict(routes or {})
         self._pool = ChannelPool(
             lambda address: grpc.aio.insecure_channel(dial.get(address, address), options=options),
-            _Stubs,
+            lambda channel: channel,
         )
+        self._streams: dict[str, CallStream[pb.PeerResult]] = {}
         # Background work (gossip, anti-entropy, hint delivery, handoff) has channels of its
         # own: calling a peer that is not up yet (at start-up, after a crash) puts a channel
         # into reconnect backoff, where every call on it fails at once for up to two
@@ -88,17 +94,50 @@ class PeerClient:
             pb_grpc.PeerStub,
         )
 
+    def stream(self, address: str) -> CallStream[pb.PeerResult]:
+        """The stream of request-path calls to `address` (opened on its first call)."""
+        stream = self._streams.get(address)
+        if stream is None:
+            channel = self._pool.stub(address)
+            open_call = channel.stream_stream(
+                _STREAM,
+                request_serializer=None,  # messages of calls are built as bytes (streams.py)
+                response_deserializer=pb.PeerResults.FromString,
+                _registered_method=True,
+            )
+            stream = self._streams[address] = CallStream(
+                f"peer {address}",
+                channel,
+                # Waits for a connection that is coming back (a peer restarting) within
+                # each call's deadline, rather than failing while the channel backs off.
+                lambda: open_call(wait_for_ready=True),
+                _results,
+                max_inflight_bytes=self._max_inflight_bytes,
+                max_message_bytes=self._max_message_bytes,
+                wait_for_ready=True,
+            )
+        return stream
+
+    async def _stream_call(
+        self, address: str, body: bytes, timeout: float, fail_fast: bool = False
+    ) -> pb.PeerResult:
+        try:
+            return await self.stream(address).call(body, timeout, fail_fast)
+        except NeverSent as exc:
+            raise PeerUnreachable(str(exc)) from exc
+        except OutcomeUnknown as exc:
+            code = "DEADLINE_EXCEEDED" if exc.deadline else "UNAVAILABLE"
+            raise PeerFailure(f"{code}: {exc}", code) from exc
+        except CallTooLarge as exc:
+            raise PeerFailure(str(exc), "RESOURCE_EXHAUSTED") from exc
+
     async def read(
         self, address: str, key: bytes, timeout: float, data_only: bool = False
     ) -> KeyState | None:
-        try:
-            reply = await self._pool.stub(address).peer.ReplicaRead(
-                pb.ReplicaReadRequest(key=key, data_only=data_only),
-                timeout=timeout,
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise PeerFailure(exc.code().name, exc.code().name) from exc
+        result = await self._stream_call(address, read_call(key, data_only), timeout)
+        reply = result.read
+        if result.WhichOneof("result") != "read":
+            raise _refused(result)
         if not reply.found:
             return None
         try:
@@ -109,14 +148,9 @@ class PeerClient:
     async def merge(
         self, address: str, key: bytes, record: bytes, timeout: float, hint_for: str = ""
     ) -> None:
-        request = merge_request_bytes(key, record, hint_for)
-        try:
-            # Waits for a connection that is coming back (see _call).
-            await self._pool.stub(address).merge_encoded(
-                request, timeout=timeout, wait_for_ready=True
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _failure(exc) from exc
+        result = await self._stream_call(address, merge_call(key, record, hint_for), timeout)
+        if result.WhichOneof("result") != "merge":
+            raise _refused(result)
 
     async def merge_batch(
         self, address: str, items: Iterable[tuple[bytes, KeyState]], timeout: float
@@ -199,24 +233,37 @@ class PeerClient:
             raise _failure(exc) from exc
 
     async def forward_put(self, address: str, forward: ForwardedPut, timeout: float) -> PutAnswer:
-        """PeerUnreachable when no connection could be made (the put was never sent); a
-        deadline is PeerFailure (outcome unknown); any other failure is the kvstore error
-        the peer's answer stands for (a connection cut mid-call: TransportError)."""
-        try:
-            response: pb.PutResponse = await self._pool.stub(address).peer.ForwardPut(
-                translate.forward_put_request(forward), timeout=timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            if is_transport_failure(exc):
-                raise PeerUnreachable(f"{address}: {exc.details() or ''}") from exc
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise PeerFailure(exc.code().name, exc.code().name) from exc
-            raise error_from_rpc(exc, address) from exc
-        return translate.put_answer(response)
+        """PeerUnreachable when the put never left (no stream to the peer: it is down or
+        refusing); PeerFailure when it left and no answer came (in time, or before the
+        stream broke): outcome unknown; any other failure is the kvstore error the peer
+        answered with."""
+        body = forward_call(translate.forward_put_request(forward).SerializeToString())
+        result = await self._stream_call(address, body, timeout, fail_fast=True)
+        kind = result.WhichOneof("result")
+        if kind == "error":
+            raise error_from_call(result.error, address)
+        if kind != "forward":
+            raise PeerFailure(f"{address} answered a forwarded put with {kind}")
+        return translate.put_answer(result.forward)
 
     async def close(self) -> None:
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            await stream.close()
         for channel in self._pool.take_channels() + self._control.take_channels():
             await channel.close()
+
+
+def _results(message: pb.PeerResults) -> Sequence[pb.PeerResult]:
+    return message.results  # type: ignore[no-any-return]
+
+
+def _refused(result: pb.PeerResult) -> PeerFailure:
+    """A read's or merge's failure as the peer answered it (its status code's name)."""
+    if result.WhichOneof("result") == "error":
+        error = result.error
+        return PeerFailure(f"{error.code}: {error.message}", error.code)
+    return PeerFailure(f"unexpected answer {result.WhichOneof('result')}")
 
 
 def _failure(exc: grpc.aio.AioRpcError) -> PeerFailure:

@@ -5,9 +5,11 @@ depends on nothing above it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -25,9 +27,10 @@ from kvstore.core.requests import (
 )
 from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
-from kvstore.errors import ClusterRefused, InternalError, KvError
+from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError
 from kvstore.rpc import translate
-from kvstore.rpc.status import abort
+from kvstore.rpc.status import abort, call_error
+from kvstore.rpc.streams import StreamSession
 from kvstore.storage.codec import cluster_from_proto, cluster_to_proto, state_from_proto
 from kvstore.storage.codec import state_to_proto as record_of
 
@@ -42,13 +45,17 @@ class Coordinating(Protocol):
     async def get(self, key: bytes, r: int, timeout_ms: int, strict: bool) -> GetAnswer: ...
     async def put(self, command: PutCommand, hops: int = 0) -> PutAnswer: ...
     async def forwarded_put(self, forward: ForwardedPut) -> PutAnswer: ...
+    async def get_many(
+        self, keys: Sequence[bytes], r: int, timeout_ms: int, strict: bool
+    ) -> list[GetAnswer | KvError]: ...
+    async def put_many(self, commands: Sequence[PutCommand]) -> list[PutAnswer | KvError]: ...
 
 
 class Replicating(Protocol):
     def local_get(self, key: bytes) -> GetAnswer: ...
     def read(self, key: bytes, data_only: bool = False) -> KeyState | None: ...
-    def merge(self, key: bytes, state: KeyState, hint_for: str = "") -> None: ...
-    def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> None: ...
+    def merge(self, key: bytes, state: KeyState, hint_for: str = "") -> Awaitable[None]: ...
+    def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> Awaitable[None]: ...
     def purge(self, key: bytes, state: KeyState) -> bool: ...
 
 
@@ -103,6 +110,39 @@ def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedReco
     return [pb.KeyedRecord(key=key, record=record_of(state)) for key, state in items]
 
 
+def _read_response(state: KeyState | None) -> pb.ReplicaReadResponse:
+    if state is None:
+        return pb.ReplicaReadResponse(found=False)
+    return pb.ReplicaReadResponse(found=True, record=record_of(state))
+
+
+def _failure(exc: BaseException) -> pb.CallError:
+    """A call's failure as its result carries it; anything but a KvError is a bug here."""
+    if isinstance(exc, KvError):
+        return call_error(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return pb.CallError(code="CANCELLED", message="cancelled by the caller")
+    log.error("internal error in a stream call", exc_info=exc)
+    return call_error(InternalError(f"{type(exc).__name__}: {exc}"))
+
+
+# A stream's calls that may be unanswered at once: past it the receiver stops reading the
+# stream until some are answered (the caller is then held back by flow control).
+MAX_PENDING_CALLS = 4096
+
+
+def _peer_calls(message: pb.PeerCalls) -> Sequence[pb.PeerCall]:
+    return message.calls  # type: ignore[no-any-return]
+
+
+def _peer_cancel(call: pb.PeerCall) -> int | None:
+    return call.id if call.HasField("cancel") else None
+
+
+def _peer_results(results: list[pb.PeerResult]) -> pb.PeerResults:
+    return pb.PeerResults(results=results)
+
+
 # ---- the services ----
 
 
@@ -139,6 +179,66 @@ class KVServicer(pb_grpc.KVServicer):
 
         return await _answer(context, call)
 
+    async def GetMany(
+        self, request: pb.GetManyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetManyResponse:
+        return await _answer(context, partial(self._get_many, request))
+
+    async def PutMany(
+        self, request: pb.PutManyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutManyResponse:
+        return await _answer(context, partial(self._put_many, request))
+
+    async def Stream(
+        self, request_iterator: AsyncIterator[pb.ClientCalls], context: grpc.aio.ServicerContext
+    ) -> None:
+        """A client's calls, many per message, each answered when it is done (in any order);
+        a cancel from the client stops one."""
+        session: StreamSession[pb.ClientCall, pb.ClientResult] = StreamSession(
+            context, _client_results, MAX_PENDING_CALLS
+        )
+        await session.serve(request_iterator, _client_calls, _client_cancel, self._on_call)
+
+    def _on_call(
+        self, call: pb.ClientCall, session: StreamSession[pb.ClientCall, pb.ClientResult]
+    ) -> None:
+        kind = call.WhichOneof("call")
+        work: Awaitable[Any]
+        if kind == "get":
+            work = self._get(call.get)
+        elif kind == "put":
+            work = self._put(call.put)
+        elif kind == "get_many":
+            work = self._get_many(call.get_many)
+        elif kind == "put_many":
+            work = self._put_many(call.put_many)
+        else:
+            error = call_error(InvalidArgument(f"unknown call {kind!r}"))
+            session.reply(pb.ClientResult(id=call.id, error=error))
+            return
+        task = asyncio.ensure_future(work)
+        session.track(call.id, task)
+        task.add_done_callback(partial(_reply_client, session, call.id, kind))
+
+    async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
+        answer = await self._coordinator.get(
+            request.key, request.r, request.timeout_ms, request.strict
+        )
+        return translate.get_response(answer)
+
+    async def _put(self, request: pb.PutRequest) -> pb.PutResponse:
+        return translate.put_response(await self._coordinator.put(translate.put_command(request)))
+
+    async def _get_many(self, request: pb.GetManyRequest) -> pb.GetManyResponse:
+        answers = await self._coordinator.get_many(
+            list(request.keys), request.r, request.timeout_ms, request.strict
+        )
+        return translate.get_many_response(answers)
+
+    async def _put_many(self, request: pb.PutManyRequest) -> pb.PutManyResponse:
+        answers = await self._coordinator.put_many(translate.put_many_commands(request))
+        return translate.put_many_response(answers)
+
 
 class PeerServicer(pb_grpc.PeerServicer):
     def __init__(
@@ -172,7 +272,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaMergeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaMergeResponse:
         async def call() -> pb.ReplicaMergeResponse:
-            self._replica.merge(request.key, _peer_state(request.record), request.hint_for)
+            await self._replica.merge(request.key, _peer_state(request.record), request.hint_for)
             return pb.ReplicaMergeResponse()
 
         return await _answer(context, call)
@@ -181,10 +281,48 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.ReplicaMergeBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaMergeBatchResponse:
         async def call() -> pb.ReplicaMergeBatchResponse:
-            self._replica.merge_batch(_keyed_states(request.items))
+            await self._replica.merge_batch(_keyed_states(request.items))
             return pb.ReplicaMergeBatchResponse()
 
         return await _answer(context, call)
+
+    async def Stream(
+        self, request_iterator: AsyncIterator[pb.PeerCalls], context: grpc.aio.ServicerContext
+    ) -> None:
+        """The request path's replica calls from one peer, many per message: reads are
+        answered at once, merges once the group commit made them durable, forwarded puts
+        when their coordination ends (a cancel from the caller stops one)."""
+        session: StreamSession[pb.PeerCall, pb.PeerResult] = StreamSession(
+            context, _peer_results, MAX_PENDING_CALLS
+        )
+        await session.serve(request_iterator, _peer_calls, _peer_cancel, self._on_call)
+
+    def _on_call(
+        self, call: pb.PeerCall, session: StreamSession[pb.PeerCall, pb.PeerResult]
+    ) -> None:
+        call_id = call.id
+        try:
+            kind = call.WhichOneof("call")
+            if kind == "read":
+                request = call.read
+                state = self._replica.read(request.key, data_only=request.data_only)
+                session.reply(pb.PeerResult(id=call_id, read=_read_response(state)))
+            elif kind == "merge":
+                merge = call.merge
+                durable = self._replica.merge(merge.key, _peer_state(merge.record), merge.hint_for)
+                asyncio.ensure_future(durable).add_done_callback(
+                    partial(_reply_merged, session, call_id)
+                )
+            elif kind == "forward":
+                task = asyncio.ensure_future(
+                    self._coordinator.forwarded_put(translate.forwarded_put(call.forward))
+                )
+                session.track(call_id, task)
+                task.add_done_callback(partial(_reply_forwarded, session, call_id))
+            else:
+                raise InvalidArgument(f"unknown peer call {kind!r}")
+        except Exception as exc:
+            session.reply(pb.PeerResult(id=call_id, error=_failure(exc)))
 
     async def Gossip(
         self, request: pb.GossipRequest, context: grpc.aio.ServicerContext
@@ -255,6 +393,51 @@ class PeerServicer(pb_grpc.PeerServicer):
             return pb.PurgeResponse(purged=self._replica.purge(request.key, state))
 
         return await _answer(context, call)
+
+
+def _client_calls(message: pb.ClientCalls) -> Sequence[pb.ClientCall]:
+    return message.calls  # type: ignore[no-any-return]
+
+
+def _client_cancel(call: pb.ClientCall) -> int | None:
+    return call.id if call.HasField("cancel") else None
+
+
+def _client_results(results: list[pb.ClientResult]) -> pb.ClientResults:
+    return pb.ClientResults(results=results)
+
+
+def _reply_client(
+    session: StreamSession[Any, pb.ClientResult],
+    call_id: int,
+    kind: str,
+    task: asyncio.Future[Any],
+) -> None:
+    error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+    if error is None:
+        session.reply(pb.ClientResult(id=call_id, **{kind: task.result()}))
+    else:
+        session.reply(pb.ClientResult(id=call_id, error=_failure(error)))
+
+
+def _reply_merged(
+    session: StreamSession[Any, pb.PeerResult], call_id: int, durable: asyncio.Future[None]
+) -> None:
+    error = durable.exception() if not durable.cancelled() else asyncio.CancelledError()
+    if error is None:
+        session.reply(pb.PeerResult(id=call_id, merge=pb.ReplicaMergeResponse()))
+    else:
+        session.reply(pb.PeerResult(id=call_id, error=_failure(error)))
+
+
+def _reply_forwarded(
+    session: StreamSession[Any, pb.PeerResult], call_id: int, task: asyncio.Future[PutAnswer]
+) -> None:
+    error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+    if error is None:
+        session.reply(pb.PeerResult(id=call_id, forward=translate.put_response(task.result())))
+    else:
+        session.reply(pb.PeerResult(id=call_id, error=_failure(error)))
 
 
 class AdminServicer(pb_grpc.AdminServicer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grpc
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import (
     ERRORS_BY_CODE,
     ERRORS_BY_NAME,
@@ -71,20 +72,46 @@ def error_from_rpc(exc: grpc.RpcError, address: str = "") -> KvError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     metadata = _metadata(exc)
-    name = metadata.get(ERROR_KEY)
+    return rebuild_error(
+        code.name if code else "UNKNOWN",
+        metadata.get(ERROR_KEY, ""),
+        details,
+        int(metadata.get(ANSWERED_KEY, "0") or 0),
+        int(metadata.get(REQUIRED_KEY, "0") or 0),
+        address,
+    )
+
+
+def rebuild_error(
+    code: str, name: str, details: str, answered: int = 0, required: int = 0, address: str = ""
+) -> KvError:
+    """The kvstore error a failure names: by its class name when the server gave one, else
+    by the status code alone (grpc's own failures, a connection that failed)."""
     where = f" ({address})" if address else ""
-    if name is None:
-        if code == grpc.StatusCode.UNAVAILABLE:
+    if not name:
+        if code == "UNAVAILABLE":
             return TransportError(f"cannot reach node{where}: {details}")
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if code == "DEADLINE_EXCEEDED":
             return Timeout(f"deadline exceeded{where}: {details}")
-        cls = ERRORS_BY_CODE.get(code.name if code else "", InternalError)
-        return cls(f"{details}{where}")
-    cls = ERRORS_BY_NAME.get(name, ERRORS_BY_CODE.get(code.name, KvError))
+        return ERRORS_BY_CODE.get(code, InternalError)(f"{details}{where}")
+    cls = ERRORS_BY_NAME.get(name, ERRORS_BY_CODE.get(code, KvError))
     if issubclass(cls, Unavailable):
-        return cls(
-            details,
-            int(metadata.get(ANSWERED_KEY, "0") or 0),
-            int(metadata.get(REQUIRED_KEY, "0") or 0),
-        )
+        return cls(details, answered, required)
     return cls(details)
+
+
+def call_error(error: KvError) -> pb.CallError:
+    """A failed call of a stream or an item of a batch, as its result carries it: what a
+    unary call's status and trailing metadata would say."""
+    failure = pb.CallError(code=error.code, error=type(error).__name__, message=str(error))
+    if isinstance(error, Unavailable):
+        failure.answered = max(error.answered, 0)
+        failure.required = max(error.required, 0)
+    return failure
+
+
+def error_from_call(failure: pb.CallError, address: str = "") -> KvError:
+    """The kvstore error a stream call's or a batch item's CallError stands for."""
+    return rebuild_error(
+        failure.code, failure.error, failure.message, failure.answered, failure.required, address
+    )

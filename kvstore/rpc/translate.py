@@ -3,6 +3,8 @@ The servicers and the peer transport translate with these and nothing else."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.requests import (
     ForwardedPut,
@@ -13,6 +15,8 @@ from kvstore.core.requests import (
     PutAnswer,
     PutCommand,
 )
+from kvstore.errors import KvError
+from kvstore.rpc.status import call_error
 
 
 def put_command(request: pb.PutRequest) -> PutCommand:
@@ -68,6 +72,44 @@ def put_answer(response: pb.PutResponse) -> PutAnswer:
 
 def get_response(answer: GetAnswer) -> pb.GetResponse:
     return pb.GetResponse(values=answer.values, context=answer.context, found=answer.found)
+
+
+def put_many_commands(request: pb.PutManyRequest) -> list[PutCommand]:
+    """The batch's items as puts, each with the batch's w, timeout and strictness."""
+    return [
+        PutCommand(
+            key=item.key,
+            value=None if item.tombstone else item.value,
+            context=item.context,
+            w=request.w,
+            timeout_ms=request.timeout_ms,
+            strict=request.strict,
+            return_body=item.return_body,
+        )
+        for item in request.items
+    ]
+
+
+def get_many_response(answers: Sequence[GetAnswer | KvError]) -> pb.GetManyResponse:
+    return pb.GetManyResponse(
+        items=[
+            pb.GetManyItem(error=call_error(a))
+            if isinstance(a, KvError)
+            else pb.GetManyItem(ok=get_response(a))
+            for a in answers
+        ]
+    )
+
+
+def put_many_response(answers: Sequence[PutAnswer | KvError]) -> pb.PutManyResponse:
+    return pb.PutManyResponse(
+        items=[
+            pb.PutManyItem(error=call_error(a))
+            if isinstance(a, KvError)
+            else pb.PutManyItem(ok=put_response(a))
+            for a in answers
+        ]
+    )
 
 
 def node_info_response(info: NodeInfo) -> pb.NodeInfoResponse:

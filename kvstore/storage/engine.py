@@ -11,11 +11,21 @@ Data keys are prefixed by their ring position so a partition is one contiguous k
 whatever Q is: anti-entropy and ownership handoff scan ranges instead of the whole store.
 
 Writes go through the WAL, so an acknowledged write survives `kill -9` of the process;
-`sync=True` also fsyncs the WAL on every write (survives power loss, costs ~40x).
+`sync=True` also fsyncs the WAL on every write (survives power loss).
+
+Group commit: a data write may be *staged* (`stage`, `stage_merge`) and made durable later,
+together with every other write staged meanwhile, by one `commit`: one WriteBatch, one WAL
+record and, with `sync=True`, one fsync for all of them. The next change of a key builds on
+its staged state (the read-merge-write stays atomic); reads (`get`, `held`, scans) see only
+what is committed. Whoever staged a write learns through `when_committed` that it is
+durable, or that the commit failed and nothing of it was stored. The plain methods
+(`update`, `merge`, `merge_many`, ...) stage and commit in one call; any direct write
+commits what is staged first, so writes keep their order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import struct
@@ -101,7 +111,12 @@ class Storage:
         self._meta_handle = self._db.get_column_family_handle("meta")
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync
-        self._lock = threading.Lock()
+        # Group commit: data key -> (state, encoding) staged for the next commit, and who
+        # waits for that commit.
+        self._staged: dict[bytes, tuple[KeyState, bytes]] = {}
+        self._committed_callbacks: list[Callable[[StorageError | None], None]] = []
+        self.commits = 0  # WriteBatches written by `commit` (tests count group commits)
+        self._lock = threading.RLock()
         self._closed = False
         # Totals of the hints column family, kept in step with every change to it.
         self.hint_count = 0
@@ -150,35 +165,82 @@ class Storage:
     # ---- data ----
 
     def get(self, key: Key) -> KeyState | None:
+        """The key's durable state: a staged change is not seen until it is committed (a
+        write's dot must not reach another node before it is durable here, or a failed
+        commit would let the next write take the same dot)."""
         raw = self._data.get(data_key(key))
         return None if raw is None else decode_record(raw)
 
     def update(self, key: Key, change: Callable[[KeyState | None], KeyState]) -> KeyState:
         """Atomically replace the key's state by `change(current)`. If `change` raises, nothing
         is written. Returns the stored state."""
-        return self._change(key, change)[0]
+        with self._lock:
+            new = self.stage(key, change)[0]
+            self.commit()
+            return new
 
     def apply(
         self, key: Key, change: Callable[[KeyState | None], KeyState]
     ) -> tuple[KeyState, bytes]:
         """`update`, returning the stored state with its encoding (a KeyRecord): the bytes a
         coordinator ships to the other replicas, encoded once."""
-        new, raw = self._change(key, change)
-        return new, encode_record(new) if raw is None else raw
+        with self._lock:
+            new, raw = self.stage(key, change)
+            self.commit()
+            return new, raw
 
-    def _change(
+    # ---- group commit ----
+
+    def stage(
         self, key: Key, change: Callable[[KeyState | None], KeyState]
-    ) -> tuple[KeyState, bytes | None]:
-        """The new state, and its encoding when it was written (None: unchanged)."""
+    ) -> tuple[KeyState, bytes]:
+        """Replace the key's state by `change(current)` for the next commit, atomically (no
+        other change of the key comes between the read and the write). If `change` raises,
+        nothing is staged. Returns the new state and its encoding (a KeyRecord)."""
         dk = data_key(key)
         with self._lock:
-            current = self._current(dk)
+            staged = self._staged.get(dk)
+            current = staged[0] if staged is not None else self._current(dk)
             new = change(current)
             if new == current:
-                return new, None
+                if staged is not None:
+                    return staged
+                return new, encode_record(new)
             raw = encode_record(new)
-            self._data.put(dk, raw, write_opt=self._write_options)
+            self._staged[dk] = (new, raw)
             return new, raw
+
+    def stage_merge(self, key: Key, incoming: KeyState) -> KeyState:
+        """Merge a replica state into ours, staged (see `merge`)."""
+        return self.stage(
+            key, lambda current: incoming if current is None else merge(current, incoming)
+        )[0]
+
+    def when_committed(self, callback: Callable[[StorageError | None], None]) -> None:
+        """Call `callback` once everything staged now is durable (None), or when the commit
+        that was to store it failed (the error: none of it was stored)."""
+        self._committed_callbacks.append(callback)
+
+    def commit(self) -> None:
+        """Write every staged change in one WriteBatch; then tell those waiting. Raises
+        StorageError (and tells them) when the write fails: nothing staged is stored."""
+        with self._lock:
+            staged, self._staged = self._staged, {}
+            callbacks, self._committed_callbacks = self._committed_callbacks, []
+            error: StorageError | None = None
+            if staged:
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for dk, (_, raw) in staged.items():
+                    batch.put(dk, raw, column_family=self._data_handle)
+                try:
+                    self._db.write(batch, write_opt=self._write_options)
+                    self.commits += 1
+                except Exception as exc:  # rocksdict raises plain Exception subclasses
+                    error = StorageError(f"write to RocksDB failed: {exc}")
+        for callback in callbacks:
+            callback(error)
+        if error is not None:
+            raise error
 
     def held(self, key: Key) -> KeyState | None:
         """The data record, or the tombstone purged here lately (tombstone GC's view: a
@@ -204,21 +266,10 @@ class Storage:
 
     def merge_many(self, items: Iterable[tuple[bytes, KeyState]]) -> None:
         """Merge many replica states in one atomic write (one WAL record)."""
-        batch = rocksdict.WriteBatch(raw_mode=True)
         with self._lock:
-            pending: dict[bytes, KeyState] = {}
             for key, incoming in items:
-                dk = data_key(key)
-                current = pending.get(dk)
-                if current is None:
-                    current = self._current(dk)
-                new = incoming if current is None else merge(current, incoming)
-                if new != current:
-                    pending[dk] = new
-            for dk, state in pending.items():
-                batch.put(dk, encode_record(state), column_family=self._data_handle)
-            if pending:
-                self._db.write(batch, write_opt=self._write_options)
+                self.stage_merge(key, incoming)
+            self.commit()
 
     def items(self) -> Iterator[tuple[bytes, KeyState]]:
         """Every stored key and its state, in ring order."""
@@ -250,6 +301,7 @@ class Storage:
         or a tombstone every replica holds). False, and nothing deleted, otherwise."""
         dk = data_key(key)
         with self._lock:
+            self.commit()
             raw = self._data.get(dk)
             if raw is None or decode_record(raw) != expected:
                 return False
@@ -268,6 +320,7 @@ class Storage:
         stored (the result equals it), anything newer is stored merged with it."""
         dk = data_key(key)
         with self._lock:
+            self.commit()
             raw = self._data.get(dk)
             if raw is None:
                 return self._current(dk) == expected  # purged here already
@@ -357,6 +410,10 @@ class Storage:
 
     def close(self) -> None:
         if not self._closed:
+            if self._staged or self._committed_callbacks:
+                # Those waiting are told of a failure; nothing staged was acknowledged.
+                with contextlib.suppress(StorageError):
+                    self.commit()
             self._closed = True
             # Column-family handles hold the database open: release them before closing it.
             del self._data, self._hints, self._meta, self._data_handle, self._meta_handle

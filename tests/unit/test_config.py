@@ -123,6 +123,7 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "max_value_bytes",
         "max_siblings",
         "max_clock_entries",
+        "max_batch_items",
         "request_timeout_ms",
         "max_request_timeout_ms",
         "gossip_interval_ms",

@@ -1,0 +1,373 @@
+"""kvstore.rpc.streams over real gRPC on 127.0.0.1, in process: many calls per message,
+per-call deadlines, errors and cancellation, a stream that breaks mid-batch, reconnection,
+and the bound on the bytes in flight to a peer that does not answer.
+
+The receiving end is a StreamSession on the peer stream's messages, with a handler that
+reads its orders from a read call's key: `ok:<n>` answers at once, `fail:<n>` answers with
+an error, `slow:<ms>:<n>` answers after a while, `hang:<n>` never answers (until cancelled),
+`die:<n>` ends the stream with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.rpc.streams import (
+    CallStream,
+    CallTooLarge,
+    NeverSent,
+    OutcomeUnknown,
+    StreamSession,
+)
+from kvstore.rpc.wire import read_call
+
+METHOD = "/test.Streams/Calls"
+
+
+class Receiver:
+    """The receiving end, recording what it saw."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.calls: list[bytes] = []
+        self.cancelled: list[bytes] = []
+        self.streams = 0
+        self.dying: asyncio.Future[None] | None = None
+
+    async def handle_stream(
+        self, calls: AsyncIterator[pb.PeerCalls], context: grpc.aio.ServicerContext
+    ) -> None:
+        self.streams += 1
+        session: StreamSession[pb.PeerCall, pb.PeerResult] = StreamSession(
+            context, lambda results: pb.PeerResults(results=results), max_pending=1000
+        )
+
+        def count(message: pb.PeerCalls) -> Any:
+            self.messages += 1
+            return message.calls
+
+        def cancel_of(call: pb.PeerCall) -> int | None:
+            return call.id if call.HasField("cancel") else None
+
+        await session.serve(calls, count, cancel_of, lambda call, s: self.on_call(call, s, context))
+
+    def on_call(
+        self,
+        call: pb.PeerCall,
+        session: StreamSession[pb.PeerCall, pb.PeerResult],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        key = call.read.key
+        self.calls.append(key)
+        order = key.split(b":")[0]
+        found = pb.PeerResult(id=call.id, read=pb.ReplicaReadResponse(found=False))
+        if order == b"ok":
+            session.reply(found)
+        elif order == b"fail":
+            error = pb.CallError(code="INVALID_ARGUMENT", error="InvalidKey", message="no")
+            session.reply(pb.PeerResult(id=call.id, error=error))
+        elif order in (b"slow", b"hang"):
+            delay = float(key.split(b":")[1]) / 1000 if order == b"slow" else 3600.0
+
+            async def later() -> None:
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    self.cancelled.append(key)
+                    raise
+                session.reply(found)
+
+            task = asyncio.ensure_future(later())
+            session.track(call.id, task)
+        elif order == b"die":
+            self.dying = asyncio.ensure_future(context.abort(grpc.StatusCode.INTERNAL, "die"))
+
+
+class Server:
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> None:
+        server = grpc.aio.server()
+        handler = grpc.stream_stream_rpc_method_handler(
+            self.receiver.handle_stream,
+            request_deserializer=pb.PeerCalls.FromString,
+            response_serializer=pb.PeerResults.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Streams", {"Calls": handler}),)
+        )
+        self.port = server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        self.server = server
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+            self.server = None
+
+
+def make_stream(
+    port: int,
+    *,
+    max_inflight_bytes: int = 1 << 24,
+    max_message_bytes: int = 1 << 22,
+    wait_for_ready: bool = True,
+) -> tuple[CallStream[pb.PeerResult], grpc.aio.Channel]:
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}",
+        options=[
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 200),
+        ],
+    )
+    open_call = channel.stream_stream(
+        METHOD, request_serializer=None, response_deserializer=pb.PeerResults.FromString
+    )
+    stream: CallStream[pb.PeerResult] = CallStream(
+        "test",
+        channel,
+        lambda: open_call(wait_for_ready=wait_for_ready),
+        lambda message: message.results,
+        max_inflight_bytes=max_inflight_bytes,
+        max_message_bytes=max_message_bytes,
+        wait_for_ready=wait_for_ready,
+    )
+    return stream, channel
+
+
+def run(scenario: Callable[[Server], Awaitable[None]]) -> None:
+    async def main() -> None:
+        server = Server(Receiver())
+        await server.start()
+        try:
+            await asyncio.wait_for(scenario(server), timeout=30)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+async def outcomes(calls: list[Awaitable[pb.PeerResult]]) -> list[Any]:
+    return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
+def test_calls_made_together_leave_in_one_message_and_each_gets_its_own_result() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)
+        await stream.call(read_call(b"ok:warm"), 5)  # open the stream first
+        before = server.receiver.messages
+        keys = [f"ok:{i}".encode() for i in range(50)]
+        results = await outcomes([stream.call(read_call(k), 5) for k in keys])
+        assert all(isinstance(r, pb.PeerResult) and r.HasField("read") for r in results)
+        assert len({r.id for r in results}) == 50
+        assert server.receiver.messages - before == 1
+        assert server.receiver.calls[-50:] == keys
+        assert stream.inflight_bytes == 0
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_a_call_that_fails_does_not_fail_its_neighbours() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)
+        keys = [b"ok:1", b"fail:2", b"ok:3", b"slow:50:4", b"fail:5", b"ok:6"]
+        results = await outcomes([stream.call(read_call(k), 5) for k in keys])
+        kinds = [r.WhichOneof("result") for r in results]
+        assert kinds == ["read", "error", "read", "read", "error", "read"]
+        assert results[1].error.error == "InvalidKey"
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_each_call_keeps_its_own_deadline() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        short = asyncio.ensure_future(stream.call(read_call(b"hang:1"), 0.2))
+        long = asyncio.ensure_future(stream.call(read_call(b"slow:400:2"), 3))
+        with pytest.raises(OutcomeUnknown) as failed:
+            await short
+        assert failed.value.deadline
+        assert 0.15 < loop.time() - began < 1.0
+        assert (await long).HasField("read")  # its neighbour's deadline did not touch it
+        assert stream.inflight_bytes == 0
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_a_cancelled_caller_cancels_its_call_at_the_receiver() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)
+        waiting = asyncio.ensure_future(stream.call(read_call(b"hang:7"), 30))
+        for _ in range(100):
+            if b"hang:7" in server.receiver.calls:
+                break
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        for _ in range(100):
+            if server.receiver.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert server.receiver.cancelled == [b"hang:7"]
+        assert (await stream.call(read_call(b"ok:after"), 5)).HasField("read")
+        assert stream.inflight_bytes == 0
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_a_broken_stream_fails_its_calls_in_flight_as_unknown_and_the_next_call_reconnects() -> (
+    None
+):
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)
+        in_flight = [stream.call(read_call(f"hang:{i}".encode()), 10) for i in range(5)]
+        die = stream.call(read_call(b"die:0"), 10)
+        results = await outcomes([*in_flight, die])
+        assert all(isinstance(r, OutcomeUnknown) and not r.deadline for r in results)
+        # Each call reached the receiver once; nothing is sent again on the new stream.
+        assert sorted(server.receiver.calls) == sorted(
+            [f"hang:{i}".encode() for i in range(5)] + [b"die:0"]
+        )
+        assert (await stream.call(read_call(b"ok:again"), 5)).HasField("read")
+        assert stream.streams_opened == 2 and server.receiver.streams == 2
+        assert server.receiver.calls.count(b"hang:0") == 1
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_a_receiver_that_goes_away_fails_calls_in_flight_as_unknown() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port, wait_for_ready=False)
+        waiting = [stream.call(read_call(f"hang:{i}".encode()), 10) for i in range(3)]
+        gathered = asyncio.ensure_future(outcomes(waiting))
+        for _ in range(100):
+            if len(server.receiver.calls) == 3:
+                break
+            await asyncio.sleep(0.01)
+        await server.stop()
+        results = await gathered
+        assert all(isinstance(r, OutcomeUnknown) for r in results)
+        # With nothing listening, a call never leaves: it may be sent elsewhere.
+        with pytest.raises(NeverSent):
+            await stream.call(read_call(b"ok:1"), 2, fail_fast=True)
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_calls_to_an_address_where_nothing_listens_are_never_sent() -> None:
+    async def scenario(server: Server) -> None:
+        port = server.port
+        await server.stop()
+        stream, channel = make_stream(port)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(NeverSent):  # fails as soon as the channel reports the failure
+            await stream.call(read_call(b"ok:1"), 5, fail_fast=True)
+        assert loop.time() - began < 3
+        with pytest.raises(NeverSent):  # waits for a connection within its deadline
+            await stream.call(read_call(b"ok:2"), 0.3)
+        # The node comes back on the same port: the waiting stream connects.
+        await server.start(port)
+        assert (await stream.call(read_call(b"ok:3"), 5)).HasField("read")
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_the_bytes_in_flight_to_a_peer_that_does_not_answer_stay_bounded() -> None:
+    async def scenario(server: Server) -> None:
+        bound = 20_000
+        stream, channel = make_stream(server.port, max_inflight_bytes=bound)
+        padding = b"x" * 1000
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, stream.inflight_bytes)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        calls = [stream.call(read_call(b"hang:" + padding + bytes([i])), 0.5) for i in range(100)]
+        results = await outcomes(calls)
+        watcher.cancel()
+        assert peak <= bound
+        sent = [r for r in results if isinstance(r, OutcomeUnknown)]
+        held_back = [r for r in results if isinstance(r, NeverSent)]
+        assert sent and held_back and len(sent) + len(held_back) == 100
+        assert len(sent) <= bound // 1000
+        assert len(server.receiver.calls) == len(sent)  # those held back never left
+        assert stream.inflight_bytes == 0
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_a_call_larger_than_a_message_is_refused_before_it_leaves() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port, max_message_bytes=10_000)
+        with pytest.raises(CallTooLarge):
+            await stream.call(read_call(b"ok:" + b"x" * 20_000), 5)
+        assert (await stream.call(read_call(b"ok:small"), 5)).HasField("read")
+        assert server.receiver.calls == [b"ok:small"]
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_messages_never_exceed_the_message_limit() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port, max_message_bytes=10_000)
+        await stream.call(read_call(b"ok:warm"), 5)
+        before = server.receiver.messages
+        keys = [b"ok:" + b"y" * 900 + bytes([i]) for i in range(40)]  # ~37 KB in all
+        results = await outcomes([stream.call(read_call(k), 5) for k in keys])
+        assert all(isinstance(r, pb.PeerResult) for r in results)
+        assert server.receiver.messages - before >= 4
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_close_fails_what_is_queued_and_in_flight() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)
+        waiting = asyncio.ensure_future(outcomes([stream.call(read_call(b"hang:1"), 10)]))
+        await asyncio.sleep(0.2)
+        await stream.close()
+        (result,) = await waiting
+        assert isinstance(result, OutcomeUnknown)
+        with pytest.raises(NeverSent):
+            await stream.call(read_call(b"ok:1"), 1)
+        await channel.close()
+
+    run(scenario)

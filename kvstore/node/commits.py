@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 
 from kvstore.errors import StorageError
 from kvstore.storage.engine import Storage
 
 
 class GroupCommit:
-    def __init__(self, storage: Storage) -> None:
+    """Counts, for operators and tests: `group_commits` (commits that made writes durable)
+    and `group_commit_writes` (the writes and merges they made durable)."""
+
+    def __init__(self, storage: Storage, counters: Counter[str]) -> None:
         self._storage = storage
+        self._counters = counters
         self._batch: list[asyncio.Future[None]] | None = None
 
     def durable(self) -> asyncio.Future[None]:
@@ -37,6 +42,9 @@ class GroupCommit:
         # commits what is staged first): writes staged after it start a new batch.
         if self._batch is batch:
             self._batch = None
+        if error is None:
+            self._counters["group_commits"] += 1
+            self._counters["group_commit_writes"] += len(batch)
         for future in batch:
             if future.done():
                 continue

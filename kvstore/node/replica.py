@@ -64,7 +64,7 @@ class Replica:
         self._clock = clock
         self._counters = counters
         self._hint_max_bytes = hint_max_bytes
-        self._commits = GroupCommit(storage)
+        self._commits = GroupCommit(storage, counters)
 
     def local_get(self, key: bytes) -> GetAnswer:
         """What this node's data holds for the key (hints left out): the LocalGet RPC."""

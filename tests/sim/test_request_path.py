@@ -13,7 +13,7 @@ import pytest
 
 from kvstore import _native
 from kvstore.core.requests import PutCommand
-from kvstore.errors import Unavailable
+from kvstore.errors import StorageError, Unavailable
 from kvstore.node.server import NodeParts
 from kvstore.storage.codec import encode_record
 from tests.sim.fakes import SimCluster, make_cluster, simulate
@@ -425,3 +425,67 @@ def test_a_put_ships_the_stored_bytes_to_every_replica(cluster: SimCluster) -> N
     record = merges[0].record
     assert all(m.record is record for m in merges)  # one encoding, not one per replica
     assert record == encode_record(stored)
+
+
+# ---- group commit ----
+
+
+def test_a_write_whose_commit_fails_is_never_shipped(cluster: SimCluster) -> None:
+    """The coordinator's write is durable before any other node sees its dot: a failed
+    commit fails the put, ships nothing, and the next write takes the same dot unseen."""
+    key, (a, _b, _c), _ = any_key(cluster)
+    storage = cluster.storages[a]
+    real_commit = storage.commit
+    failing = [True]
+
+    def commit() -> None:
+        if failing[0]:
+            storage._staged.clear()  # what a failed WriteBatch leaves: nothing stored
+            callbacks, storage._committed_callbacks = storage._committed_callbacks, []
+            error = StorageError("write to RocksDB failed: No space left on device")
+            for callback in callbacks:
+                callback(error)
+            raise error
+        real_commit()
+
+    storage.commit = commit  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[int, int]:
+        with pytest.raises(StorageError):
+            await put(cluster.node(a), key)
+        await cluster.drain()
+        shipped = len(cluster.network.messages("merge"))
+        failing[0] = False
+        await put(cluster.node(a), key, b"again")
+        await cluster.drain()
+        return shipped, len(cluster.network.messages("merge"))
+
+    assert simulate(cluster.clock, scenario) == (0, 2)
+    stored = cluster.stored(a, key)
+    assert stored is not None and stored.live_values == [b"again"]
+    assert [s.dot.counter for s in stored.siblings] == [1]
+
+
+def test_the_writes_of_a_put_many_commit_together_on_each_replica(cluster: SimCluster) -> None:
+    a = cluster.ring.members[0]
+    keys = []
+    for i in range(10_000):
+        key = f"batch-{i}".encode()
+        if cluster.primaries(key)[0] == a:
+            keys.append(key)
+        if len(keys) == 40:
+            break
+    commits = {address: storage.commits for address, storage in cluster.storages.items()}
+
+    async def scenario() -> None:
+        answers = await cluster.node(a).coordinator.put_many(
+            [PutCommand(key, b"v") for key in keys]
+        )
+        assert all(not isinstance(x, Exception) for x in answers)
+        await cluster.drain()
+
+    simulate(cluster.clock, scenario)
+    # 40 writes on the coordinator, one WriteBatch; each replica merges what reached it
+    # together (the fake network delivers each merge on its own: a few batches at most).
+    assert cluster.storages[a].commits - commits[a] == 1
+    assert all(cluster.stored(a, key) is not None for key in keys)

@@ -1,0 +1,200 @@
+"""The peer transport's request path (PeerClient over the Peer/Stream servicer), real gRPC on
+127.0.0.1 in process, the roles behind the servicer replaced by recording fakes: replica
+calls of one turn leave in one message, a refused call fails alone, and a forwarded put is
+retried elsewhere only when it never left (a stream that breaks under it is outcome
+unknown: the coordinator must not send it again)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+import pytest
+
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.core.requests import ForwardedPut, GetAnswer, PutAnswer, PutCommand
+from kvstore.core.transport import PeerFailure, PeerUnreachable
+from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, write
+from kvstore.errors import InvalidKey, KvError, TooManySiblings
+from kvstore.rpc.peer import PeerClient
+from kvstore.rpc.servicers import PeerServicer
+from kvstore.storage.codec import encode_record
+
+
+def state(value: bytes) -> KeyState:
+    return write(EMPTY, EMPTY_CLOCK, "n1/ab", value, 1)[0]
+
+
+class FakeReplica:
+    def __init__(self) -> None:
+        self.merged: list[bytes] = []
+        self.stored: dict[bytes, KeyState] = {}
+
+    def local_get(self, key: bytes) -> GetAnswer:
+        raise NotImplementedError
+
+    def read(self, key: bytes, data_only: bool = False) -> KeyState | None:
+        if key == b"refuse":
+            raise InvalidKey("refused")
+        return self.stored.get(key)
+
+    def merge(self, key: bytes, state: KeyState, hint_for: str = "") -> asyncio.Future[None]:
+        if key == b"refuse":
+            raise InvalidKey("refused")
+        self.merged.append(key)
+        self.stored[key] = state
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(done.set_result, None)
+        return done
+
+    def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> Awaitable[None]:
+        raise NotImplementedError
+
+    def purge(self, key: bytes, state: KeyState) -> bool:
+        raise NotImplementedError
+
+
+class FakeCoordinator:
+    """Forwarded puts: `hang` never finishes, `full` is refused, others answer."""
+
+    def __init__(self) -> None:
+        self.forwarded: list[bytes] = []
+        self.started = asyncio.Event()
+
+    async def get(self, key: bytes, r: int, timeout_ms: int, strict: bool) -> GetAnswer:
+        raise NotImplementedError
+
+    async def put(self, command: PutCommand, hops: int = 0) -> PutAnswer:
+        raise NotImplementedError
+
+    async def forwarded_put(self, forward: ForwardedPut) -> PutAnswer:
+        self.forwarded.append(forward.command.key)
+        self.started.set()
+        if forward.command.key == b"hang":
+            await asyncio.sleep(3600)
+        if forward.command.key == b"full":
+            raise TooManySiblings("too many")
+        return PutAnswer(context=b"ctx-" + forward.command.key)
+
+    async def get_many(
+        self, keys: Sequence[bytes], r: int, timeout_ms: int, strict: bool
+    ) -> list[GetAnswer | KvError]:
+        raise NotImplementedError
+
+    async def put_many(self, commands: Sequence[PutCommand]) -> list[PutAnswer | KvError]:
+        raise NotImplementedError
+
+
+class Node:
+    def __init__(self) -> None:
+        self.replica = FakeReplica()
+        self.coordinator = FakeCoordinator()
+        self.server: grpc.aio.Server | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        self.server = grpc.aio.server()
+        servicer = PeerServicer(
+            self.replica,
+            self.coordinator,
+            None,
+            None,
+            None,
+            None,  # type: ignore[arg-type]
+        )
+        pb_grpc.add_PeerServicer_to_server(servicer, self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{port}"
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+
+
+def run(scenario: Callable[[Node, PeerClient], Awaitable[None]]) -> None:
+    async def main() -> None:
+        node = Node()
+        await node.start()
+        peers = PeerClient(1 << 22)
+        try:
+            await asyncio.wait_for(scenario(node, peers), timeout=30)
+        finally:
+            await peers.close()
+            await node.stop()
+
+    asyncio.run(main())
+
+
+def forward(key: bytes) -> ForwardedPut:
+    return ForwardedPut(PutCommand(key, b"v"), hops=1, ring_epoch=1, sender="10.0.0.9:7000")
+
+
+def test_merges_of_one_turn_leave_in_one_message_and_a_refused_one_fails_alone() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        record = encode_record(state(b"v"))
+        await peers.merge(node.address, b"warm", record, 5)
+        stream = peers.stream(node.address)
+        before = stream.messages_sent
+        keys = [f"k{i}".encode() for i in range(30)]
+        outcomes = await asyncio.gather(
+            *(peers.merge(node.address, key, record, 5) for key in keys),
+            peers.merge(node.address, b"refuse", record, 5),
+            return_exceptions=True,
+        )
+        assert outcomes[:30] == [None] * 30
+        assert isinstance(outcomes[30], PeerFailure) and outcomes[30].code == "INVALID_ARGUMENT"
+        assert stream.messages_sent - before == 1
+        assert node.replica.merged[1:] == keys
+        assert await peers.read(node.address, b"k3", 5) == state(b"v")
+        assert await peers.read(node.address, b"nothing", 5) is None
+
+    run(scenario)
+
+
+def test_a_forward_answers_with_the_peers_put_answer_or_its_error() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        answer = await peers.forward_put(node.address, forward(b"a"), 5)
+        assert answer == PutAnswer(context=b"ctx-a")
+        with pytest.raises(TooManySiblings):
+            await peers.forward_put(node.address, forward(b"full"), 5)
+
+    run(scenario)
+
+
+def test_a_forward_to_a_node_that_is_not_listening_never_left() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        address = node.address
+        await node.stop()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(PeerUnreachable):
+            await peers.forward_put(address, forward(b"a"), 5)
+        assert loop.time() - began < 4  # at once, not at the deadline
+        assert node.coordinator.forwarded == []
+
+    run(scenario)
+
+
+def test_a_forward_whose_stream_breaks_is_outcome_unknown_not_unreachable() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        pending = asyncio.ensure_future(peers.forward_put(node.address, forward(b"hang"), 10))
+        await asyncio.wait_for(node.coordinator.started.wait(), 5)
+        await node.stop()
+        with pytest.raises(PeerFailure) as failed:
+            await pending
+        assert not isinstance(failed.value, PeerUnreachable)
+        assert node.coordinator.forwarded == [b"hang"]  # it did arrive: never to be resent
+
+    run(scenario)
+
+
+def test_a_forward_past_its_deadline_is_outcome_unknown() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        with pytest.raises(PeerFailure) as failed:
+            await peers.forward_put(node.address, forward(b"hang"), 0.3)
+        assert failed.value.code == "DEADLINE_EXCEEDED"
+        assert not isinstance(failed.value, PeerUnreachable)
+
+    run(scenario)

@@ -31,7 +31,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name in _NODE_FLAGS:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
     p.add_argument("--sync-writes", dest="sync_writes", action="store_const", const=True,
-                   default=None, help="fsync the WAL on every commit (one per group of writes)")  # fmt: skip
+                   default=None, help="fsync the WAL once per group commit")  # fmt: skip
     p.add_argument("--auto-join", dest="auto_join", action="store_const", const=True,
                    default=None, help="join the ring by itself once it has learned it")  # fmt: skip
     p.add_argument("--log-level", default="INFO")

@@ -50,9 +50,10 @@ class KvstoreStore:
             del self._contexts[next(iter(self._contexts))]  # oldest first: bounded memory
         self._contexts[key] = context
 
-    async def read(self, key: str) -> None:
+    async def read(self, key: str) -> bool:
         result = await self._client.get(key, r=self._r)
         self._remember(key, result.context)
+        return result.found
 
     async def update(self, key: str, value: bytes) -> None:
         result = await self._client.put(
@@ -63,10 +64,11 @@ class KvstoreStore:
     async def insert(self, key: str, value: bytes) -> None:
         await self.update(key, value)
 
-    async def read_modify_write(self, key: str, value: bytes) -> None:
+    async def read_modify_write(self, key: str, value: bytes) -> bool:
         read = await self._client.get(key, r=self._r)
         result = await self._client.put(key, value, context=read.context, w=self._w)
         self._remember(key, result.context)
+        return read.found
 
     async def close(self) -> None:
         await self._client.close()
@@ -107,8 +109,8 @@ class RedisStore:
             host=host, port=int(port), socket_timeout=timeout + 1, socket_connect_timeout=timeout
         )
 
-    async def read(self, key: str) -> None:
-        await self._client.get(key)
+    async def read(self, key: str) -> bool:
+        return await self._client.get(key) is not None
 
     async def update(self, key: str, value: bytes) -> None:
         if not self._replicas:
@@ -116,10 +118,10 @@ class RedisStore:
             return
         await self.batch([(Op.UPDATE, key)], value)
 
-    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> None:
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool]:
         """The whole batch in one pipeline (one round trip), its writes covered by one WAIT.
         A read-modify-write in a batch pipelines its GET and SET: the SET does not wait for
-        the GET's answer."""
+        the GET's answer. Returns, per operation, whether its GET found the key."""
         writes = 0
         async with self._client.pipeline(transaction=False) as pipe:
             for op, key in operations:
@@ -133,13 +135,24 @@ class RedisStore:
             replies = await pipe.execute()
         if writes and self._replicas and replies[-1] < self._replicas:
             raise ReplicaWaitTimeout(f"{replies[-1]} of {self._replicas} replicas acknowledged")
+        found: list[bool] = []
+        position = 0  # the replies are in command order: a GET's, then a SET's, per operation
+        for op, _ in operations:
+            if op in (Op.READ, Op.READ_MODIFY_WRITE):
+                found.append(replies[position] is not None)
+                position += 1
+            else:
+                found.append(True)
+            position += op is not Op.READ
+        return found
 
     async def insert(self, key: str, value: bytes) -> None:
         await self.update(key, value)
 
-    async def read_modify_write(self, key: str, value: bytes) -> None:
-        await self._client.get(key)
+    async def read_modify_write(self, key: str, value: bytes) -> bool:
+        found = await self._client.get(key) is not None
         await self.update(key, value)
+        return found
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvstore.bench.wire.etcd import EtcdKV
 from kvstore.bench.workloads import Op
 from kvstore.client import AsyncClient
 
@@ -158,7 +159,52 @@ class RedisStore:
         await self._client.aclose()
 
 
-STORES: dict[str, type[KvstoreStore] | type[RedisStore]] = {
+class EtcdStore:
+    """etcd (v3 API) over grpc.aio with stubs generated from proto/etcd: reads are
+    linearizable Ranges, writes Puts (each committed by a Raft majority, fsynced on each
+    member: etcd's default), a read-modify-write a Range then a Put (not atomic, as Redis's).
+    --seeds lists the members' client addresses; calls go to them in turn (see EtcdKV for
+    why not only to the leader). A key is the key name's UTF-8 bytes."""
+
+    name = "etcd"
+    supported = frozenset({Op.READ, Op.UPDATE, Op.INSERT, Op.READ_MODIFY_WRITE})
+    default_seeds = "127.0.0.1:2379"
+
+    def __init__(
+        self, seeds: str, r: int | None = None, w: int | None = None, timeout: float = 5.0
+    ) -> None:
+        if r is not None or w is not None:
+            raise StoreUnavailable("etcd commits and reads through a Raft majority: no --r/--w")
+        endpoints = [address.strip() for address in seeds.split(",") if address.strip()]
+        for address in endpoints:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise StoreUnavailable(f"--seeds for etcd are HOST:PORT,..., got {address!r}")
+        if not endpoints:
+            raise StoreUnavailable("--seeds for etcd: the members' client addresses, HOST:PORT")
+        self._kv = EtcdKV(endpoints, timeout)
+
+    async def read(self, key: str) -> bool:
+        response = await self._kv.range(key.encode())
+        return len(response.kvs) > 0
+
+    async def update(self, key: str, value: bytes) -> None:
+        await self._kv.put(key.encode(), value)
+
+    async def insert(self, key: str, value: bytes) -> None:
+        await self.update(key, value)
+
+    async def read_modify_write(self, key: str, value: bytes) -> bool:
+        found = await self.read(key)
+        await self.update(key, value)
+        return found
+
+    async def close(self) -> None:
+        await self._kv.close()
+
+
+STORES: dict[str, type[KvstoreStore] | type[RedisStore] | type[EtcdStore]] = {
     "kvstore": KvstoreStore,
     "redis": RedisStore,
+    "etcd": EtcdStore,
 }

@@ -95,6 +95,9 @@ class RedisReplicaSet:
             "--dir", str(folder), "--save", "", "--appendonly", "yes",
             "--appendfsync", "no", "--daemonize", "no",
             "--logfile", str(self.data_dir / f"redis-{index}.log"),
+            # The primary sends its first (empty) snapshot to a new replica at once, instead of
+            # waiting 5 s for more replicas to share it: start() waits for that sync.
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if index:
             host, primary_port = self.primary.rsplit(":", 1)

@@ -39,6 +39,7 @@ def echo_floor(duration: float, warmup: float = WARMUP_S) -> dict[str, Any]:
     server = subprocess.Popen(
         [sys.executable, "-m", "kvstore.bench.wire.echo", "--port", str(port),
          "--max-seconds", str(lifetime)],
+        # Its stderr is read only if it dies before listening (it says little otherwise).
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -62,7 +63,8 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the echo server exited with status {process.returncode}")
+            said = process.stderr.read().decode(errors="replace")[-2000:] if process.stderr else ""
+            raise RuntimeError(f"the echo server exited with status {process.returncode}: {said}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                 return

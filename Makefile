@@ -14,7 +14,7 @@ COMPOSE_PROJECT ?= kvstore
 CLUSTER_NODES ?= 4
 CLUSTER_IMAGE ?= kvstore:latest
 
-.PHONY: setup run test lint typecheck unit integration proto clean redis-server compare \
+.PHONY: setup run test lint typecheck unit integration proto clean redis-server etcd-server compare \
 	cluster-image cluster-up cluster-down
 
 setup: $(STAMP)
@@ -42,10 +42,14 @@ typecheck: setup
 redis-server: setup
 	$(PY) -m kvstore.bench.redis_local ensure
 
-test: lint typecheck redis-server
+# ... and etcd's (3 members, fsync on every commit) against Debian's etcd-server, likewise.
+etcd-server: setup
+	$(PY) -m kvstore.bench.etcd_local ensure
+
+test: lint typecheck redis-server etcd-server
 	$(PY) -m pytest
 
-compare: redis-server
+compare: redis-server etcd-server
 	bench/compare
 
 unit: setup

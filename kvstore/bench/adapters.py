@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvstore.bench.wire.etcd import EtcdKV
 from kvstore.bench.workloads import Op
 from kvstore.client import AsyncClient
 
@@ -50,9 +51,10 @@ class KvstoreStore:
             del self._contexts[next(iter(self._contexts))]  # oldest first: bounded memory
         self._contexts[key] = context
 
-    async def read(self, key: str) -> None:
+    async def read(self, key: str) -> bool:
         result = await self._client.get(key, r=self._r)
         self._remember(key, result.context)
+        return result.found
 
     async def update(self, key: str, value: bytes) -> None:
         result = await self._client.put(
@@ -63,10 +65,11 @@ class KvstoreStore:
     async def insert(self, key: str, value: bytes) -> None:
         await self.update(key, value)
 
-    async def read_modify_write(self, key: str, value: bytes) -> None:
+    async def read_modify_write(self, key: str, value: bytes) -> bool:
         read = await self._client.get(key, r=self._r)
         result = await self._client.put(key, value, context=read.context, w=self._w)
         self._remember(key, result.context)
+        return read.found
 
     async def close(self) -> None:
         await self._client.close()
@@ -107,8 +110,8 @@ class RedisStore:
             host=host, port=int(port), socket_timeout=timeout + 1, socket_connect_timeout=timeout
         )
 
-    async def read(self, key: str) -> None:
-        await self._client.get(key)
+    async def read(self, key: str) -> bool:
+        return await self._client.get(key) is not None
 
     async def update(self, key: str, value: bytes) -> None:
         if not self._replicas:
@@ -116,10 +119,10 @@ class RedisStore:
             return
         await self.batch([(Op.UPDATE, key)], value)
 
-    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> None:
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool]:
         """The whole batch in one pipeline (one round trip), its writes covered by one WAIT.
         A read-modify-write in a batch pipelines its GET and SET: the SET does not wait for
-        the GET's answer."""
+        the GET's answer. Returns, per operation, whether its GET found the key."""
         writes = 0
         async with self._client.pipeline(transaction=False) as pipe:
             for op, key in operations:
@@ -133,19 +136,75 @@ class RedisStore:
             replies = await pipe.execute()
         if writes and self._replicas and replies[-1] < self._replicas:
             raise ReplicaWaitTimeout(f"{replies[-1]} of {self._replicas} replicas acknowledged")
+        found: list[bool] = []
+        position = 0  # the replies are in command order: a GET's, then a SET's, per operation
+        for op, _ in operations:
+            if op in (Op.READ, Op.READ_MODIFY_WRITE):
+                found.append(replies[position] is not None)
+                position += 1
+            else:
+                found.append(True)
+            position += op is not Op.READ
+        return found
 
     async def insert(self, key: str, value: bytes) -> None:
         await self.update(key, value)
 
-    async def read_modify_write(self, key: str, value: bytes) -> None:
-        await self._client.get(key)
+    async def read_modify_write(self, key: str, value: bytes) -> bool:
+        found = await self._client.get(key) is not None
         await self.update(key, value)
+        return found
 
     async def close(self) -> None:
         await self._client.aclose()
 
 
-STORES: dict[str, type[KvstoreStore] | type[RedisStore]] = {
+class EtcdStore:
+    """etcd (v3 API) over grpc.aio with stubs generated from proto/etcd: reads are
+    linearizable Ranges, writes Puts (each committed by a Raft majority, fsynced on each
+    member: etcd's default), a read-modify-write a Range then a Put (not atomic, as Redis's).
+    --seeds lists the members' client addresses; calls go to them in turn (see EtcdKV for
+    why not only to the leader). A key is the key name's UTF-8 bytes."""
+
+    name = "etcd"
+    supported = frozenset({Op.READ, Op.UPDATE, Op.INSERT, Op.READ_MODIFY_WRITE})
+    default_seeds = "127.0.0.1:2379"
+
+    def __init__(
+        self, seeds: str, r: int | None = None, w: int | None = None, timeout: float = 5.0
+    ) -> None:
+        if r is not None or w is not None:
+            raise StoreUnavailable("etcd commits and reads through a Raft majority: no --r/--w")
+        endpoints = [address.strip() for address in seeds.split(",") if address.strip()]
+        for address in endpoints:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise StoreUnavailable(f"--seeds for etcd are HOST:PORT,..., got {address!r}")
+        if not endpoints:
+            raise StoreUnavailable("--seeds for etcd: the members' client addresses, HOST:PORT")
+        self._kv = EtcdKV(endpoints, timeout)
+
+    async def read(self, key: str) -> bool:
+        response = await self._kv.range(key.encode())
+        return len(response.kvs) > 0
+
+    async def update(self, key: str, value: bytes) -> None:
+        await self._kv.put(key.encode(), value)
+
+    async def insert(self, key: str, value: bytes) -> None:
+        await self.update(key, value)
+
+    async def read_modify_write(self, key: str, value: bytes) -> bool:
+        found = await self.read(key)
+        await self.update(key, value)
+        return found
+
+    async def close(self) -> None:
+        await self._kv.close()
+
+
+STORES: dict[str, type[KvstoreStore] | type[RedisStore] | type[EtcdStore]] = {
     "kvstore": KvstoreStore,
     "redis": RedisStore,
+    "etcd": EtcdStore,
 }

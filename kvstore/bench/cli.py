@@ -5,6 +5,7 @@ kvbench run --workload a --records 10000 --ops 50000 --concurrency 64 --json out
 kvbench run --read 0.9 --update 0.1 --distribution uniform --duration 30 --target-rate 800
 kvbench run --workload c --duration 10 --rate-sweep 250,500,1000,2000 --json sweep.json
 kvbench run --store redis --seeds 127.0.0.1:6379 --workload a --w 2
+kvbench run --store etcd --seeds 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379 --workload a
 kvbench plot out.json sweep.json --out charts/
 """
 
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--seeds",
             help="addresses: kvstore nodes (default $KVSTORE_SEEDS, else the make-run cluster);"
-            " for redis, the primary (default 127.0.0.1:6379)",
+            " for redis, the primary (default 127.0.0.1:6379); for etcd, the members' client"
+            " addresses (default 127.0.0.1:2379)",
         )
         p.add_argument("--records", type=int, default=10_000, help="keys loaded / drawn from")
         p.add_argument("--value-size", type=int, default=100, help="bytes")

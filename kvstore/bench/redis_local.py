@@ -9,13 +9,14 @@ Every server is started here, tracked by its pid and stopped by that pid only.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kvstore.bench.debian import PackageUnavailable, ensure_program
 
 SERVER = "redis-server"
 
@@ -27,24 +28,10 @@ class RedisUnavailable(RuntimeError):
 def ensure_redis_server() -> str:
     """The path of redis-server, installing Debian's package first when it is missing and
     this process may (root, or sudo without a password)."""
-    found = shutil.which(SERVER)
-    if found:
-        return found
-    if not shutil.which("apt-get"):
-        raise RedisUnavailable(f"{SERVER} is not installed and there is no apt-get to install it")
-    sudo: list[str] = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", SERVER]):
-        done = subprocess.run([*sudo, *command], env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RedisUnavailable(
-                f"{SERVER} is missing and `{' '.join(command)}` failed; install it by hand"
-                f" (apt-get install {SERVER}):\n{done.stderr[-2000:]}"
-            )
-    found = shutil.which(SERVER)
-    if not found:
-        raise RedisUnavailable(f"installed {SERVER} but it is not on PATH")
-    return found
+    try:
+        return ensure_program(SERVER, SERVER)
+    except PackageUnavailable as exc:
+        raise RedisUnavailable(str(exc)) from None
 
 
 def info(address: str, section: str = "replication", timeout: float = 2.0) -> dict[str, str]:
@@ -108,6 +95,9 @@ class RedisReplicaSet:
             "--dir", str(folder), "--save", "", "--appendonly", "yes",
             "--appendfsync", "no", "--daemonize", "no",
             "--logfile", str(self.data_dir / f"redis-{index}.log"),
+            # The primary sends its first (empty) snapshot to a new replica at once, instead of
+            # waiting 5 s for more replicas to share it: start() waits for that sync.
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if index:
             host, primary_port = self.primary.rsplit(":", 1)

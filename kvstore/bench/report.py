@@ -13,7 +13,8 @@ from kvstore.bench.runner import PhaseResult
 
 CSV_FIELDS = (
     "store", "workload", "phase", "target_rate", "op", "count", "throughput", "mean_ms",
-    "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "client_cpu_us_per_op",
+    "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "not_found", "errors",
+    "client_cpu_us_per_op",
 )  # fmt: skip
 
 # One run of a phase: what was asked (store, workload, shape) and what it measured.
@@ -33,6 +34,8 @@ def as_dict(result: PhaseResult, config: Mapping[str, object]) -> dict[str, obje
         },
         "latency_curve": {op: result.latencies.curve(op) for op in result.latencies.operations},
         "errors": dict(result.errors),
+        # Per operation, of its completed count: reads that found no value (YCSB NOT_FOUND).
+        "not_found": {op: result.not_found.get(op, 0) for op in result.latencies.operations},
         "clipped_latencies": result.latencies.clipped,
         "per_second": [
             result.per_second.get(s, 0) for s in range(max(result.per_second, default=-1) + 1)
@@ -73,6 +76,7 @@ def to_csv(runs: Sequence[Run]) -> str:
                     "p99_ms": f"{s.p99_ms:.3f}",
                     "p999_ms": f"{s.p999_ms:.3f}",
                     "max_ms": f"{s.max_ms:.3f}",
+                    "not_found": result.not_found.get(op, 0),
                     "errors": errors,
                     "client_cpu_us_per_op": "" if client_cpu is None else f"{client_cpu:.1f}",
                 }
@@ -81,7 +85,8 @@ def to_csv(runs: Sequence[Run]) -> str:
 
 
 def ycsb_text(result: PhaseResult) -> str:
-    """The summary in YCSB's own format, so existing tooling and eyes can read it; CPU per
+    """The summary in YCSB's own format, so existing tooling and eyes can read it (return
+    codes as YCSB prints them: OK, and NOT_FOUND when a read found no value); CPU per
     operation of each measured process follows under [CPU]."""
     lines = [
         f"[OVERALL], RunTime(ms), {result.elapsed * 1000:.0f}",
@@ -98,7 +103,10 @@ def ycsb_text(result: PhaseResult) -> str:
             f"{tag}, 99thPercentileLatency(us), {s.p99_ms * 1000:.0f}",
             f"{tag}, 99.9PercentileLatency(us), {s.p999_ms * 1000:.0f}",
             f"{tag}, MaxLatency(us), {s.max_ms * 1000:.0f}",
+            f"{tag}, Return=OK, {s.count - result.not_found.get(op, 0)}",
         ]
+        if result.not_found.get(op):
+            lines.append(f"{tag}, Return=NOT_FOUND, {result.not_found[op]}")
     for name, micros in result.cpu_us_per_op().items():
         lines.append(f"[CPU], {name}(us/op), {micros:.1f}")
     for kind, count in sorted(result.errors.items()):

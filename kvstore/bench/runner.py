@@ -23,22 +23,26 @@ from kvstore.bench.workloads import Op, OperationChooser, key_name
 
 
 class Store(Protocol):
-    """What kvbench needs of a store; adapters implement it."""
+    """What kvbench needs of a store; adapters implement it.
+
+    A read (and the read of a read-modify-write) says whether the key held a value: False is
+    counted as not_found, YCSB's NOT_FOUND, beside the latency (a miss still took its time)."""
 
     name: str
     supported: frozenset[Op]
 
-    async def read(self, key: str) -> None: ...
+    async def read(self, key: str) -> bool: ...
     async def update(self, key: str, value: bytes) -> None: ...
     async def insert(self, key: str, value: bytes) -> None: ...
-    async def read_modify_write(self, key: str, value: bytes) -> None: ...
+    async def read_modify_write(self, key: str, value: bytes) -> bool: ...
     async def close(self) -> None: ...
 
 
 class BatchStore(Store, Protocol):
-    """A store with batched operations: many operations per round trip."""
+    """A store with batched operations: many operations per round trip. Returns, for each
+    operation in order, whether its read found the key (True for operations with no read)."""
 
-    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> None: ...
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool]: ...
 
 
 # How long after the end of an open loop's duration operations still due may be sent.
@@ -77,6 +81,9 @@ class LoadShape:
 class PhaseResult:
     latencies: LatencyRecorder = field(default_factory=LatencyRecorder)
     errors: Counter[str] = field(default_factory=Counter)
+    # Operations answered with "no such key", by operation: completed (their latencies are
+    # recorded) but not successes, as YCSB's NOT_FOUND return code.
+    not_found: Counter[str] = field(default_factory=Counter)
     per_second: Counter[int] = field(default_factory=Counter)  # completed ops by second
     elapsed: float = 0.0
     completed: int = 0
@@ -97,6 +104,7 @@ class PhaseResult:
         """Combine results of client processes that ran side by side."""
         self.latencies.merge(other.latencies)
         self.errors.update(other.errors)
+        self.not_found.update(other.not_found)
         self.per_second.update(other.per_second)
         self.elapsed = max(self.elapsed, other.elapsed)
         self.completed += other.completed
@@ -107,6 +115,7 @@ class PhaseResult:
         return {
             "latencies": self.latencies.encode(),
             "errors": dict(self.errors),
+            "not_found": dict(self.not_found),
             "per_second": {str(k): v for k, v in self.per_second.items()},
             "elapsed": self.elapsed,
             "completed": self.completed,
@@ -120,10 +129,13 @@ class PhaseResult:
         per_second = data["per_second"]
         assert isinstance(latencies, dict) and isinstance(errors, dict)
         cpu = data.get("cpu_s", {})
+        not_found = data.get("not_found", {})  # absent from documents of older kvbench
         assert isinstance(per_second, dict) and isinstance(cpu, dict)
+        assert isinstance(not_found, dict)
         return cls(
             latencies=LatencyRecorder.decode(latencies),
             errors=Counter({str(k): int(v) for k, v in errors.items()}),
+            not_found=Counter({str(k): int(v) for k, v in not_found.items()}),
             per_second=Counter({int(k): int(v) for k, v in per_second.items()}),
             elapsed=float(str(data["elapsed"])),
             completed=int(str(data["completed"])),
@@ -135,17 +147,19 @@ def make_value(size: int) -> bytes:
     return os.urandom(size)
 
 
-async def execute(store: Store, op: Op, key: str, value: bytes) -> None:
+async def execute(store: Store, op: Op, key: str, value: bytes) -> bool:
+    """Run one operation; False when its read found no value for the key."""
     if op is Op.READ:
-        await store.read(key)
-    elif op is Op.UPDATE:
+        return await store.read(key) is not False
+    if op is Op.UPDATE:
         await store.update(key, value)
-    elif op is Op.INSERT:
+        return True
+    if op is Op.INSERT:
         await store.insert(key, value)
-    elif op is Op.READ_MODIFY_WRITE:
-        await store.read_modify_write(key, value)
-    else:
-        raise ValueError(f"{store.name} cannot run {op.value}")
+        return True
+    if op is Op.READ_MODIFY_WRITE:
+        return await store.read_modify_write(key, value) is not False
+    raise ValueError(f"{store.name} cannot run {op.value}")
 
 
 async def run_phase(
@@ -225,20 +239,24 @@ async def run_phase(
                                                                  intended_starts)]  # fmt: skip
             try:
                 if len(batch) == 1:
-                    await execute(store, *batch[0], value)
+                    found = [await execute(store, *batch[0], value)]
                 else:
-                    await cast(BatchStore, store).batch(batch, value)
+                    reported = await cast(BatchStore, store).batch(batch, value)
+                    # A store that does not say (None) found every key it read.
+                    found = [True] * len(batch) if reported is None else reported
             except Exception as exc:  # counted by kind: a benchmark reports errors, not raises
                 recorded = sum(intended >= record_from for intended in intended_starts)
                 if recorded:
                     result.errors[type(exc).__name__] += recorded
                 continue
             done = clock()
-            for (op, _), intended in zip(batch, intended_starts, strict=True):
+            for (op, _), intended, hit in zip(batch, intended_starts, found, strict=True):
                 if intended >= record_from:
                     result.latencies.record(op.value, done - intended)
                     result.completed += 1
                     result.per_second[int(done - record_from)] += 1
+                    if hit is False:
+                        result.not_found[op.value] += 1
 
     async def report() -> None:
         while progress is not None:

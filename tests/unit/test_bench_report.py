@@ -18,6 +18,7 @@ def sample() -> PhaseResult:
         result.latencies.record(op, seconds)
     result.per_second.update({0: 3, 1: 1})
     result.errors["Unavailable"] += 2
+    result.not_found["read"] += 1  # one of the two reads found no value
     result.cpu_s.update({"client": 0.02, "node-0": 0.01})
     return result
 
@@ -27,10 +28,13 @@ def test_json_schema() -> None:
     assert set(document) == {
         "config", "elapsed_s", "completed", "throughput", "operations", "errors",
         "clipped_latencies", "per_second", "cpu_s", "cpu_us_per_op", "latency_curve",
+        "not_found",
     }  # fmt: skip
     assert document["config"] == CONFIG
     assert document["throughput"] == 2.0 and document["completed"] == 4
     assert document["errors"] == {"Unavailable": 2} and document["per_second"] == [3, 1]
+    # Every operation has its count of misses, zero included; a miss is still completed.
+    assert document["not_found"] == {"read": 1, "update": 0}
     read = document["operations"]["read"]
     assert set(read) == {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"}
     assert read["count"] == 2 and 0.99 <= read["p50_ms"] <= 1.01 and 2.99 <= read["max_ms"] <= 3.01
@@ -59,6 +63,7 @@ def test_csv_schema() -> None:
     assert [r["op"] for r in rows] == ["read", "update", "read", "update"]
     assert tuple(rows[0]) == report.CSV_FIELDS
     assert rows[1]["count"] == "2" and rows[1]["errors"] == "2" and rows[0]["store"] == "kvstore"
+    assert [r["not_found"] for r in rows] == ["1", "0", "1", "0"]
     assert float(rows[0]["throughput"]) == 2.0
     assert rows[0]["target_rate"] == "" and rows[2]["target_rate"] == "50.0"
     assert float(rows[0]["client_cpu_us_per_op"]) == 5000.0
@@ -69,6 +74,10 @@ def test_ycsb_text() -> None:
     assert text[0] == "[OVERALL], RunTime(ms), 2000"
     assert text[1] == "[OVERALL], Throughput(ops/sec), 2.0"
     assert "[READ], Operations, 2" in text and "[UPDATE], Operations, 2" in text
+    # YCSB's return codes: of the two reads one was OK and one found nothing.
+    assert "[READ], Return=OK, 1" in text and "[READ], Return=NOT_FOUND, 1" in text
+    assert "[UPDATE], Return=OK, 2" in text
+    assert not any(line.startswith("[UPDATE], Return=NOT_FOUND") for line in text)
     assert any(line.startswith("[READ], 99thPercentileLatency(us), ") for line in text)
     assert "[CPU], client(us/op), 5000.0" in text and "[CPU], node-0(us/op), 2500.0" in text
     assert text[-1] == "[ERRORS], Unavailable, 2"

@@ -187,3 +187,59 @@ def test_an_open_loop_that_falls_behind_stops_at_its_hard_stop(
     # Every one of the 200 operations due is accounted for: answered, or given up on.
     assert result.completed + result.errors[runner.NOT_SENT] == 200
     assert 15 <= result.completed <= 30 and store.calls == result.completed
+
+
+class HalfLoadedStore(MemoryStore):
+    """Holds only the even-numbered keys; a read says whether the key was there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.misses = 0
+
+    async def read(self, key: str) -> bool:  # type: ignore[override]
+        await self._serve()
+        found = int(key.removeprefix("user")) % 2 == 0
+        self.misses += not found
+        return found
+
+    async def read_modify_write(self, key: str, value: bytes) -> bool:  # type: ignore[override]
+        found = await self.read(key)
+        self.data[key] = value
+        return found
+
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool]:
+        return [await runner.execute(self, op, key, value) for op, key in operations]
+
+
+def missing_key_chooser(mix: dict[str, float]) -> OperationChooser:
+    # Unscrambled uniform keys 0..99 (key_name formats them as user<number>).
+    return OperationChooser(custom_workload(mix, "uniform"), 100, random.Random(3))
+
+
+def test_reads_of_missing_keys_are_counted_as_not_found_and_still_timed() -> None:
+    store = HalfLoadedStore()
+    chosen = missing_key_chooser({"read": 0.5, "rmw": 0.3, "update": 0.2})
+    result = asyncio.run(run_phase(store, chosen, LoadShape(concurrency=4, ops=1000), b"v"))
+    assert result.completed == 1000 and not result.errors  # a miss is not an error
+    assert sum(result.not_found.values()) == store.misses
+    assert 0 < result.not_found["read"] < result.latencies.count("read")
+    assert 0 < result.not_found["rmw"] < result.latencies.count("rmw")
+    assert "update" not in result.not_found  # writes have nothing to miss
+    # Misses keep their latencies: every completed operation is in a histogram.
+    assert sum(result.latencies.count(op) for op in result.latencies.operations) == 1000
+    decoded = PhaseResult.decode(result.encode())
+    decoded.merge(PhaseResult.decode(result.encode()))
+    assert decoded.not_found == result.not_found + result.not_found
+
+
+def test_batched_reads_of_missing_keys_are_counted_per_operation() -> None:
+    store = HalfLoadedStore()
+    shape = LoadShape(concurrency=2, ops=400, batch=10)
+    result = asyncio.run(run_phase(store, missing_key_chooser({"read": 1.0}), shape, b"v"))
+    assert result.not_found["read"] == store.misses and 100 < store.misses < 300
+
+
+def test_documents_without_not_found_still_decode() -> None:
+    encoded = asyncio.run(run_phase(MemoryStore(), chooser(), LoadShape(ops=10), b"v")).encode()
+    del encoded["not_found"]  # as written by a kvbench before the count existed
+    assert PhaseResult.decode(encoded).not_found == {}

@@ -8,6 +8,7 @@ from typing import Any
 from kvstore.bench.wire.etcd import EtcdKV
 from kvstore.bench.workloads import Op
 from kvstore.client import AsyncClient
+from kvstore.client.results import PutItem
 
 
 class StoreUnavailable(ValueError):
@@ -71,8 +72,48 @@ class KvstoreStore:
         self._remember(key, result.context)
         return read.found
 
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool | Exception]:
+        """The batch's reads (and the reads of its read-modify-writes) in one get_many,
+        then its writes in one put_many, each with the context it would carry alone. Each
+        operation's outcome is its own: a key that failed fails alone."""
+        outcomes: list[bool | Exception] = [True] * len(operations)
+        reading = [i for i, (op, _) in enumerate(operations) if op in _READS]
+        reads = await self._client.get_many([operations[i][1] for i in reading], r=self._r)
+        read_context: dict[int, bytes] = {}
+        for i, got in zip(reading, reads, strict=True):
+            if isinstance(got, Exception):
+                outcomes[i] = got
+                continue
+            self._remember(operations[i][1], got.context)
+            read_context[i] = got.context
+            outcomes[i] = got.found
+        writing = [
+            i
+            for i, (op, _) in enumerate(operations)
+            if op is not Op.READ and not isinstance(outcomes[i], Exception)
+        ]
+        items = [
+            PutItem(
+                operations[i][1],
+                value,
+                read_context[i] if i in read_context else self._contexts.get(operations[i][1]),
+                return_body=operations[i][0] is not Op.READ_MODIFY_WRITE,
+            )
+            for i in writing
+        ]
+        written = await self._client.put_many(items, w=self._w)
+        for i, put in zip(writing, written, strict=True):
+            if isinstance(put, Exception):
+                outcomes[i] = put
+            else:
+                self._remember(operations[i][1], put.context)
+        return outcomes
+
     async def close(self) -> None:
         await self._client.close()
+
+
+_READS = (Op.READ, Op.READ_MODIFY_WRITE)
 
 
 class RedisStore:

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--batch",
             type=int,
             default=1,
-            help="operations per request where the store has batches (redis: one pipeline);"
+            help="operations per request where the store has batches (kvstore: get_many then"
+            " put_many; redis: one pipeline);"
             " each operation's latency is its batch's",
         )
         p.add_argument(

@@ -40,9 +40,13 @@ class Store(Protocol):
 
 class BatchStore(Store, Protocol):
     """A store with batched operations: many operations per round trip. Returns, for each
-    operation in order, whether its read found the key (True for operations with no read)."""
+    operation in order, whether its read found the key (True for operations with no read),
+    or the error that operation alone failed with (a store with per-item results); an
+    error raised fails the whole batch."""
 
-    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool]: ...
+    async def batch(
+        self, operations: list[tuple[Op, str]], value: bytes
+    ) -> list[bool | Exception]: ...
 
 
 # How long after the end of an open loop's duration operations still due may be sent.
@@ -237,6 +241,7 @@ async def run_phase(
                 await asyncio.sleep(delay)
             batch = [(op, key_name(number)) for op, number in (chooser.next() for _ in
                                                                  intended_starts)]  # fmt: skip
+            found: list[bool | Exception]
             try:
                 if len(batch) == 1:
                     found = [await execute(store, *batch[0], value)]
@@ -251,7 +256,9 @@ async def run_phase(
                 continue
             done = clock()
             for (op, _), intended, hit in zip(batch, intended_starts, found, strict=True):
-                if intended >= record_from:
+                if intended >= record_from and isinstance(hit, Exception):
+                    result.errors[type(hit).__name__] += 1
+                elif intended >= record_from:
                     result.latencies.record(op.value, done - intended)
                     result.completed += 1
                     result.per_second[int(done - record_from)] += 1

@@ -48,3 +48,30 @@ def test_load_then_run_workload_a_with_two_processes(cluster: LocalCluster, tmp_
 def test_scan_workload_is_refused_clearly(cluster: LocalCluster) -> None:
     refused = kvbench("run", "--seeds", cluster.seeds, "--workload", "e", "--ops", "10")
     assert refused.returncode == 2 and "no range scans" in refused.stderr
+
+
+def test_batched_runs_use_get_many_and_put_many_and_count_misses(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    seeds = ("--seeds", cluster.seeds, "--records", "200")
+    loaded = kvbench("load", *seeds, "--batch", "25", "--concurrency", "4", "--quiet")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "[INSERT], Operations, 200" in loaded.stdout
+    with Client(cluster.seeds) as kv:
+        assert all(kv.get(key_name(i)).found for i in range(200))
+        before = sum(kv.status(a).counters["group_commit_writes"] for a in cluster.addresses)
+
+    out = tmp_path / "f.json"
+    # Workload F over 400 records of which 200 exist: about half the reads miss.
+    ran = kvbench(
+        "run", "--seeds", cluster.seeds, "--records", "400", "--workload", "f", "--ops", "400",
+        "--batch", "20", "--concurrency", "4", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    document = json.loads(out.read_text())
+    assert document["errors"] == {} and document["completed"] == 400
+    missed = sum(document["not_found"].values())
+    assert 0 < missed < 400
+    with Client(cluster.seeds) as kv:
+        after = sum(kv.status(a).counters["group_commit_writes"] for a in cluster.addresses)
+    assert after > before  # the batch's writes went through the nodes' group commit

@@ -207,8 +207,21 @@ class HalfLoadedStore(MemoryStore):
         self.data[key] = value
         return found
 
-    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool]:
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool | Exception]:
         return [await runner.execute(self, op, key, value) for op, key in operations]
+
+
+class PartlyFailingStore(HalfLoadedStore):
+    """A store with per-item batch results: every key ending in 7 fails alone."""
+
+    async def batch(self, operations: list[tuple[Op, str]], value: bytes) -> list[bool | Exception]:
+        outcomes: list[bool | Exception] = []
+        for op, key in operations:
+            if key.endswith("7"):
+                outcomes.append(TimeoutError(key))
+            else:
+                outcomes.append(await runner.execute(self, op, key, value))
+        return outcomes
 
 
 def missing_key_chooser(mix: dict[str, float]) -> OperationChooser:
@@ -237,6 +250,16 @@ def test_batched_reads_of_missing_keys_are_counted_per_operation() -> None:
     shape = LoadShape(concurrency=2, ops=400, batch=10)
     result = asyncio.run(run_phase(store, missing_key_chooser({"read": 1.0}), shape, b"v"))
     assert result.not_found["read"] == store.misses and 100 < store.misses < 300
+
+
+def test_a_batch_item_that_fails_is_counted_alone() -> None:
+    store = PartlyFailingStore()
+    shape = LoadShape(concurrency=2, ops=400, batch=10)
+    result = asyncio.run(run_phase(store, missing_key_chooser({"read": 1.0}), shape, b"v"))
+    failed = result.errors["TimeoutError"]
+    assert 20 < failed < 80  # about a tenth of the keys end in 7
+    assert result.completed == 400 - failed
+    assert result.latencies.count("read") == 400 - failed  # a failure has no latency
 
 
 def test_documents_without_not_found_still_decode() -> None:

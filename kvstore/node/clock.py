@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Callable
 from typing import Any, Protocol
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
 
 
 class Clock(Protocol):
@@ -23,10 +27,8 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
-    async def wait_first(
-        self, futures: Collection[asyncio.Future[Any]], until: float
-    ) -> set[asyncio.Future[Any]]:
-        """Wait until one of `futures` is done or `until` (monotonic) passes; the done ones."""
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        """Call `callback` on the event loop once `when` (monotonic) has come."""
         ...
 
 
@@ -43,9 +45,5 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    async def wait_first(
-        self, futures: Collection[asyncio.Future[Any]], until: float
-    ) -> set[asyncio.Future[Any]]:
-        timeout = max(until - time.monotonic(), 0)
-        done, _ = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        return done
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_at(when, callback)

@@ -1,9 +1,10 @@
 """The Coordinator: gets, puts and deletes for clients, driving the sans-IO quorum state
 machines of kvstore.core.coordinator over the transport seam.
 
-One driver loop serves reads and writes: it starts the replica calls an FSM asks for,
-feeds it their replies and failures, answers the client as soon as the FSM decides, and
-keeps going (in the background) until every call has ended or the deadline. A write is
+One driver serves reads and writes (`_Request`): it starts the replica calls an FSM asks
+for, feeds it their replies and failures as each call ends (a callback, not a task of its
+own), answers the client as soon as the FSM decides, and keeps going (in the background)
+until every call has ended or the deadline. A write is
 applied here first, as the coordinating replica (Replica.write), and the stored record's
 bytes are shipped to the other replicas; a node that is not a replica of the key forwards
 the put to one.
@@ -15,7 +16,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kvstore.core import versions
 from kvstore.core.coordinator import (
@@ -32,7 +33,7 @@ from kvstore.core.ring import RoutedKey, routed
 from kvstore.core.transport import PeerFailure, PeerTransport, PeerUnreachable
 from kvstore.core.versions import KeyState
 from kvstore.errors import InternalError, KvError, Unavailable
-from kvstore.node.clock import Clock
+from kvstore.node.clock import Cancellable, Clock
 from kvstore.node.replica import Replica, answer
 from kvstore.node.router import Route, Router
 from kvstore.node.tasks import TaskSet
@@ -95,33 +96,34 @@ class Coordinator:
         where = routed(key)
         route = self._router.route(where, strict)
         fsm = GetCoordinator(route.primaries, required, route.fallbacks, route.down)
-        decided = asyncio.get_running_loop().create_future()
 
         def call(action: ReadReplica) -> Awaitable[KeyState | None]:
-            return self._read_replica(action.target, where, deadline)
+            if action.target == self.address:
+                return _now(self._replica.read, where)
+            return self._transport.read(action.target, key, self._remaining(deadline))
 
-        async def read_then_repair() -> None:
-            await self._drive(fsm, fsm.start(), call, fsm.on_reply, deadline, decided)
-            if len(fsm.replies) > 1:
-                await self._read_repair(where, fsm)
-
-        self._tasks.spawn(read_then_repair())
-        await asyncio.shield(decided)
+        request = _Request(fsm, call, fsm.on_reply, deadline, self._clock)
+        request.finished.add_done_callback(lambda done: self._repair_if_stale(done, where, fsm))
+        self._tasks.spawn(request.finished)
+        request.start(fsm.start())
+        await request.decided
         if fsm.outcome is not Outcome.SUCCEEDED:
             raise fsm.unavailable(_why(fsm.outcome))
         return where, fsm.result()
 
-    async def _read_replica(self, target: str, key: RoutedKey, deadline: float) -> KeyState | None:
-        if target == self.address:
-            return self._replica.read(key)
-        return await self._transport.read(target, key.key, self._remaining(deadline))
-
-    async def _read_repair(self, key: RoutedKey, fsm: GetCoordinator) -> None:
-        """Send the merged state to the primaries that answered with less."""
+    def _repair_if_stale(
+        self, done: asyncio.Future[None], key: RoutedKey, fsm: GetCoordinator
+    ) -> None:
+        """Once a read's calls are over: repair the primaries that answered with less."""
+        if done.cancelled() or len(fsm.replies) < 2:
+            return
         merged = fsm.result()
         stale = fsm.stale_targets(merged)
-        if not stale:
-            return
+        if stale:
+            self._tasks.spawn(self._read_repair(key, merged, stale))
+
+    async def _read_repair(self, key: RoutedKey, merged: KeyState, stale: list[str]) -> None:
+        """Send the merged state to the primaries that answered with less."""
         record = encode_record(merged)
         timeout = self._limits.request_timeout_ms / 1000
         for target in stale:
@@ -190,7 +192,6 @@ class Coordinator:
         # the next write would take the same dot, and two writes under one dot would be
         # taken for one by every merge.
         await written.durable
-        decided = asyncio.get_running_loop().create_future()
 
         def call(action: MergeReplica) -> Awaitable[None]:
             # The state a write ships is the one stored: its bytes are sent as they were stored.
@@ -198,22 +199,21 @@ class Coordinator:
                 action.target, key, written.record, self._remaining(deadline), action.hint_for or ""
             )
 
-        self._tasks.spawn(
-            self._drive(
-                fsm,
-                fsm.start(written.state),
-                call,
-                lambda target, _: fsm.on_ack(target),
-                deadline,
-                decided,
-                slow=(self._replica_timeout_s, fsm.on_slow),
-            )
+        request = _Request(
+            fsm,
+            call,
+            lambda target, _: fsm.on_ack(target),
+            deadline,
+            self._clock,
+            slow=(self._replica_timeout_s, fsm.on_slow),
         )
+        self._tasks.spawn(request.finished)
+        request.start(fsm.start(written.state))
         # Partitions are moving: the pending owners get every write too, so the data they
         # pulled stays complete until the move is committed. Not counted in w.
         for target in self._router.incoming(where, route.primaries):
             self._tasks.spawn(self._copy(target, key, written.record, deadline))
-        await asyncio.shield(decided)
+        await request.decided
         if fsm.outcome is not Outcome.SUCCEEDED:
             raise fsm.unavailable(
                 _why(fsm.outcome) + " (the write may be present on some replicas)"
@@ -268,48 +268,6 @@ class Coordinator:
                 ) from exc
         raise Unavailable(f"put: no replica of the key could be reached (tried {', '.join(tried)})")
 
-    # ---- the driver loop ----
-
-    async def _drive(
-        self,
-        fsm: QuorumRequest[A],
-        first: Sequence[A],
-        call: Callable[[A], Awaitable[Any]],
-        on_reply: Callable[[str, Any], object],
-        deadline: float,
-        decided: asyncio.Future[None],
-        slow: tuple[float, Callable[[str], None]] | None = None,
-    ) -> None:
-        """Run one request's replica calls until every call has ended, the FSM is settled, or
-        the deadline; answer the client (`decided`) as soon as the FSM decides. `slow`: after
-        that many seconds, each primary that has not answered is reported slow (a write's
-        stand-ins). A reply that arrives after the deadline is never seen: the calls left
-        are cancelled."""
-        calls = _Calls(decided, self._clock)
-        for action in first:
-            calls.add(action.target, call(action))
-        slow_at = self._clock.monotonic() + slow[0] if slow else 0.0
-        try:
-            while calls.pending and not fsm.settled:
-                calls.decide_if(fsm.outcome)
-                wake = min(slow_at, deadline) if slow_at else deadline
-                for target, result, error in await calls.next(wake):
-                    if error is None:
-                        on_reply(target, result)
-                    else:
-                        fsm.on_failure(target, error)
-                now = self._clock.monotonic()
-                if slow and slow_at and now >= slow_at:
-                    slow_at = 0.0
-                    for target in fsm.targets:
-                        slow[1](target)
-                for action in fsm.take_actions():
-                    calls.add(action.target, call(action))
-                if now >= deadline:
-                    break
-        finally:
-            calls.close()
-
     def _deadline(self, timeout_ms: int) -> float:
         return self._clock.monotonic() + self._limits.timeout_ms(timeout_ms) / 1000
 
@@ -317,48 +275,129 @@ class Coordinator:
         return max(deadline - self._clock.monotonic(), 0.001)
 
 
-class _Calls:
-    """Replica calls of one request in flight, and the future that answers its client."""
+# Turns of the event loop between a request's deadline and its end: a call whose own
+# timeout ends at the deadline reports its failure within two (its task wakes and raises,
+# then its done callback runs).
+_DEADLINE_TURNS = 3
 
-    def __init__(self, decided: asyncio.Future[None], clock: Clock) -> None:
-        self._tasks: dict[asyncio.Future[Any], str] = {}
-        self._decided = decided
-        self._clock = clock
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._tasks)
+class _Request(Generic[A]):
+    """One request's replica calls, driven by their completions: no task of its own, no
+    waiting loop. Starts the calls the FSM asks for, feeds it each call's reply or failure
+    as the call ends, starts the stand-ins it then asks for, and:
 
-    def add(self, target: str, call: Awaitable[Any]) -> None:
-        self._tasks[asyncio.ensure_future(call)] = target
+    - `decided` is done as soon as the FSM decides (the client's answer), or when the
+      request ends undecided (the deadline);
+    - `finished` is done once every call made has ended, the FSM is settled, or the
+      deadline passed (the calls still running are then cancelled: a reply after the
+      deadline is never seen). Cancelling `finished` (node shutdown) ends the request.
 
-    def decide_if(self, outcome: Outcome) -> None:
-        if outcome is not Outcome.PENDING and not self._decided.done():
-            self._decided.set_result(None)
+    `slow`: that many seconds after the start, each primary that has not answered is
+    reported slow (a write's stand-ins)."""
 
-    async def next(self, until: float) -> list[tuple[str, Any, str | None]]:
-        """The calls that end before `until` (monotonic): (target, result, error or None)."""
-        done = await self._clock.wait_first(self._tasks.keys(), until)
-        ended: list[tuple[str, Any, str | None]] = []
-        for task in done:
-            target = self._tasks.pop(task)
-            exc = task.exception()
-            if exc is None:
-                ended.append((target, task.result(), None))
-            elif isinstance(exc, PeerFailure | KvError):
-                ended.append((target, None, str(exc)))
-            else:
-                log.error("replica call to %s failed unexpectedly", target, exc_info=exc)
-                ended.append((target, None, f"{type(exc).__name__}: {exc}"))
-        return ended
+    def __init__(
+        self,
+        fsm: QuorumRequest[A],
+        call: Callable[[A], Awaitable[Any]],
+        on_reply: Callable[[str, Any], object],
+        deadline: float,
+        clock: Clock,
+        slow: tuple[float, Callable[[str], None]] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.decided: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._fsm: QuorumRequest[A] = fsm
+        self._call: Callable[[A], Awaitable[Any]] = call
+        self._on_reply = on_reply
+        self._calls: dict[asyncio.Future[Any], str] = {}
+        self._timers: list[Cancellable] = [clock.call_at(deadline, self._deadline)]
+        self._report_slow: Callable[[str], None] | None = None
+        if slow is not None:
+            self._report_slow = slow[1]
+            self._timers.append(clock.call_at(clock.monotonic() + slow[0], self._slow))
+        self.finished.add_done_callback(self._finished)
 
-    def close(self) -> None:
-        """The request is over: answer the client if not yet, stop the calls left."""
-        if not self._decided.done():
-            self._decided.set_result(None)
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
+    def start(self, first: Sequence[A]) -> None:
+        for action in first:
+            self._start(action)
+        self._check()
+
+    def _start(self, action: A) -> None:
+        future = asyncio.ensure_future(self._call(action))
+        self._calls[future] = action.target
+        future.add_done_callback(self._ended)
+
+    def _ended(self, future: asyncio.Future[Any]) -> None:
+        target = self._calls.pop(future, None)
+        if target is None or self.finished.done():
+            return
+        fsm = self._fsm
+        if future.cancelled():
+            fsm.on_failure(target, "cancelled")
+        elif (exc := future.exception()) is None:
+            self._on_reply(target, future.result())
+        elif isinstance(exc, PeerFailure | KvError):
+            fsm.on_failure(target, str(exc))
+        else:
+            log.error("replica call to %s failed unexpectedly", target, exc_info=exc)
+            fsm.on_failure(target, f"{type(exc).__name__}: {exc}")
+        for action in fsm.take_actions():
+            self._start(action)
+        self._check()
+
+    def _slow(self) -> None:
+        if self.finished.done() or self._report_slow is None:
+            return
+        for target in self._fsm.targets:
+            self._report_slow(target)
+        for action in self._fsm.take_actions():
+            self._start(action)
+        self._check()
+
+    def _deadline(self, turns: int = _DEADLINE_TURNS) -> None:
+        """Time is up. The calls' own timeouts end at the same moment: the request ends a
+        few turns of the loop later, once those have reported their failures; a call still
+        out then (its answer on the way) is left unanswered."""
+        if self.finished.done():
+            return
+        if turns > 0:
+            asyncio.get_running_loop().call_soon(self._deadline, turns - 1)
+            return
+        self._end()
+
+    def _check(self) -> None:
+        if self._fsm.outcome is not Outcome.PENDING and not self.decided.done():
+            self.decided.set_result(None)
+        if not self._calls or self._fsm.settled:
+            self._end()
+
+    def _end(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def _finished(self, _: asyncio.Future[None]) -> None:
+        """The request is over (or was cancelled): answer the client if not yet, stop the
+        calls and timers left."""
+        if not self.decided.done():
+            self.decided.set_result(None)
+        for timer in self._timers:
+            timer.cancel()
+        calls, self._calls = self._calls, {}
+        for future in calls:
+            future.cancel()
+
+
+def _now(
+    read: Callable[[RoutedKey], KeyState | None], key: RoutedKey
+) -> Awaitable[KeyState | None]:
+    """A local replica read as an awaitable already done (no task for it)."""
+    future: asyncio.Future[KeyState | None] = asyncio.get_running_loop().create_future()
+    try:
+        future.set_result(read(key))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 T = TypeVar("T")

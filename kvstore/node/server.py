@@ -68,7 +68,7 @@ class NodeParts:
 
     def servicers(self) -> tuple[KVServicer, PeerServicer, AdminServicer]:
         return (
-            KVServicer(self.coordinator, self.replica),
+            KVServicer(self.coordinator, self.replica, self.counters),
             PeerServicer(
                 self.replica,
                 self.coordinator,
@@ -76,6 +76,7 @@ class NodeParts:
                 self.anti_entropy,
                 self.handoff,
                 self.admin,
+                self.counters,
             ),
             AdminServicer(self.admin),
         )
@@ -88,14 +89,16 @@ def build_node(
     transport: PeerTransport,
     membership: Membership,
     clock: Clock | None = None,
+    counters: Counter[str] | None = None,
 ) -> NodeParts:
-    """The composition root: each role gets exactly what it uses."""
+    """The composition root: each role gets exactly what it uses. `counters`: the node's
+    event counts (the Status RPC reports them), shared with the transport when given."""
     clock = clock or SystemClock()
     address = config.advertise
     limits, background, n = config.limits, config.background, config.quorum.n
     timeout_ms = limits.request_timeout_ms
     # Events worth an operator's eye (hints stored/delivered/dropped, read repairs, ...).
-    counters: Counter[str] = Counter()
+    counters = Counter() if counters is None else counters
     tasks = TaskSet()
     router = Router(address, membership, n, clock, config.seeds)
     replica = Replica(address, actor, storage, limits, clock, counters, background.hint_max_bytes)
@@ -208,9 +211,10 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         actor = storage.claim_identity(config.node_id)
         message_bytes = max_message_bytes(config)
         clock = SystemClock()
-        peers = PeerClient(message_bytes, dict(config.peer_routes))
+        counters: Counter[str] = Counter()
+        peers = PeerClient(message_bytes, dict(config.peer_routes), counters=counters)
         node = build_node(
-            config, storage, actor, peers, start_membership(config, storage, clock), clock
+            config, storage, actor, peers, start_membership(config, storage, clock), clock, counters
         )
         server = GrpcServer(*node.servicers(), max_message_bytes=message_bytes)
         await server.set_serving(False)

@@ -8,6 +8,7 @@ on channels of their own."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -70,7 +71,10 @@ class PeerClient:
         max_message_bytes: int,
         routes: Mapping[str, str] | None = None,
         max_inflight_bytes: int = PEER_INFLIGHT_BYTES,
+        counters: Counter[str] | None = None,
     ) -> None:
+        # Messages and calls sent on the peer streams (peer_stream_*_sent), for operators.
+        self._counters = counters
         options = channel_options(max_message_bytes)
         self._max_message_bytes = max_message_bytes
         self._max_inflight_bytes = max(max_inflight_bytes, max_message_bytes)
@@ -115,6 +119,8 @@ class PeerClient:
                 max_inflight_bytes=self._max_inflight_bytes,
                 max_message_bytes=self._max_message_bytes,
                 wait_for_ready=True,
+                counters=self._counters,
+                counter_prefix="peer_stream_",
             )
         return stream
 

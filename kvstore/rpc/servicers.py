@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -147,9 +148,16 @@ def _peer_results(results: list[pb.PeerResult]) -> pb.PeerResults:
 
 
 class KVServicer(pb_grpc.KVServicer):
-    def __init__(self, coordinator: Coordinating, replica: Replicating) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinating,
+        replica: Replicating,
+        counters: Counter[str] | None = None,
+    ) -> None:
         self._coordinator = coordinator
         self._replica = replica
+        # Streams' messages and calls (client_stream_*): how well calls share messages.
+        self._counters: Counter[str] = Counter() if counters is None else counters
 
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
@@ -195,7 +203,7 @@ class KVServicer(pb_grpc.KVServicer):
         """A client's calls, many per message, each answered when it is done (in any order);
         a cancel from the client stops one."""
         session: StreamSession[pb.ClientCall, pb.ClientResult] = StreamSession(
-            context, _client_results, MAX_PENDING_CALLS
+            context, _client_results, MAX_PENDING_CALLS, self._counters, "client_stream_"
         )
         await session.serve(request_iterator, _client_calls, _client_cancel, self._on_call)
 
@@ -249,7 +257,9 @@ class PeerServicer(pb_grpc.PeerServicer):
         trees: TreeServing,
         partitions: PartitionServing,
         admin: Administering,
+        counters: Counter[str] | None = None,
     ) -> None:
+        self._counters: Counter[str] = Counter() if counters is None else counters
         self._replica = replica
         self._coordinator = coordinator
         self._gossip = gossip
@@ -293,7 +303,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         answered at once, merges once the group commit made them durable, forwarded puts
         when their coordination ends (a cancel from the caller stops one)."""
         session: StreamSession[pb.PeerCall, pb.PeerResult] = StreamSession(
-            context, _peer_results, MAX_PENDING_CALLS
+            context, _peer_results, MAX_PENDING_CALLS, self._counters, "peer_stream_"
         )
         await session.serve(request_iterator, _peer_calls, _peer_cancel, self._on_call)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence, Sized
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -132,6 +132,8 @@ class CallStream(Generic[R]):
         max_inflight_bytes: int,
         max_message_bytes: int,
         wait_for_ready: bool,
+        counters: Counter[str] | None = None,
+        counter_prefix: str = "",
     ) -> None:
         self.name = name
         self._channel = channel
@@ -151,10 +153,13 @@ class CallStream(Generic[R]):
         self._pump_task: asyncio.Task[None] | None = None
         self._readers: set[asyncio.Task[None]] = set()
         self._closed = False
-        # Counters for tests and operators: messages and calls sent, streams opened.
+        # Counters for tests: messages and calls sent, streams opened; and, when given, the
+        # same (summed over streams) in `counters` as <prefix>messages_sent, ... (operators).
         self.messages_sent = 0
         self.calls_sent = 0
         self.streams_opened = 0
+        self._counters = counters
+        self._counter_prefix = counter_prefix
 
     @property
     def inflight_bytes(self) -> int:
@@ -229,6 +234,9 @@ class CallStream(Generic[R]):
             try:
                 await stream.write(message)
                 self.messages_sent += 1
+                if self._counters is not None:
+                    self._counters[self._counter_prefix + "messages_sent"] += 1
+                    self._counters[self._counter_prefix + "calls_sent"] += len(calls)
             except asyncio.CancelledError:
                 raise
             except asyncio.InvalidStateError:
@@ -296,6 +304,8 @@ class CallStream(Generic[R]):
             return
         self._stream = stream
         self.streams_opened += 1
+        if self._counters is not None:
+            self._counters[self._counter_prefix + "streams_opened"] += 1
 
     async def _await_established(self, stream: grpc.aio.StreamStreamCall) -> None:
         """Wait for the receiver's first word (its initial metadata). Meanwhile, whenever
@@ -505,8 +515,12 @@ class StreamSession(Generic[C, T]):
         context: grpc.aio.ServicerContext,
         make_message: Callable[[list[T]], Any],
         max_pending: int,
+        counters: Counter[str] | None = None,
+        counter_prefix: str = "",
     ) -> None:
         self._context = context
+        self._counters: Counter[str] = Counter() if counters is None else counters
+        self._prefix = counter_prefix
         self._make_message = make_message
         self._max_pending = max_pending
         self._outbox: list[T] = []
@@ -549,13 +563,16 @@ class StreamSession(Generic[C, T]):
         await self._context.send_initial_metadata(())
         writer = asyncio.get_running_loop().create_task(self._write())
         try:
+            counters, prefix = self._counters, self._prefix
             async for message in calls:
+                counters[prefix + "messages_received"] += 1
                 for call in calls_of(message):
                     cancelled = cancelled_id(call)
                     if cancelled is not None:
                         self.cancel(cancelled)
                         continue
                     self._pending += 1
+                    counters[prefix + "calls_received"] += 1
                     handle(call, self)
                 if self._pending >= self._max_pending:
                     self._room.clear()
@@ -575,3 +592,4 @@ class StreamSession(Generic[C, T]):
             while self._outbox:
                 results, self._outbox = self._outbox, []
                 await self._context.write(self._make_message(results))
+                self._counters[self._prefix + "messages_replied"] += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,19 +74,10 @@ class FakeClock:
         finally:
             timer.cancel()
 
-    async def wait_first(
-        self, futures: Collection[asyncio.Future[Any]], until: float
-    ) -> set[asyncio.Future[Any]]:
-        waiting = set(futures)
-        done = {f for f in waiting if f.done()}
-        if done or until <= self._now:
-            return done
-        timer = self._timer(until)
-        try:
-            finished, _ = await asyncio.wait(waiting | {timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-        return {f for f in finished if f is not timer}
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.Future[None]:
+        timer = self._timer(when)
+        timer.add_done_callback(lambda fired: None if fired.cancelled() else callback())
+        return timer
 
     def advance(self) -> bool:
         """Jump to the next live timer and fire every timer due then; False if none is left."""

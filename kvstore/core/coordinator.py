@@ -178,6 +178,7 @@ class GetCoordinator(QuorumRequest[ReadReplica]):
     ) -> None:
         super().__init__("get", targets, r, fallbacks, down)
         self.replies: dict[str, KeyState] = {}
+        self._merged: tuple[int, KeyState] | None = None
 
     def start(self) -> list[ReadReplica]:
         calls = [ReadReplica(t) for t in self._contact_primaries()]
@@ -192,9 +193,15 @@ class GetCoordinator(QuorumRequest[ReadReplica]):
         return self._ok(target)
 
     def result(self) -> KeyState:
-        merged = EMPTY
-        for state in self.replies.values():
-            merged = merge(merged, state)
+        """The replies merged (once per set of replies: the answer and read repair share it)."""
+        if self._merged is not None and self._merged[0] == len(self.replies):
+            return self._merged[1]
+        states = iter(self.replies.values())
+        merged = next(states, EMPTY)
+        for state in states:
+            if state != merged:  # replicas mostly agree: equal states need no merge
+                merged = merge(merged, state)
+        self._merged = (len(self.replies), merged)
         return merged
 
     def stale_targets(self, merged: KeyState) -> list[str]:
@@ -203,7 +210,7 @@ class GetCoordinator(QuorumRequest[ReadReplica]):
         return [
             t
             for t, state in self.replies.items()
-            if t not in self.stand_ins and is_stale(state, merged)
+            if t not in self.stand_ins and state != merged and is_stale(state, merged)
         ]
 
 

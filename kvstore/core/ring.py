@@ -444,7 +444,7 @@ def _relabel(owners: Sequence[int], old: Sequence[int], m: int) -> list[int]:
 class Ring:
     """Partition ownership for a set of members, and preference lists for keys."""
 
-    __slots__ = ("_bits", "_index", "_layout", "_owners", "members", "n", "partitions")
+    __slots__ = ("_bits", "_index", "_layout", "_owners", "_splits", "members", "n", "partitions")
 
     def __init__(self, members: Sequence[str], partitions: int = DEFAULT_PARTITIONS, n: int = 3):
         """The initial ring of `members` (see `initial_layout`)."""
@@ -466,6 +466,9 @@ class Ring:
         self._bits = max(self.partitions.bit_length() - 1, 0)
         self._owners = array("H", layout.owners)
         self._index = {member: i for i, member in enumerate(self.members)}
+        # partition -> (primaries, fallbacks): a ring never changes, so each partition's
+        # preference list is walked once, not once per request.
+        self._splits: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     @property
     def layout(self) -> RingLayout:
@@ -496,6 +499,16 @@ class Ring:
         return [
             PreferenceEntry(self.members[index], primary=i < self.n) for i, index in enumerate(walk)
         ]
+
+    def split(self, key: RoutedKey) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The key's primaries and then its fallbacks, in preference order (as
+        `preference_list` tags them), computed once per partition."""
+        partition = self.partition_of_position(key.position)
+        split = self._splits.get(partition)
+        if split is None:
+            members = [self.members[index] for index in self._walk(partition)]
+            split = self._splits[partition] = (tuple(members[: self.n]), tuple(members[self.n :]))
+        return split
 
     def primaries(self, key: bytes | RoutedKey) -> list[str]:
         position = key.position if isinstance(key, RoutedKey) else _native.hash_key(key)

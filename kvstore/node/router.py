@@ -60,17 +60,12 @@ class Router:
         return self._membership.is_up(address, self._clock.monotonic())
 
     def route(self, key: RoutedKey, strict: bool = False) -> Route:
-        ring = self.require_ring()
-        primaries: list[str] = []
-        fallbacks: list[str] = []
-        for entry in ring.preference_list(key):
-            if entry.primary:
-                primaries.append(entry.member)
-            elif not strict:
-                fallbacks.append(entry.member)
+        primaries, others = self.require_ring().split(key)
+        fallbacks = [] if strict else list(others)
         up = self._membership.up_checker(self._clock.monotonic())
-        down = {m for m in primaries + fallbacks if not up(m)}
-        return Route(key, primaries, fallbacks, down)
+        down = {m for m in primaries if not up(m)}
+        down.update(m for m in fallbacks if not up(m))
+        return Route(key, list(primaries), fallbacks, down)
 
     def incoming(self, key: RoutedKey, primaries: Sequence[str]) -> list[str]:
         """The key's primaries in the pending ring that are not primaries now: while

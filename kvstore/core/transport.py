@@ -5,7 +5,7 @@ one. Nothing on this side of the seam knows gRPC."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Protocol
 
 from kvstore.core.cluster import ClusterView
@@ -35,20 +35,22 @@ class PeerUnreachable(PeerFailure):
 
 
 class PeerTransport(Protocol):
-    """Node-to-node messages. Every call takes a timeout in seconds and raises PeerFailure
+    """Node-to-node messages. The request path's (read, merge, forward_put) answer an
+    awaitable (a future, or a coroutine: the gRPC transport chains futures, with no task per
+    call). Every call takes a timeout in seconds and raises PeerFailure
     when the peer does not answer in time, cannot be reached, or refuses; `forward_put`
     differs (see there): it raises the KvError the peer answered with."""
 
-    async def read(
+    def read(
         self, address: str, key: bytes, timeout: float, data_only: bool = False
-    ) -> KeyState | None:
+    ) -> Awaitable[KeyState | None]:
         """The peer's state of `key` as a replica (with its hints; `data_only`: without,
         and with a tombstone it purged lately, for tombstone GC)."""
         ...
 
-    async def merge(
+    def merge(
         self, address: str, key: bytes, record: bytes, timeout: float, hint_for: str = ""
-    ) -> None:
+    ) -> Awaitable[None]:
         """Merge an encoded record (storage.codec.encode_record) at the peer: encoded once by
         the caller and shipped as the same bytes to every replica. `hint_for`: the peer is
         a fallback standing in for that primary and keeps a hint."""
@@ -61,7 +63,9 @@ class PeerTransport(Protocol):
         there. On a failure, the states before it are merged and the rest not sent."""
         ...
 
-    async def forward_put(self, address: str, forward: ForwardedPut, timeout: float) -> PutAnswer:
+    def forward_put(
+        self, address: str, forward: ForwardedPut, timeout: float
+    ) -> Awaitable[PutAnswer]:
         """Hand a put to a replica of its key. PeerUnreachable: it was never sent (it may go
         to another replica); PeerFailure: no answer in time, outcome unknown; a KvError: the
         peer's answer, or a connection cut mid-call (TransportError, outcome unknown)."""

@@ -8,9 +8,10 @@ on channels of their own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
@@ -124,39 +125,20 @@ class PeerClient:
             )
         return stream
 
-    async def _stream_call(
+    def _submit(
         self, address: str, body: bytes, timeout: float, fail_fast: bool = False
-    ) -> pb.PeerResult:
-        try:
-            return await self.stream(address).call(body, timeout, fail_fast)
-        except NeverSent as exc:
-            raise PeerUnreachable(str(exc)) from exc
-        except OutcomeUnknown as exc:
-            code = "DEADLINE_EXCEEDED" if exc.deadline else "UNAVAILABLE"
-            raise PeerFailure(f"{code}: {exc}", code) from exc
-        except CallTooLarge as exc:
-            raise PeerFailure(str(exc), "RESOURCE_EXHAUSTED") from exc
+    ) -> asyncio.Future[pb.PeerResult]:
+        return self.stream(address).submit(body, timeout, fail_fast)
 
-    async def read(
+    def read(
         self, address: str, key: bytes, timeout: float, data_only: bool = False
-    ) -> KeyState | None:
-        result = await self._stream_call(address, read_call(key, data_only), timeout)
-        reply = result.read
-        if result.WhichOneof("result") != "read":
-            raise _refused(result)
-        if not reply.found:
-            return None
-        try:
-            return state_from_proto(reply.record)
-        except ValueError as exc:
-            raise PeerFailure(f"bad record: {exc}") from exc
+    ) -> asyncio.Future[KeyState | None]:
+        return _then(self._submit(address, read_call(key, data_only), timeout), _read_state)
 
-    async def merge(
+    def merge(
         self, address: str, key: bytes, record: bytes, timeout: float, hint_for: str = ""
-    ) -> None:
-        result = await self._stream_call(address, merge_call(key, record, hint_for), timeout)
-        if result.WhichOneof("result") != "merge":
-            raise _refused(result)
+    ) -> asyncio.Future[None]:
+        return _then(self._submit(address, merge_call(key, record, hint_for), timeout), _merged)
 
     async def merge_batch(
         self, address: str, items: Iterable[tuple[bytes, KeyState]], timeout: float
@@ -238,19 +220,18 @@ class PeerClient:
         except grpc.aio.AioRpcError as exc:
             raise _failure(exc) from exc
 
-    async def forward_put(self, address: str, forward: ForwardedPut, timeout: float) -> PutAnswer:
+    def forward_put(
+        self, address: str, forward: ForwardedPut, timeout: float
+    ) -> asyncio.Future[PutAnswer]:
         """PeerUnreachable when the put never left (no stream to the peer: it is down or
         refusing); PeerFailure when it left and no answer came (in time, or before the
         stream broke): outcome unknown; any other failure is the kvstore error the peer
         answered with."""
         body = forward_call(translate.forward_put_request(forward).SerializeToString())
-        result = await self._stream_call(address, body, timeout, fail_fast=True)
-        kind = result.WhichOneof("result")
-        if kind == "error":
-            raise error_from_call(result.error, address)
-        if kind != "forward":
-            raise PeerFailure(f"{address} answered a forwarded put with {kind}")
-        return translate.put_answer(result.forward)
+        return _then(
+            self._submit(address, body, timeout, fail_fast=True),
+            lambda result: _forwarded(result, address),
+        )
 
     async def close(self) -> None:
         streams, self._streams = list(self._streams.values()), {}
@@ -262,6 +243,75 @@ class PeerClient:
 
 def _results(message: pb.PeerResults) -> Sequence[pb.PeerResult]:
     return message.results  # type: ignore[no-any-return]
+
+
+T = TypeVar("T")
+
+
+def _then(
+    call: asyncio.Future[pb.PeerResult], answer: Callable[[pb.PeerResult], T]
+) -> asyncio.Future[T]:
+    """A future of the call's answer (`answer` of its result; a stream failure as the
+    transport's PeerFailure), chained by callbacks: no task per replica call. Cancelling it
+    abandons the call."""
+    outcome: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def ended(done: asyncio.Future[pb.PeerResult]) -> None:
+        if outcome.done():
+            return
+        if done.cancelled():
+            outcome.cancel()
+            return
+        exc = done.exception()
+        if exc is not None:
+            outcome.set_exception(_peer_failure(exc))
+            return
+        try:
+            outcome.set_result(answer(done.result()))
+        except Exception as refused:
+            outcome.set_exception(refused)
+
+    call.add_done_callback(ended)
+    outcome.add_done_callback(lambda done: call.cancel() if done.cancelled() else None)
+    return outcome
+
+
+def _peer_failure(exc: BaseException) -> BaseException:
+    """A stream's failure as the transport's: what a caller may retry elsewhere is exact."""
+    if isinstance(exc, NeverSent):
+        return PeerUnreachable(str(exc))
+    if isinstance(exc, OutcomeUnknown):
+        code = "DEADLINE_EXCEEDED" if exc.deadline else "UNAVAILABLE"
+        return PeerFailure(f"{code}: {exc}", code)
+    if isinstance(exc, CallTooLarge):
+        return PeerFailure(str(exc), "RESOURCE_EXHAUSTED")
+    return exc
+
+
+def _read_state(result: pb.PeerResult) -> KeyState | None:
+    if result.WhichOneof("result") != "read":
+        raise _refused(result)
+    reply = result.read
+    if not reply.found:
+        return None
+    try:
+        return state_from_proto(reply.record)
+    except ValueError as exc:
+        raise PeerFailure(f"bad record: {exc}") from exc
+
+
+def _merged(result: pb.PeerResult) -> None:
+    if result.WhichOneof("result") != "merge":
+        raise _refused(result)
+
+
+def _forwarded(result: pb.PeerResult, address: str) -> PutAnswer:
+    kind = result.WhichOneof("result")
+    if kind == "error":
+        raise error_from_call(result.error, address)
+    if kind != "forward":
+        raise PeerFailure(f"{address} answered a forwarded put with {kind}")
+    return translate.put_answer(result.forward)
 
 
 def _refused(result: pb.PeerResult) -> PeerFailure:

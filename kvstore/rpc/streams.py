@@ -199,36 +199,54 @@ class CallStream(Generic[R]):
         Raises NeverSent, OutcomeUnknown (also when `timeout` passes after it left) or
         CallTooLarge. A caller that is cancelled abandons the call: one still queued is
         dropped, one that left is cancelled at the receiver."""
-        if self._closed:
-            raise NeverSent(f"{self.name}: the stream is closed")
+        return await self.submit(body, timeout, fail_fast)
+
+    def submit(self, body: bytes, timeout: float, fail_fast: bool = False) -> asyncio.Future[R]:
+        """`call` as a future (no task when there is room, the usual case): done with the
+        result or the failure; cancelling it abandons the call."""
+        loop = asyncio.get_running_loop()
         size = len(body) + _CALL_OVERHEAD
-        if size > self._max_message_bytes:
-            raise CallTooLarge(
+        refused: StreamFailure | None = None
+        if self._closed:
+            refused = NeverSent(f"{self.name}: the stream is closed")
+        elif size > self._max_message_bytes:
+            refused = CallTooLarge(
                 f"{self.name}: a call of {len(body)} bytes exceeds the message limit of"
                 f" {self._max_message_bytes} bytes"
             )
-        if fail_fast and self._stream is None and self._channel_failing():
-            raise NeverSent(f"{self.name}: no connection (the channel is failing)")
-        loop = asyncio.get_running_loop()
+        elif fail_fast and self._stream is None and self._channel_failing():
+            refused = NeverSent(f"{self.name}: no connection (the channel is failing)")
+        if refused is not None:
+            failed: asyncio.Future[R] = loop.create_future()
+            failed.set_exception(refused)
+            return failed
         deadline = loop.time() + timeout
         if self._waiting_room or (
             self._inflight_bytes and self._inflight_bytes + size > self._max_inflight_bytes
         ):
-            await self._room(size, deadline)  # counts `size` in when it lets the call in
-        else:
-            self._inflight_bytes += size
+            return loop.create_task(self._enqueue_when_let_in(body, size, deadline, fail_fast))
+        self._inflight_bytes += size
+        return self._enqueue(body, size, deadline, fail_fast)
+
+    async def _enqueue_when_let_in(
+        self, body: bytes, size: int, deadline: float, fail_fast: bool
+    ) -> R:
+        await self._room(size, deadline)  # counts `size` in when it lets the call in
+        return await self._enqueue(body, size, deadline, fail_fast)
+
+    def _enqueue(
+        self, body: bytes, size: int, deadline: float, fail_fast: bool
+    ) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
         call_id = next(self._ids)
         future: asyncio.Future[R] = loop.create_future()
         call = _Call(call_id, _ID_TAG + varint(call_id) + body, size, future, fail_fast)
         call.timer = loop.call_at(deadline, self._expire, call)
+        future.add_done_callback(lambda done: self._abandon(call) if done.cancelled() else None)
         self._calls[call_id] = call
         self._queue.append(call)
         self._kick()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self._abandon(call)
-            raise
+        return future
 
     # ---- the pump: queued calls -> messages on the stream ----
 

@@ -448,19 +448,43 @@ class NodeInfoResponse(_message.Message):
     n: int
     def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
 
+class ReplicaReadManyRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReplicaReadRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReplicaReadRequest, _Mapping]]] = ...) -> None: ...
+
+class ReplicaReadManyResponse(_message.Message):
+    __slots__ = ("items", "errors")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReplicaReadResponse]
+    errors: _containers.RepeatedCompositeFieldContainer[CallError]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReplicaReadResponse, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[CallError, _Mapping]]] = ...) -> None: ...
+
+class ReplicaMergeManyResponse(_message.Message):
+    __slots__ = ("errors",)
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    errors: _containers.RepeatedCompositeFieldContainer[CallError]
+    def __init__(self, errors: _Optional[_Iterable[_Union[CallError, _Mapping]]] = ...) -> None: ...
+
 class PeerCall(_message.Message):
-    __slots__ = ("id", "read", "merge", "forward", "cancel")
+    __slots__ = ("id", "read", "merge", "forward", "cancel", "merge_many", "read_many")
     ID_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
     FORWARD_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    MERGE_MANY_FIELD_NUMBER: _ClassVar[int]
+    READ_MANY_FIELD_NUMBER: _ClassVar[int]
     id: int
     read: ReplicaReadRequest
     merge: ReplicaMergeRequest
     forward: ForwardPutRequest
     cancel: Cancel
-    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadRequest, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeRequest, _Mapping]] = ..., forward: _Optional[_Union[ForwardPutRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    merge_many: ReplicaMergeBatchRequest
+    read_many: ReplicaReadManyRequest
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadRequest, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeRequest, _Mapping]] = ..., forward: _Optional[_Union[ForwardPutRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., merge_many: _Optional[_Union[ReplicaMergeBatchRequest, _Mapping]] = ..., read_many: _Optional[_Union[ReplicaReadManyRequest, _Mapping]] = ...) -> None: ...
 
 class PeerCalls(_message.Message):
     __slots__ = ("calls",)
@@ -469,18 +493,22 @@ class PeerCalls(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[PeerCall, _Mapping]]] = ...) -> None: ...
 
 class PeerResult(_message.Message):
-    __slots__ = ("id", "read", "merge", "forward", "error")
+    __slots__ = ("id", "read", "merge", "forward", "error", "merge_many", "read_many")
     ID_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
     FORWARD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MERGE_MANY_FIELD_NUMBER: _ClassVar[int]
+    READ_MANY_FIELD_NUMBER: _ClassVar[int]
     id: int
     read: ReplicaReadResponse
     merge: ReplicaMergeResponse
     forward: PutResponse
     error: CallError
-    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadResponse, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeResponse, _Mapping]] = ..., forward: _Optional[_Union[PutResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+    merge_many: ReplicaMergeManyResponse
+    read_many: ReplicaReadManyResponse
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadResponse, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeResponse, _Mapping]] = ..., forward: _Optional[_Union[PutResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., merge_many: _Optional[_Union[ReplicaMergeManyResponse, _Mapping]] = ..., read_many: _Optional[_Union[ReplicaReadManyResponse, _Mapping]] = ...) -> None: ...
 
 class PeerResults(_message.Message):
     __slots__ = ("results",)

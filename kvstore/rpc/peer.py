@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -25,7 +26,15 @@ from kvstore.rpc import translate
 from kvstore.rpc.channels import ChannelPool
 from kvstore.rpc.status import error_from_call
 from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown
-from kvstore.rpc.wire import forward_call, merge_call, read_call
+from kvstore.rpc.wire import (
+    forward_call,
+    merge_call_of_request,
+    merge_many_call,
+    merge_request_bytes,
+    read_call_of_request,
+    read_many_call,
+    read_request_bytes,
+)
 from kvstore.storage import paging
 from kvstore.storage.codec import (
     cluster_from_proto,
@@ -86,6 +95,7 @@ class PeerClient:
             lambda channel: channel,
         )
         self._streams: dict[str, CallStream[pb.PeerResult]] = {}
+        self._turns: dict[str, _Turn] = {}
         # Background work (gossip, anti-entropy, hint delivery, handoff) has channels of its
         # own: calling a peer that is not up yet (at start-up, after a crash) puts a channel
         # into reconnect backoff, where every call on it fails at once for up to two
@@ -133,12 +143,19 @@ class PeerClient:
     def read(
         self, address: str, key: bytes, timeout: float, data_only: bool = False
     ) -> asyncio.Future[KeyState | None]:
-        return _then(self._submit(address, read_call(key, data_only), timeout), _read_state)
+        return self._turn(address).add(_READ, read_request_bytes(key, data_only), timeout)
 
     def merge(
         self, address: str, key: bytes, record: bytes, timeout: float, hint_for: str = ""
     ) -> asyncio.Future[None]:
-        return _then(self._submit(address, merge_call(key, record, hint_for), timeout), _merged)
+        request = merge_request_bytes(key, record, hint_for)
+        return self._turn(address).add(_MERGE, request, timeout)
+
+    def _turn(self, address: str) -> _Turn:
+        turn = self._turns.get(address)
+        if turn is None:
+            turn = self._turns[address] = _Turn(self, address)
+        return turn
 
     async def merge_batch(
         self, address: str, items: Iterable[tuple[bytes, KeyState]], timeout: float
@@ -241,6 +258,108 @@ class PeerClient:
             await channel.close()
 
 
+class _Kind:
+    """How one kind of replica call is sent alone and many at once, and read back."""
+
+    def __init__(
+        self,
+        alone: Callable[[bytes], bytes],
+        many: Callable[[list[bytes]], bytes],
+        answer: Callable[[pb.PeerResult], Any],
+        answers: Callable[[pb.PeerResult], list[Any]],
+    ) -> None:
+        self.alone = alone
+        self.many = many
+        self.answer = answer
+        self.answers = answers
+
+
+class _Turn:
+    """The reads and the merges this node has for one peer in one turn of its event loop,
+    sent at the end of the turn as one call each (read_many, merge_many): a coordinator
+    serving many requests at once asks each peer once, and the peer answers once. A lone
+    call goes as itself. Each item keeps its own deadline and gets its own answer or error;
+    the shared call waits for the latest of their deadlines."""
+
+    __slots__ = ("_address", "_client", "_pending", "_scheduled")
+
+    def __init__(self, client: PeerClient, address: str) -> None:
+        self._client = client
+        self._address = address
+        self._pending: dict[_Kind, list[tuple[bytes, asyncio.Future[Any], float]]] = {}
+        self._scheduled = False
+
+    def add(self, kind: _Kind, request: bytes, timeout: float) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.setdefault(kind, []).append((request, future, loop.time() + timeout))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._send)
+        return future
+
+    def _send(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for kind, items in pending.items():
+            items = [item for item in items if not item[1].done()]  # abandoned meanwhile
+            if not items:
+                continue
+            timeout = max(max(deadline for _, _, deadline in items) - now, 0.001)
+            if len(items) == 1:
+                request, future, _ = items[0]
+                _chain(self._client._submit(self._address, kind.alone(request), timeout),
+                       kind.answer, future)  # fmt: skip
+                continue
+            body = kind.many([request for request, _, _ in items])
+            call = self._client._submit(self._address, body, timeout)
+            call.add_done_callback(partial(_share, kind, items))
+            for _, future, deadline in items:
+                if deadline < now + timeout:  # an earlier deadline than the shared call's
+                    timer = loop.call_at(deadline, _expire_item, future)
+                    future.add_done_callback(partial(_cancel_timer, timer))
+
+
+def _share(
+    kind: _Kind, items: list[tuple[bytes, asyncio.Future[Any], float]], call: asyncio.Future[Any]
+) -> None:
+    """A shared call ended: each item its own answer (or the call's failure)."""
+    failure: BaseException | None = None
+    if call.cancelled():
+        failure = PeerFailure("cancelled")
+    elif (exc := call.exception()) is not None:
+        failure = _peer_failure(exc)
+    answers: list[Any] = []
+    if failure is None:
+        try:
+            answers = kind.answers(call.result())
+            if len(answers) != len(items):
+                raise PeerFailure(f"{len(answers)} answers to {len(items)} items")
+        except Exception as exc:
+            failure = exc
+    for index, (_, future, _) in enumerate(items):
+        if future.done():
+            continue
+        outcome = failure if failure is not None else answers[index]
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+def _cancel_timer(timer: asyncio.TimerHandle, _: asyncio.Future[Any]) -> None:
+    timer.cancel()
+
+
+def _expire_item(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(
+            PeerFailure("DEADLINE_EXCEEDED: no answer in time", "DEADLINE_EXCEEDED")
+        )
+
+
 def _results(message: pb.PeerResults) -> Sequence[pb.PeerResult]:
     return message.results  # type: ignore[no-any-return]
 
@@ -254,7 +373,15 @@ def _then(
     """A future of the call's answer (`answer` of its result; a stream failure as the
     transport's PeerFailure), chained by callbacks: no task per replica call. Cancelling it
     abandons the call."""
-    outcome: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    return _chain(call, answer, asyncio.get_running_loop().create_future())
+
+
+def _chain(
+    call: asyncio.Future[pb.PeerResult],
+    answer: Callable[[pb.PeerResult], T],
+    outcome: asyncio.Future[T],
+) -> asyncio.Future[T]:
+    """`outcome` gets the call's answer (see `_then`)."""
 
     def ended(done: asyncio.Future[pb.PeerResult]) -> None:
         if outcome.done():
@@ -303,6 +430,39 @@ def _read_state(result: pb.PeerResult) -> KeyState | None:
 def _merged(result: pb.PeerResult) -> None:
     if result.WhichOneof("result") != "merge":
         raise _refused(result)
+
+
+def _item_failure(error: pb.CallError) -> PeerFailure | None:
+    return PeerFailure(f"{error.code}: {error.message}", error.code) if error.code else None
+
+
+def _read_states(result: pb.PeerResult) -> list[KeyState | PeerFailure | None]:
+    if result.WhichOneof("result") != "read_many":
+        raise _refused(result)
+    answers = result.read_many
+    states: list[KeyState | PeerFailure | None] = []
+    for reply, error in zip(answers.items, answers.errors, strict=True):
+        failure = _item_failure(error)
+        if failure is not None:
+            states.append(failure)
+        elif not reply.found:
+            states.append(None)
+        else:
+            try:
+                states.append(state_from_proto(reply.record))
+            except ValueError as exc:
+                states.append(PeerFailure(f"bad record: {exc}"))
+    return states
+
+
+def _merged_many(result: pb.PeerResult) -> list[PeerFailure | None]:
+    if result.WhichOneof("result") != "merge_many":
+        raise _refused(result)
+    return [_item_failure(error) for error in result.merge_many.errors]
+
+
+_READ = _Kind(read_call_of_request, read_many_call, _read_state, _read_states)
+_MERGE = _Kind(merge_call_of_request, merge_many_call, _merged, _merged_many)
 
 
 def _forwarded(result: pb.PeerResult, address: str) -> PutAnswer:

@@ -111,6 +111,9 @@ def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedReco
     return [pb.KeyedRecord(key=key, record=record_of(state)) for key, state in items]
 
 
+_NOT_READ = pb.ReplicaReadResponse()
+
+
 def _read_response(state: KeyState | None) -> pb.ReplicaReadResponse:
     if state is None:
         return pb.ReplicaReadResponse(found=False)
@@ -307,6 +310,38 @@ class PeerServicer(pb_grpc.PeerServicer):
         )
         await session.serve(request_iterator, _peer_calls, _peer_cancel, self._on_call)
 
+    def _read_many(self, request: pb.ReplicaReadManyRequest) -> pb.ReplicaReadManyResponse:
+        """Each item read on its own: an answer, or an error, per item."""
+        answers: list[pb.ReplicaReadResponse] = []
+        errors: list[pb.CallError] = []
+        for item in request.items:
+            try:
+                answers.append(_read_response(self._replica.read(item.key, item.data_only)))
+                errors.append(_NO_ERROR)
+            except Exception as exc:
+                answers.append(_NOT_READ)
+                errors.append(_failure(exc))
+        return pb.ReplicaReadManyResponse(items=answers, errors=errors)
+
+    def _merge_many(
+        self,
+        items: Sequence[pb.ReplicaMergeRequest],
+        answer: Callable[[list[pb.CallError]], None],
+    ) -> None:
+        """Each item merged on its own (the group commit makes them durable together);
+        `answer` gets an error or none per item once every one has ended."""
+        if not items:
+            answer([])
+            return
+        batch = _MergeMany(len(items), answer)
+        for index, item in enumerate(items):
+            try:
+                durable = self._replica.merge(item.key, _peer_state(item.record), item.hint_for)
+            except Exception as exc:
+                batch.failed(index, exc)
+                continue
+            asyncio.ensure_future(durable).add_done_callback(partial(batch.durable, index))
+
     def _on_call(
         self, call: pb.PeerCall, session: StreamSession[pb.PeerCall, pb.PeerResult]
     ) -> None:
@@ -322,6 +357,12 @@ class PeerServicer(pb_grpc.PeerServicer):
                 durable = self._replica.merge(merge.key, _peer_state(merge.record), merge.hint_for)
                 asyncio.ensure_future(durable).add_done_callback(
                     partial(_reply_merged, session, call_id)
+                )
+            elif kind == "read_many":
+                session.reply(pb.PeerResult(id=call_id, read_many=self._read_many(call.read_many)))
+            elif kind == "merge_many":
+                self._merge_many(
+                    call.merge_many.items, partial(_reply_merged_many, session, call_id)
                 )
             elif kind == "forward":
                 task = asyncio.ensure_future(
@@ -448,6 +489,43 @@ def _reply_forwarded(
         session.reply(pb.PeerResult(id=call_id, forward=translate.put_response(task.result())))
     else:
         session.reply(pb.PeerResult(id=call_id, error=_failure(error)))
+
+
+class _MergeMany:
+    """The items of one merge_many call: each merged (and made durable) on its own; the
+    answer, an error or none per item, once every item has ended."""
+
+    __slots__ = ("_answer", "_errors", "_left")
+
+    def __init__(self, count: int, answer: Callable[[list[pb.CallError]], None]) -> None:
+        self._errors = [_NO_ERROR] * count
+        self._left = count
+        self._answer = answer
+
+    def failed(self, index: int, exc: BaseException) -> None:
+        self._errors[index] = _failure(exc)
+        self._ended()
+
+    def durable(self, index: int, done: asyncio.Future[None]) -> None:
+        if done.cancelled():
+            self._errors[index] = _failure(asyncio.CancelledError())
+        elif (exc := done.exception()) is not None:
+            self._errors[index] = _failure(exc)
+        self._ended()
+
+    def _ended(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._answer(self._errors)
+
+
+_NO_ERROR = pb.CallError()
+
+
+def _reply_merged_many(
+    session: StreamSession[Any, pb.PeerResult], call_id: int, errors: list[pb.CallError]
+) -> None:
+    session.reply(pb.PeerResult(id=call_id, merge_many=pb.ReplicaMergeManyResponse(errors=errors)))
 
 
 class AdminServicer(pb_grpc.AdminServicer):

@@ -18,10 +18,14 @@ _RECORD_TAG = b"\x12"
 _HINT_FOR_TAG = b"\x1a"
 # ReplicaReadRequest: key = 1, data_only = 2 (varint).
 _DATA_ONLY = b"\x10\x01"
-# PeerCall: read = 3, merge = 4, forward = 5 (messages).
+# PeerCall: read = 3, merge = 4, forward = 5, merge_many = 7, read_many = 8 (messages).
 _CALL_READ_TAG = b"\x1a"
 _CALL_MERGE_TAG = b"\x22"
 _CALL_FORWARD_TAG = b"\x2a"
+_CALL_MERGE_MANY_TAG = b"\x3a"
+_CALL_READ_MANY_TAG = b"\x42"
+# ReplicaMergeBatchRequest and ReplicaReadManyRequest: items = 1 (messages).
+_ITEMS_TAG = b"\x0a"
 
 
 def merge_request_bytes(key: bytes, record: bytes, hint_for: str = "") -> bytes:
@@ -34,17 +38,42 @@ def merge_request_bytes(key: bytes, record: bytes, hint_for: str = "") -> bytes:
     return request
 
 
+def read_request_bytes(key: bytes, data_only: bool = False) -> bytes:
+    """A serialized ReplicaReadRequest."""
+    request = _field(_KEY_TAG, key) if key else b""
+    return request + _DATA_ONLY if data_only else request
+
+
 def read_call(key: bytes, data_only: bool = False) -> bytes:
     """The body of a PeerCall carrying a ReplicaReadRequest."""
-    request = _field(_KEY_TAG, key) if key else b""
-    if data_only:
-        request += _DATA_ONLY
+    return read_call_of_request(read_request_bytes(key, data_only))
+
+
+def read_call_of_request(request: bytes) -> bytes:
+    """The body of a PeerCall carrying a serialized ReplicaReadRequest."""
     return _field(_CALL_READ_TAG, request)
+
+
+def merge_call_of_request(request: bytes) -> bytes:
+    """The body of a PeerCall carrying a serialized ReplicaMergeRequest."""
+    return _field(_CALL_MERGE_TAG, request)
+
+
+def read_many_call(requests: list[bytes]) -> bytes:
+    """The body of a PeerCall carrying a ReplicaReadManyRequest of serialized
+    ReplicaReadRequests."""
+    return _field(_CALL_READ_MANY_TAG, b"".join(_field(_ITEMS_TAG, r) for r in requests))
+
+
+def merge_many_call(requests: list[bytes]) -> bytes:
+    """The body of a PeerCall carrying a ReplicaMergeBatchRequest of serialized
+    ReplicaMergeRequests (merge_request_bytes)."""
+    return _field(_CALL_MERGE_MANY_TAG, b"".join(_field(_ITEMS_TAG, r) for r in requests))
 
 
 def merge_call(key: bytes, record: bytes, hint_for: str = "") -> bytes:
     """The body of a PeerCall carrying a ReplicaMergeRequest around an encoded KeyRecord."""
-    return _field(_CALL_MERGE_TAG, merge_request_bytes(key, record, hint_for))
+    return merge_call_of_request(merge_request_bytes(key, record, hint_for))
 
 
 def forward_call(request: bytes) -> bytes:

@@ -30,6 +30,7 @@ class FakeReplica:
     def __init__(self) -> None:
         self.merged: list[bytes] = []
         self.stored: dict[bytes, KeyState] = {}
+        self.hold = False  # merges never become durable (a stalled disk)
 
     def local_get(self, key: bytes) -> GetAnswer:
         raise NotImplementedError
@@ -45,7 +46,8 @@ class FakeReplica:
         self.merged.append(key)
         self.stored[key] = state
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_soon(done.set_result, None)
+        if not self.hold:
+            asyncio.get_running_loop().call_soon(done.set_result, None)
         return done
 
     def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> Awaitable[None]:
@@ -131,12 +133,12 @@ def forward(key: bytes) -> ForwardedPut:
     return ForwardedPut(PutCommand(key, b"v"), hops=1, ring_epoch=1, sender="10.0.0.9:7000")
 
 
-def test_merges_of_one_turn_leave_in_one_message_and_a_refused_one_fails_alone() -> None:
+def test_merges_of_one_turn_go_as_one_call_and_a_refused_one_fails_alone() -> None:
     async def scenario(node: Node, peers: PeerClient) -> None:
         record = encode_record(state(b"v"))
         await peers.merge(node.address, b"warm", record, 5)
         stream = peers.stream(node.address)
-        before = stream.messages_sent
+        before, calls = stream.messages_sent, stream.calls_sent
         keys = [f"k{i}".encode() for i in range(30)]
         outcomes = await asyncio.gather(
             *(peers.merge(node.address, key, record, 5) for key in keys),
@@ -145,7 +147,7 @@ def test_merges_of_one_turn_leave_in_one_message_and_a_refused_one_fails_alone()
         )
         assert outcomes[:30] == [None] * 30
         assert isinstance(outcomes[30], PeerFailure) and outcomes[30].code == "INVALID_ARGUMENT"
-        assert stream.messages_sent - before == 1
+        assert stream.messages_sent - before == 1 and stream.calls_sent - calls == 1
         assert node.replica.merged[1:] == keys
         assert await peers.read(node.address, b"k3", 5) == state(b"v")
         assert await peers.read(node.address, b"nothing", 5) is None
@@ -196,5 +198,46 @@ def test_a_forward_past_its_deadline_is_outcome_unknown() -> None:
             await peers.forward_put(node.address, forward(b"hang"), 0.3)
         assert failed.value.code == "DEADLINE_EXCEEDED"
         assert not isinstance(failed.value, PeerUnreachable)
+
+    run(scenario)
+
+
+def test_reads_of_one_turn_go_as_one_call_with_an_answer_each() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        node.replica.stored[b"here"] = state(b"v")
+        await peers.read(node.address, b"warm", 5)
+        stream = peers.stream(node.address)
+        calls = stream.calls_sent
+        outcomes = await asyncio.gather(
+            peers.read(node.address, b"here", 5),
+            peers.read(node.address, b"absent", 5),
+            peers.read(node.address, b"refuse", 5),
+            peers.read(node.address, b"here", 5, data_only=True),
+            return_exceptions=True,
+        )
+        assert stream.calls_sent - calls == 1  # one read_many
+        assert outcomes[0] == state(b"v") and outcomes[1] is None and outcomes[3] == state(b"v")
+        assert isinstance(outcomes[2], PeerFailure) and outcomes[2].code == "INVALID_ARGUMENT"
+
+    run(scenario)
+
+
+def test_an_item_of_a_shared_call_keeps_its_own_deadline() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        await peers.read(node.address, b"warm", 5)
+        # Two merges in one turn share a call; the peer is made to hold every merge's
+        # durability back, so neither is answered: the first gives up at its own 0.2 s.
+        node.replica.hold = True
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        record = encode_record(state(b"v"))
+        short = peers.merge(node.address, b"a", record, 0.2)
+        long = peers.merge(node.address, b"b", record, 1.0)
+        with pytest.raises(PeerFailure) as failed:
+            await short
+        assert failed.value.code == "DEADLINE_EXCEEDED" and loop.time() - began < 0.8
+        with pytest.raises(PeerFailure):
+            await long
+        assert loop.time() - began >= 0.9
 
     run(scenario)

@@ -72,6 +72,7 @@ class AntiEntropy:
         self._interval_s = interval_ms / 1000
         self._served: dict[int, tuple[float, MerkleTree]] = {}
         self._cursor = 0
+        self._pairs_of: tuple[Ring, list[tuple[int, str]]] | None = None
 
     # ---- serving peers ----
 
@@ -143,12 +144,17 @@ class AntiEntropy:
     # ---- driving exchanges ----
 
     def _pairs(self, ring: Ring) -> list[tuple[int, str]]:
+        """Every (partition, peer) this node compares, for `ring` (worked out once per ring:
+        a round runs every few hundred ms)."""
+        if self._pairs_of is not None and self._pairs_of[0] is ring:
+            return self._pairs_of[1]
         me = self.address
         pairs: list[tuple[int, str]] = []
         for partition in range(ring.partitions):
             primaries = ring.partition_primaries(partition)
             if me in primaries:
                 pairs.extend((partition, peer) for peer in primaries if peer != me)
+        self._pairs_of = (ring, pairs)
         return pairs
 
     async def round(self) -> bool:

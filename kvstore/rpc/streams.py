@@ -4,10 +4,11 @@ A unary gRPC call costs ~300 µs of CPU in Python; a message on an open stream ~
 an item inside a message a few µs. So the request path's calls (a client's gets and puts,
 a coordinator's replica reads, merges and forwards) ride one bidi stream per pair of
 processes, and the calls that are ready in one turn of the event loop leave in one message.
-Nothing waits on a timer to fill a message: a message waits only while the turns of the
-event loop keep adding calls to it (a burst of them; see `GATHER_TURNS`), or while two
-messages are out that the receiver has not begun to answer (`MAX_OPEN_MESSAGES`, Nagle's
-rule without its timer). At low load a call leaves alone, one turn later.
+Nothing waits on a timer to fill a message: while other messages are out (or, for
+results, other calls are being worked on) a message waits only while the turns of the event
+loop keep adding calls to it (a burst of them; see `GATHER_TURNS`), or while two messages
+are out that the receiver has not begun to answer (`MAX_OPEN_MESSAGES`, Nagle's rule
+without its timer). At low load a call leaves alone, at once.
 
 The messages of both streams (kvstore.v1.KV/Stream and kvstore.v1.Peer/Stream) share a
 shape this module relies on: a message of calls is `repeated <Call> calls = 1`, each call
@@ -274,7 +275,8 @@ class CallStream(Generic[R]):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await _gather(self._queue)
+            if self._open_messages:  # busy: let the calls of this burst join
+                await _gather(self._queue)
             message, calls = self._take_message()
             if not message:
                 continue
@@ -648,7 +650,8 @@ class StreamSession(Generic[C, T]):
         while True:
             await self._ready.wait()
             self._ready.clear()
-            await _gather(self._outbox)
+            if self._pending:  # calls still being worked on: their results may join
+                await _gather(self._outbox)
             while self._outbox:
                 results, self._outbox = self._outbox, []
                 await self._context.write(self._make_message(results))

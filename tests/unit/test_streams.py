@@ -329,7 +329,10 @@ def test_the_bytes_in_flight_to_a_peer_that_does_not_answer_stay_bounded() -> No
         sent = [r for r in results if isinstance(r, OutcomeUnknown)]
         held_back = [r for r in results if isinstance(r, NeverSent)]
         assert len(sent) + len(held_back) == 100
-        assert 10 <= len(sent) <= bound // 1000 and len(held_back) >= 60
+        # The short calls never got room: none of them left. (Of the long ones, those let
+        # in as the first expired may leave too, just before their own deadline.)
+        assert all(isinstance(r, NeverSent) for r in results[40:])
+        assert len(sent) >= 10
         assert len(server.receiver.calls) == len(sent)  # those held back never left
         assert stream.inflight_bytes == 0
         await stream.close()

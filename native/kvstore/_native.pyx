@@ -1,9 +1,9 @@
 # cython: language_level=3
 """kvstore's hot path in C: key hashing, the preference-list walk, quorum tracking, and the
-data model of one key (dotted version vectors).
+data model of one key (dotted version vectors) with its record and context codec.
 
 Pure functions, a small state machine and immutable value objects: no I/O. The Python side
-(kvstore.core) owns the meaning and re-exports what it uses; this module
+(kvstore.core, kvstore.storage) owns the meaning and re-exports what it uses; this module
 owns the speed. It imports nothing from kvstore: it is the foundation layer.
 
 Why the data model's classes live here (Dot, Clock, Sibling, KeyState). Every request
@@ -16,8 +16,9 @@ Dot ordered as the tuple (actor, counter), the same reprs. The other way to keep
 pointing down, handing core's dataclasses to this module at import time, would keep the
 Python constructors on the hot path and this module's output shaped by a caller.
 
-The pure-Python reference of every DVV function is kvstore.core.versions_reference;
-tests/unit/test_native_versions.py holds the two to the same answers on random input.
+The pure-Python reference of every DVV function is kvstore.core.versions_reference; the
+reference codec is the protobuf path in kvstore.storage.codec. tests/unit/test_native_*.py
+hold the two to the same answers (and the same refusals) on random input.
 """
 
 cimport cython
@@ -688,3 +689,604 @@ def is_stale(KeyState replica not None, KeyState merged not None):
     """True when a replica's state lacks something the merged state has (read repair)."""
     return not _state_eq(replica, _merge(replica, merged))
 
+
+# =========================================================================================
+# The record and context codec: KeyRecord and CausalContext of proto/kvstore.proto
+# =========================================================================================
+#
+# A hand-written protobuf reader and writer for these few messages. The writer makes the
+# bytes `SerializeToString(deterministic=True)` makes (fields in number order, proto3
+# defaults left out); the reader takes what protobuf (upb) takes and refuses what it
+# refuses: unknown fields, and known fields of another wire type, are skipped (groups
+# included, nested at most as deep as upb allows); the last of a repeated scalar wins;
+# strings must be UTF-8; varints are at most 10 bytes, tags at most 5 and 32 bits.
+# kvstore.storage.codec keeps the protobuf path as the reference, and the tests fuzz the
+# two against each other.
+
+# Bounds on what a clock may hold (kvstore.storage.codec explains them and re-exports them).
+MAX_ACTOR_BYTES = 128
+MAX_CONTEXT_COUNTER = 2**62
+MAX_RECORD_COUNTER = 2**63
+RECORD_FORMAT = 1
+RECORD_FORMAT_HOLES = 2
+CONTEXT_FORMAT = 1
+CONTEXT_FORMAT_HOLES = 2
+
+cdef uint64_t _CONTEXT_COUNTER = 1ULL << 62
+cdef uint64_t _RECORD_COUNTER = 1ULL << 63
+
+cdef enum:
+    _ACTOR_BYTES = 128
+    # upb's nesting budget: a message may hold groups nested this deep, less one per level
+    # of message it sits in (the default depth limit of 100 that Python's protobuf uses).
+    _GROUP_DEPTH = 100
+
+
+cdef struct _Cursor:
+    const unsigned char* p
+    const unsigned char* end
+
+
+cdef int _corrupt(str why) except -1:
+    raise ValueError(f"wire format is corrupt: {why}")
+
+
+cdef inline int _varint(_Cursor* c, uint64_t* out) except -1:
+    cdef uint64_t value = 0
+    out[0] = 0
+    cdef unsigned int shift = 0
+    cdef unsigned char byte
+    cdef int i
+    for i in range(10):
+        if c.p >= c.end:
+            return _corrupt("a varint runs past the end")
+        byte = c.p[0]
+        c.p += 1
+        value |= (<uint64_t>(byte & 0x7F)) << shift
+        if byte < 0x80:
+            out[0] = value
+            return 0
+        shift += 7
+    return _corrupt("a varint is longer than 10 bytes")
+
+
+cdef inline int _tag(_Cursor* c, uint32_t* out) except -1:
+    cdef const unsigned char* start = c.p
+    cdef uint64_t value = 0
+    if c.p < c.end and c.p[0] < 0x80:
+        out[0] = c.p[0]
+        c.p += 1
+        return 0
+    _varint(c, &value)
+    if c.p - start > 5 or value > 0xFFFFFFFFULL:
+        return _corrupt("a field tag is out of range")
+    out[0] = <uint32_t>value
+    return 0
+
+
+cdef inline Py_ssize_t _size(_Cursor* c) except -1:
+    cdef uint64_t value = 0
+    _varint(c, &value)
+    if value >= 0x7FFFFFFFULL or <Py_ssize_t>value > c.end - c.p:
+        return _corrupt("a length runs past the end")
+    return <Py_ssize_t>value
+
+
+cdef inline int _advance(_Cursor* c, Py_ssize_t count) except -1:
+    if c.end - c.p < count:
+        return _corrupt("a fixed-size value runs past the end")
+    c.p += count
+    return 0
+
+
+cdef int _skip_group(_Cursor* c, uint32_t field, int depth) except -1:
+    """Skip an unknown group up to its end tag (upb's rules: field 0 is allowed inside)."""
+    cdef uint32_t tag = 0, end_tag = (field << 3) | 4
+    if depth == 0:
+        return _corrupt("groups are nested too deep")
+    while True:
+        if c.p >= c.end:
+            return _corrupt("a group is not closed")
+        _tag(c, &tag)
+        if tag == end_tag:
+            return 0
+        _skip_value(c, tag, depth - 1)
+
+
+cdef int _skip_value(_Cursor* c, uint32_t tag, int depth) except -1:
+    cdef uint32_t wire = tag & 7
+    cdef uint64_t ignored = 0
+    if wire == 0:
+        _varint(c, &ignored)
+    elif wire == 1:
+        _advance(c, 8)
+    elif wire == 2:
+        c.p += _size(c)
+    elif wire == 3:
+        _skip_group(c, tag >> 3, depth)
+    elif wire == 5:
+        _advance(c, 4)
+    else:  # an end tag with no group open, or wire types 6 and 7
+        return _corrupt(f"unexpected wire type {wire}")
+    return 0
+
+
+cdef inline int _skip_field(_Cursor* c, uint32_t tag, int depth) except -1:
+    """Skip a field a message does not know (or knows with another wire type)."""
+    _skip_value(c, tag, depth)
+    if tag >> 3 == 0:
+        return _corrupt("field number 0")
+    return 0
+
+
+cdef inline str _string(_Cursor* c):
+    cdef Py_ssize_t size = _size(c)
+    cdef str text
+    try:
+        text = PyUnicode_DecodeUTF8(<char*>c.p, size, NULL)
+    except UnicodeDecodeError:
+        _corrupt("a string is not UTF-8")
+    c.p += size
+    return text
+
+
+cdef inline int _sub(_Cursor* c, _Cursor* inner) except -1:
+    cdef Py_ssize_t size = _size(c)
+    inner.p = c.p
+    inner.end = c.p + size
+    c.p += size
+    return 0
+
+
+cdef int _read_pair(_Cursor* c, list actors, list counters) except -1:
+    """A VectorEntry or a Dot: (actor, counter), both at field numbers 1 and 2."""
+    cdef _Cursor inner
+    cdef uint32_t tag = 0
+    cdef uint64_t counter = 0
+    cdef str actor = ""
+    _sub(c, &inner)
+    while inner.p < inner.end:
+        _tag(&inner, &tag)
+        if tag == 0x0A:
+            actor = _string(&inner)
+        elif tag == 0x10:
+            _varint(&inner, &counter)
+        else:
+            _skip_field(&inner, tag, _GROUP_DEPTH - 1)
+    actors.append(actor)
+    counters.append(PyLong_FromUnsignedLongLong(counter))
+    return 0
+
+
+cdef int _read_sibling(_Cursor* c, list actors, list counters, list values, list stamps) except -1:
+    cdef _Cursor inner
+    cdef uint32_t tag = 0
+    cdef uint64_t counter = 0, tombstone = 0, stamp = 0
+    cdef str actor = ""
+    cdef const unsigned char* value = NULL
+    cdef Py_ssize_t value_size = 0
+    _sub(c, &inner)
+    while inner.p < inner.end:
+        _tag(&inner, &tag)
+        if tag == 0x0A:
+            actor = _string(&inner)
+        elif tag == 0x10:
+            _varint(&inner, &counter)
+        elif tag == 0x1A:
+            value_size = _size(&inner)
+            value = inner.p
+            inner.p += value_size
+        elif tag == 0x20:
+            _varint(&inner, &tombstone)
+        elif tag == 0x28:
+            _varint(&inner, &stamp)
+        else:
+            _skip_field(&inner, tag, _GROUP_DEPTH - 1)
+    actors.append(actor)
+    counters.append(PyLong_FromUnsignedLongLong(counter))
+    # A tombstone's value is dropped, whatever the record says (as state_from_proto does).
+    if tombstone:
+        values.append(None)
+    elif value_size == 0:
+        values.append(b"")
+    else:
+        values.append(PyBytes_FromStringAndSize(<const char*>value, value_size))
+    stamps.append(PyLong_FromLongLong(<int64_t>stamp))
+    return 0
+
+
+cdef class _Parsed:
+    """The fields of a KeyRecord or CausalContext as read, before any rule is checked."""
+
+    cdef uint32_t format
+    cdef uint64_t key_position
+    cdef list vector_actors, vector_counters, hole_actors, hole_counters
+    cdef list sibling_actors, sibling_counters, sibling_values, sibling_stamps
+
+    def __cinit__(self):
+        self.format = 0
+        self.key_position = 0
+        self.vector_actors = []
+        self.vector_counters = []
+        self.hole_actors = []
+        self.hole_counters = []
+        self.sibling_actors = []
+        self.sibling_counters = []
+        self.sibling_values = []
+        self.sibling_stamps = []
+
+
+cdef int _parse(object data, _Parsed parsed, bint context) except -1:
+    """Read a KeyRecord (or, with `context`, a CausalContext) into `parsed`; ValueError if
+    protobuf would refuse the bytes."""
+    cdef _Cursor c
+    cdef uint32_t tag = 0
+    cdef uint64_t value = 0
+    cdef bytes raw = data if type(data) is bytes else bytes(data)
+    c.p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    c.end = c.p + PyBytes_GET_SIZE(raw)
+    while c.p < c.end:
+        _tag(&c, &tag)
+        if tag == 0x08:
+            _varint(&c, &value)
+            parsed.format = <uint32_t>value
+        elif tag == 0x12:
+            _read_pair(&c, parsed.vector_actors, parsed.vector_counters)
+        elif tag == 0x22:
+            _read_pair(&c, parsed.hole_actors, parsed.hole_counters)
+        elif tag == 0x1A and not context:
+            _read_sibling(
+                &c,
+                parsed.sibling_actors,
+                parsed.sibling_counters,
+                parsed.sibling_values,
+                parsed.sibling_stamps,
+            )
+        elif tag == 0x19 and context:
+            if c.end - c.p < 8:
+                _corrupt("a fixed-size value runs past the end")
+            memcpy(&value, c.p, 8)  # little-endian hosts (x86-64, arm64)
+            parsed.key_position = value
+            c.p += 8
+        else:
+            _skip_field(&c, tag, _GROUP_DEPTH)
+    return 0
+
+
+cdef inline Py_ssize_t _utf8_size(str text) except -1:
+    cdef Py_ssize_t size
+    if PyUnicode_IS_ASCII(text):
+        return PyUnicode_GET_LENGTH(text)
+    PyUnicode_AsUTF8AndSize(text, &size)
+    return size
+
+
+cdef int _check_dot(str actor, object counter, uint64_t max_counter) except -1:
+    cdef uint64_t value = PyLong_AsUnsignedLongLong(counter)
+    if not actor or _utf8_size(actor) > _ACTOR_BYTES:
+        raise ValueError(f"an actor id must be 1 to {MAX_ACTOR_BYTES} bytes")
+    if value < 1 or value > max_counter:
+        raise ValueError(f"a counter must be in 1..{max_counter}")
+    return 0
+
+
+cdef Clock _clock_from_entries(_Parsed parsed, uint64_t max_counter):
+    """A clock as sent; ValueError unless it is in canonical form and in bounds (the rules
+    of codec._clock_from_entries, checked in the same order)."""
+    cdef dict vector = {}
+    cdef set holes
+    cdef list actors = parsed.vector_actors, counters = parsed.vector_counters
+    cdef Py_ssize_t i, n = len(actors)
+    cdef Dot hole
+    cdef PyObject* entry
+    for i in range(n):
+        PyDict_SetItem(vector, actors[i], counters[i])
+    if len(vector) != n:
+        raise ValueError("an actor is named twice")
+    for i in range(n):  # no actor repeats: the dict's order is the entries' order
+        _check_dot(<str>actors[i], counters[i], max_counter)
+    n = len(parsed.hole_actors)
+    if n == 0:
+        return _clock(vector, _NO_HOLES)
+    holes = set()
+    for i in range(n):
+        holes.add(_dot(<str>parsed.hole_actors[i], parsed.hole_counters[i]))
+    if len(holes) != n:
+        raise ValueError("a hole is repeated")
+    for item in holes:
+        hole = <Dot>item
+        _check_dot(hole.actor, hole.counter, max_counter)
+        entry = PyDict_GetItemWithError(vector, hole.actor)
+        if entry is NULL or PyObject_RichCompareBool(hole.counter, <object>entry, Py_GE):
+            raise ValueError("a hole is not below its actor's entry")
+    return _clock(vector, frozenset(holes))
+
+
+def decode_record(data):
+    """The state in a stored record (KeyRecord bytes, from disk or a peer: untrusted).
+    ValueError on bytes protobuf refuses or a record that breaks the model's rules or
+    bounds (kvstore.storage.codec turns it into StorageError)."""
+    cdef _Parsed parsed = _Parsed.__new__(_Parsed)
+    cdef Clock clock
+    cdef list siblings = []
+    cdef list actors, counters, values, stamps
+    cdef Py_ssize_t i, n
+    cdef Dot dot
+    cdef str actor
+    _parse(data, parsed, False)
+    if parsed.format != 1 and parsed.format != 2:
+        raise ValueError(f"unknown record format {parsed.format}")
+    if (len(parsed.hole_actors) > 0) != (parsed.format == 2):
+        # One encoding per state: equal states must hash alike in anti-entropy.
+        raise ValueError("a record has holes exactly when its format is 2")
+    clock = _clock_from_entries(parsed, _RECORD_COUNTER)
+    actors = parsed.sibling_actors
+    counters = parsed.sibling_counters
+    values = parsed.sibling_values
+    stamps = parsed.sibling_stamps
+    n = len(actors)
+    for i in range(n):
+        actor = <str>actors[i]
+        if not actor or PyLong_AsUnsignedLongLong(counters[i]) < 1:
+            raise ValueError("record sibling has an invalid dot")
+        dot = _dot(actor, counters[i])
+        if not _covers(clock, dot):
+            raise ValueError("record sibling's dot is not covered by its clock")
+        siblings.append(_sibling(dot, values[i], stamps[i]))
+    _sort_siblings(siblings)
+    for i in range(1, n):  # sorted: a repeated dot sits next to its twin
+        if _dot_eq((<Sibling>siblings[i - 1]).dot, (<Sibling>siblings[i]).dot):
+            raise ValueError("record has repeated dots")
+    return _state(clock, tuple(siblings))
+
+
+def decode_context(data, uint64_t key_position, Py_ssize_t max_entries):
+    """The clock in a client's context (CausalContext bytes) for the key at
+    `key_position`; empty bytes mean no context. ValueError, with the message for the
+    client, on anything kvstore did not make for this key within the bounds
+    (kvstore.storage.codec turns it into InvalidContext)."""
+    cdef _Parsed parsed
+    cdef Py_ssize_t entries
+    if not data:
+        return EMPTY_CLOCK
+    parsed = _Parsed.__new__(_Parsed)
+    try:
+        _parse(data, parsed, True)
+    except ValueError:
+        raise ValueError("context is not a kvstore causal context") from None
+    if parsed.format != 1 and parsed.format != 2:
+        raise ValueError(f"unknown context format {parsed.format}")
+    if parsed.key_position != key_position:
+        raise ValueError("context belongs to another key: pass the context of this key")
+    entries = len(parsed.vector_actors) + len(parsed.hole_actors)
+    if entries > max_entries:
+        raise ValueError(f"context has {entries} entries; at most {max_entries} are allowed")
+    if (len(parsed.hole_actors) > 0) != (parsed.format == 2):
+        raise ValueError("a context has holes exactly when its format is 2")
+    try:
+        return _clock_from_entries(parsed, _CONTEXT_COUNTER)
+    except ValueError as exc:
+        raise ValueError(f"context is not well formed: {exc}") from None
+
+
+# ---- writing ----------------------------------------------------------------------------
+
+cdef struct _Field:
+    # One vector entry, hole or sibling as it will be written: measured first, then copied.
+    const char* actor
+    Py_ssize_t actor_size
+    uint64_t counter
+    const char* value
+    Py_ssize_t value_size
+    bint tombstone
+    uint64_t stamp
+    Py_ssize_t size  # of the encoded message body
+
+
+cdef inline Py_ssize_t _varint_size(uint64_t value) noexcept nogil:
+    cdef Py_ssize_t size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+cdef inline unsigned char* _put_varint(unsigned char* p, uint64_t value) noexcept nogil:
+    while value >= 0x80:
+        p[0] = <unsigned char>(value | 0x80)
+        value >>= 7
+        p += 1
+    p[0] = <unsigned char>value
+    return p + 1
+
+
+cdef int _u64(object value, uint64_t* out) except -1:
+    """A uint64 field as protobuf takes it: an int in range (not a bool)."""
+    if type(value) is int:
+        try:
+            out[0] = PyLong_AsUnsignedLongLong(value)
+            return 0
+        except OverflowError:
+            raise ValueError(f"Value out of range: {value}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an int, got {type(value).__name__}")
+    return _u64(int(value), out)
+
+
+cdef int _i64(object value, uint64_t* out) except -1:
+    """An int64 field, as its two's complement."""
+    if type(value) is int:
+        try:
+            out[0] = <uint64_t>PyLong_AsLongLong(value)
+            return 0
+        except OverflowError:
+            raise ValueError(f"Value out of range: {value}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an int, got {type(value).__name__}")
+    return _i64(int(value), out)
+
+
+cdef inline int _pair_field(_Field* field, object actor, object counter) except -1:
+    if type(actor) is not str:
+        raise TypeError(f"an actor id is a str, not {type(actor).__name__}")
+    field.actor = PyUnicode_AsUTF8AndSize(actor, &field.actor_size)
+    _u64(counter, &field.counter)
+    field.size = 0
+    if field.actor_size:
+        field.size += 1 + _varint_size(field.actor_size) + field.actor_size
+    if field.counter:
+        field.size += 1 + _varint_size(field.counter)
+    return 0
+
+
+cdef inline Py_ssize_t _framed(Py_ssize_t size) noexcept nogil:
+    return 1 + _varint_size(size) + size
+
+
+cdef unsigned char* _put_pair(unsigned char* p, unsigned char tag, _Field* field) noexcept nogil:
+    p[0] = tag
+    p = _put_varint(p + 1, field.size)
+    if field.actor_size:
+        p[0] = 0x0A
+        p = _put_varint(p + 1, field.actor_size)
+        memcpy(p, field.actor, field.actor_size)
+        p += field.actor_size
+    if field.counter:
+        p[0] = 0x10
+        p = _put_varint(p + 1, field.counter)
+    return p
+
+
+cdef class _Fields:
+    """The measured fields of one message being written (freed with it)."""
+
+    cdef _Field* vector
+    cdef _Field* holes
+    cdef _Field* siblings
+    cdef list keep  # the objects whose buffers the fields point into
+
+    def __dealloc__(self):
+        PyMem_Free(self.vector)
+        PyMem_Free(self.holes)
+        PyMem_Free(self.siblings)
+
+
+cdef _Field* _alloc(Py_ssize_t count) except NULL:
+    cdef _Field* fields = <_Field*>PyMem_Malloc(max(count, 1) * sizeof(_Field))
+    if fields is NULL:
+        raise MemoryError()
+    return fields
+
+
+cdef Py_ssize_t _measure_clock(Clock clock, _Fields fields, list actors, list holes) except -1:
+    """Fill the vector and hole fields (sorted) and return their encoded size."""
+    cdef Py_ssize_t i, total = 0
+    cdef Dot hole
+    actors.extend(clock.vector)
+    actors.sort()
+    fields.vector = _alloc(len(actors))
+    for i in range(len(actors)):
+        _pair_field(&fields.vector[i], actors[i], clock.vector[actors[i]])
+        total += _framed(fields.vector[i].size)
+    if clock.holes:
+        holes.extend(clock.holes)
+        _sort_dots(holes)
+        fields.holes = _alloc(len(holes))
+        for i in range(len(holes)):
+            hole = <Dot>holes[i]
+            _pair_field(&fields.holes[i], hole.actor, hole.counter)
+            total += _framed(fields.holes[i].size)
+    return total
+
+
+def encode_record(KeyState state not None):
+    """The KeyRecord bytes of a state: byte for byte what
+    state_to_proto(state).SerializeToString(deterministic=True) makes."""
+    cdef Clock clock = state.clock
+    cdef _Fields fields = _Fields.__new__(_Fields)
+    cdef list actors = [], holes = []
+    cdef tuple siblings = state.siblings
+    cdef Py_ssize_t i, n = len(siblings), total
+    cdef Sibling sibling
+    cdef _Field* field
+    cdef bytes out
+    cdef unsigned char* p
+    fields.keep = []
+    total = 2 + _measure_clock(clock, fields, actors, holes)  # format is 1 or 2: 2 bytes
+    fields.siblings = _alloc(n)
+    for i in range(n):
+        sibling = <Sibling>siblings[i]
+        field = &fields.siblings[i]
+        _pair_field(field, sibling.dot.actor, sibling.dot.counter)
+        value = sibling.value or b""
+        if type(value) is not bytes:
+            raise TypeError(f"a value is bytes, not {type(value).__name__}")
+        fields.keep.append(value)
+        field.value = PyBytes_AS_STRING(value)
+        field.value_size = PyBytes_GET_SIZE(value)
+        field.tombstone = sibling.value is None
+        _i64(sibling.timestamp_ms, &field.stamp)
+        if field.value_size:
+            field.size += _framed(field.value_size)
+        if field.tombstone:
+            field.size += 2
+        if field.stamp:
+            field.size += 1 + _varint_size(field.stamp)
+        total += _framed(field.size)
+    out = PyBytes_FromStringAndSize(NULL, total)
+    p = <unsigned char*>PyBytes_AS_STRING(out)
+    p[0] = 0x08
+    p[1] = 2 if clock.holes else 1
+    p += 2
+    for i in range(len(actors)):
+        p = _put_pair(p, 0x12, &fields.vector[i])
+    for i in range(n):
+        field = &fields.siblings[i]
+        p = _put_pair(p, 0x1A, field)
+        if field.value_size:
+            p[0] = 0x1A
+            p = _put_varint(p + 1, field.value_size)
+            memcpy(p, field.value, field.value_size)
+            p += field.value_size
+        if field.tombstone:
+            p[0] = 0x20
+            p[1] = 0x01
+            p += 2
+        if field.stamp:
+            p[0] = 0x28
+            p = _put_varint(p + 1, field.stamp)
+    for i in range(len(holes)):
+        p = _put_pair(p, 0x22, &fields.holes[i])
+    return out
+
+
+def encode_context(Clock clock not None, key_position):
+    """The CausalContext bytes of a clock for the key at `key_position`; empty bytes when
+    it covers nothing. Byte for byte what the protobuf path makes."""
+    cdef _Fields fields
+    cdef list actors = [], holes = []
+    cdef Py_ssize_t i, total
+    cdef uint64_t position
+    cdef bytes out
+    cdef unsigned char* p
+    if not clock.vector:
+        return b""
+    _u64(key_position, &position)
+    fields = _Fields.__new__(_Fields)
+    total = 2 + _measure_clock(clock, fields, actors, holes)
+    if position:
+        total += 9
+    out = PyBytes_FromStringAndSize(NULL, total)
+    p = <unsigned char*>PyBytes_AS_STRING(out)
+    p[0] = 0x08
+    p[1] = 2 if clock.holes else 1
+    p += 2
+    for i in range(len(actors)):
+        p = _put_pair(p, 0x12, &fields.vector[i])
+    if position:
+        p[0] = 0x19
+        memcpy(p + 1, &position, 8)  # little-endian hosts (x86-64, arm64)
+        p += 9
+    for i in range(len(holes)):
+        p = _put_pair(p, 0x22, &fields.holes[i])
+    return out

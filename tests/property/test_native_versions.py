@@ -75,12 +75,16 @@ def clocks(draw: st.DrawFn, counters: int = 6, max_actors: int = 4) -> Clock:
 
 
 def covered_dots(clock: Clock) -> list[Dot]:
-    return [
-        Dot(actor, n)
-        for actor, top in clock.vector.items()
-        for n in range(1, top + 1)
-        if Dot(actor, n) not in clock.holes
-    ]
+    """Dots the clock covers: all of them under small entries, a few near the ends and
+    the holes of large ones (counters may be 2**63)."""
+    dots = []
+    for actor, top in clock.vector.items():
+        counters = set(range(1, top + 1)) if top <= 64 else {1, 2, top - 1, top}
+        counters.update(h.counter + d for h in clock.holes if h.actor == actor for d in (-1, 1))
+        for n in sorted(counters):
+            if 1 <= n <= top and Dot(actor, n) not in clock.holes:
+                dots.append(Dot(actor, n))
+    return dots
 
 
 @st.composite

@@ -170,6 +170,9 @@ cdef extern from "Python.h":
 cdef frozenset _NO_HOLES = frozenset()
 cdef object _ZERO = 0
 cdef object _ONE = 1
+# What an object made by __new__ alone (no __init__) holds, so that C code never meets a
+# None where it reads a field. Such objects are not meant to be used; these keep them safe.
+cdef dict _UNSET_VECTOR = {}
 
 
 cdef Py_hash_t _hash_pair(object first, object second) except -1:
@@ -199,6 +202,10 @@ cdef class Dot:
     """One write event: the `counter`-th write coordinated by `actor` for this key.
     Ordered, equal and hashed as the tuple (actor, counter)."""
 
+    def __cinit__(self):
+        self.actor = ""
+        self.counter = _ZERO
+
     def __init__(self, str actor not None, counter):
         self.actor = actor
         self.counter = counter
@@ -223,6 +230,9 @@ cdef inline Dot _dot(str actor, object counter):
     dot.actor = actor
     dot.counter = counter
     return dot
+
+
+cdef Dot _UNSET_DOT = Dot.__new__(Dot)
 
 
 cdef inline bint _dot_eq(Dot a, Dot b) except -1:
@@ -267,10 +277,18 @@ cdef class Clock:
     vector is a dict), as the dataclass it replaces was not.
     """
 
+    def __cinit__(self):
+        self.vector = _UNSET_VECTOR
+        self.holes = _NO_HOLES
+
     def __init__(self, vector, holes=_NO_HOLES):
         # A dict is kept as given (as the dataclass kept it); other mappings are copied.
+        cdef frozenset dots = holes if type(holes) is frozenset else frozenset(holes)
+        for dot in dots:
+            if type(dot) is not Dot:
+                raise TypeError(f"a clock's holes are Dots, not {type(dot).__name__}")
         self.vector = vector if type(vector) is dict else dict(vector)
-        self.holes = holes if type(holes) is frozenset else frozenset(holes)
+        self.holes = dots
 
     def covers(self, Dot dot not None):
         """True when the write `dot` is in the set: seen by the clock's holder."""
@@ -303,6 +321,9 @@ cdef inline Clock _clock(dict vector, frozenset holes):
     return clock
 
 
+cdef Clock _UNSET_CLOCK = Clock.__new__(Clock)
+
+
 cdef inline bint _clock_eq(Clock a, Clock b) except -1:
     return PyObject_RichCompareBool(a.vector, b.vector, Py_EQ) and PyObject_RichCompareBool(
         a.holes, b.holes, Py_EQ
@@ -330,6 +351,10 @@ cdef class Sibling:
     """One concurrent version: a value, or a tombstone when `value` is None. Equality and
     hash ignore `timestamp_ms` (wall-clock milliseconds at the creating replica: for
     display and GC, never ordering)."""
+
+    def __cinit__(self):
+        self.dot = _UNSET_DOT
+        self.timestamp_ms = _ZERO
 
     def __init__(self, Dot dot not None, value, timestamp_ms=0):
         self.dot = dot
@@ -377,6 +402,10 @@ cdef inline bint _sibling_eq(Sibling a, Sibling b) except -1:
 cdef class KeyState:
     """What one replica knows of one key. Siblings are kept sorted by dot (canonical form)
     and every sibling's dot is covered by the clock. Not hashable (its clock is not)."""
+
+    def __cinit__(self):
+        self.clock = _UNSET_CLOCK
+        self.siblings = ()
 
     def __init__(self, Clock clock not None, siblings):
         cdef tuple items = siblings if type(siblings) is tuple else tuple(siblings)
@@ -764,6 +793,21 @@ cdef inline int _tag(_Cursor* c, uint32_t* out) except -1:
     return 0
 
 
+cdef inline uint64_t _get_fixed64(const unsigned char* p) noexcept nogil:
+    cdef uint64_t value = 0
+    cdef int i
+    for i in range(7, -1, -1):  # little-endian on the wire, whatever the host
+        value = (value << 8) | p[i]
+    return value
+
+
+cdef inline void _put_fixed64(unsigned char* p, uint64_t value) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        p[i] = <unsigned char>(value & 0xFF)
+        value >>= 8
+
+
 cdef inline Py_ssize_t _size(_Cursor* c) except -1:
     cdef uint64_t value = 0
     _varint(c, &value)
@@ -945,8 +989,7 @@ cdef int _parse(object data, _Parsed parsed, bint context) except -1:
         elif tag == 0x19 and context:
             if c.end - c.p < 8:
                 _corrupt("a fixed-size value runs past the end")
-            memcpy(&value, c.p, 8)  # little-endian hosts (x86-64, arm64)
-            parsed.key_position = value
+            parsed.key_position = _get_fixed64(c.p)
             c.p += 8
         else:
             _skip_field(&c, tag, _GROUP_DEPTH)
@@ -1285,7 +1328,7 @@ def encode_context(Clock clock not None, key_position):
         p = _put_pair(p, 0x12, &fields.vector[i])
     if position:
         p[0] = 0x19
-        memcpy(p + 1, &position, 8)  # little-endian hosts (x86-64, arm64)
+        _put_fixed64(p + 1, position)
         p += 9
     for i in range(len(holes)):
         p = _put_pair(p, 0x22, &fields.holes[i])

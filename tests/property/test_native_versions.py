@@ -368,3 +368,16 @@ def test_the_classes_pickle_and_copy() -> None:
         back = pickle.loads(pickle.dumps(value))
         assert back == value and type(back) is type(value)
     assert pickle.loads(pickle.dumps(state)).siblings[0].timestamp_ms == 9
+
+
+def test_objects_made_by_new_alone_are_empty_not_unsafe() -> None:
+    # C code reads fields without None checks: __new__ without __init__ must not leave one.
+    dot, clock = Dot.__new__(Dot), Clock.__new__(Clock)
+    sibling, state = Sibling.__new__(Sibling), KeyState.__new__(KeyState)
+    assert (dot.actor, dot.counter) == ("", 0)
+    assert clock.vector == {} and clock.holes == frozenset()
+    assert sibling.dot == dot and sibling.value is None
+    assert state == EMPTY and native.merge(state, EMPTY) == EMPTY
+    assert not clock.covers(Dot("a", 1)) and native.join(clock, clock) == EMPTY_CLOCK
+    with pytest.raises(TypeError):
+        Clock({"a": 2}, [None])  # type: ignore[list-item]

@@ -882,33 +882,47 @@ cdef inline int _sub(_Cursor* c, _Cursor* inner) except -1:
     return 0
 
 
-cdef int _read_pair(_Cursor* c, list actors, list counters) except -1:
-    """A VectorEntry or a Dot: (actor, counter), both at field numbers 1 and 2."""
+cdef class _Parsed:
+    """A KeyRecord or CausalContext as read, before any rule is checked: the vector as the
+    reference builds it (a dict, the last of a repeated actor winning; `entries` counts
+    them all), the holes as a set of dots (`holes` counts them all), the siblings as
+    read."""
+
+    cdef uint32_t format
+    cdef uint64_t key_position
+    cdef dict vector
+    cdef Py_ssize_t entries
+    cdef set hole_set
+    cdef Py_ssize_t holes
+    cdef list siblings
+
+
+cdef str _read_pair(_Cursor* c, uint64_t* counter):
+    """A VectorEntry or a Dot: its actor, and its counter in `counter` (fields 1 and 2)."""
     cdef _Cursor inner
     cdef uint32_t tag = 0
-    cdef uint64_t counter = 0
     cdef str actor = ""
     _sub(c, &inner)
+    counter[0] = 0
     while inner.p < inner.end:
         _tag(&inner, &tag)
         if tag == 0x0A:
             actor = _string(&inner)
         elif tag == 0x10:
-            _varint(&inner, &counter)
+            _varint(&inner, counter)
         else:
             _skip_field(&inner, tag, _GROUP_DEPTH - 1)
-    actors.append(actor)
-    counters.append(PyLong_FromUnsignedLongLong(counter))
-    return 0
+    return actor
 
 
-cdef int _read_sibling(_Cursor* c, list actors, list counters, list values, list stamps) except -1:
+cdef int _read_sibling(_Cursor* c, list siblings) except -1:
     cdef _Cursor inner
     cdef uint32_t tag = 0
     cdef uint64_t counter = 0, tombstone = 0, stamp = 0
     cdef str actor = ""
     cdef const unsigned char* value = NULL
     cdef Py_ssize_t value_size = 0
+    cdef object kept
     _sub(c, &inner)
     while inner.p < inner.end:
         _tag(&inner, &tag)
@@ -926,38 +940,21 @@ cdef int _read_sibling(_Cursor* c, list actors, list counters, list values, list
             _varint(&inner, &stamp)
         else:
             _skip_field(&inner, tag, _GROUP_DEPTH - 1)
-    actors.append(actor)
-    counters.append(PyLong_FromUnsignedLongLong(counter))
     # A tombstone's value is dropped, whatever the record says (as state_from_proto does).
     if tombstone:
-        values.append(None)
+        kept = None
     elif value_size == 0:
-        values.append(b"")
+        kept = b""
     else:
-        values.append(PyBytes_FromStringAndSize(<const char*>value, value_size))
-    stamps.append(PyLong_FromLongLong(<int64_t>stamp))
+        kept = PyBytes_FromStringAndSize(<const char*>value, value_size)
+    siblings.append(
+        _sibling(
+            _dot(actor, PyLong_FromUnsignedLongLong(counter)),
+            kept,
+            PyLong_FromLongLong(<int64_t>stamp),
+        )
+    )
     return 0
-
-
-cdef class _Parsed:
-    """The fields of a KeyRecord or CausalContext as read, before any rule is checked."""
-
-    cdef uint32_t format
-    cdef uint64_t key_position
-    cdef list vector_actors, vector_counters, hole_actors, hole_counters
-    cdef list sibling_actors, sibling_counters, sibling_values, sibling_stamps
-
-    def __cinit__(self):
-        self.format = 0
-        self.key_position = 0
-        self.vector_actors = []
-        self.vector_counters = []
-        self.hole_actors = []
-        self.hole_counters = []
-        self.sibling_actors = []
-        self.sibling_counters = []
-        self.sibling_values = []
-        self.sibling_stamps = []
 
 
 cdef int _parse(object data, _Parsed parsed, bint context) except -1:
@@ -966,7 +963,10 @@ cdef int _parse(object data, _Parsed parsed, bint context) except -1:
     cdef _Cursor c
     cdef uint32_t tag = 0
     cdef uint64_t value = 0
+    cdef str actor
     cdef bytes raw = data if type(data) is bytes else bytes(data)
+    parsed.vector = {}
+    parsed.siblings = [] if not context else None
     c.p = <const unsigned char*>PyBytes_AS_STRING(raw)
     c.end = c.p + PyBytes_GET_SIZE(raw)
     while c.p < c.end:
@@ -975,17 +975,17 @@ cdef int _parse(object data, _Parsed parsed, bint context) except -1:
             _varint(&c, &value)
             parsed.format = <uint32_t>value
         elif tag == 0x12:
-            _read_pair(&c, parsed.vector_actors, parsed.vector_counters)
+            actor = _read_pair(&c, &value)
+            PyDict_SetItem(parsed.vector, actor, PyLong_FromUnsignedLongLong(value))
+            parsed.entries += 1
         elif tag == 0x22:
-            _read_pair(&c, parsed.hole_actors, parsed.hole_counters)
+            actor = _read_pair(&c, &value)
+            if parsed.hole_set is None:
+                parsed.hole_set = set()
+            parsed.hole_set.add(_dot(actor, PyLong_FromUnsignedLongLong(value)))
+            parsed.holes += 1
         elif tag == 0x1A and not context:
-            _read_sibling(
-                &c,
-                parsed.sibling_actors,
-                parsed.sibling_counters,
-                parsed.sibling_values,
-                parsed.sibling_stamps,
-            )
+            _read_sibling(&c, parsed.siblings)
         elif tag == 0x19 and context:
             if c.end - c.p < 8:
                 _corrupt("a fixed-size value runs past the end")
@@ -1016,33 +1016,24 @@ cdef int _check_dot(str actor, object counter, uint64_t max_counter) except -1:
 cdef Clock _clock_from_entries(_Parsed parsed, uint64_t max_counter):
     """A clock as sent; ValueError unless it is in canonical form and in bounds (the rules
     of codec._clock_from_entries, checked in the same order)."""
-    cdef dict vector = {}
-    cdef set holes
-    cdef list actors = parsed.vector_actors, counters = parsed.vector_counters
-    cdef Py_ssize_t i, n = len(actors)
+    cdef dict vector = parsed.vector
     cdef Dot hole
     cdef PyObject* entry
-    for i in range(n):
-        PyDict_SetItem(vector, actors[i], counters[i])
-    if len(vector) != n:
+    if len(vector) != parsed.entries:
         raise ValueError("an actor is named twice")
-    for i in range(n):  # no actor repeats: the dict's order is the entries' order
-        _check_dot(<str>actors[i], counters[i], max_counter)
-    n = len(parsed.hole_actors)
-    if n == 0:
+    for actor, counter in vector.items():
+        _check_dot(<str>actor, counter, max_counter)
+    if parsed.holes == 0:
         return _clock(vector, _NO_HOLES)
-    holes = set()
-    for i in range(n):
-        holes.add(_dot(<str>parsed.hole_actors[i], parsed.hole_counters[i]))
-    if len(holes) != n:
+    if len(parsed.hole_set) != parsed.holes:
         raise ValueError("a hole is repeated")
-    for item in holes:
+    for item in parsed.hole_set:
         hole = <Dot>item
         _check_dot(hole.actor, hole.counter, max_counter)
         entry = PyDict_GetItemWithError(vector, hole.actor)
         if entry is NULL or PyObject_RichCompareBool(hole.counter, <object>entry, Py_GE):
             raise ValueError("a hole is not below its actor's entry")
-    return _clock(vector, frozenset(holes))
+    return _clock(vector, frozenset(parsed.hole_set))
 
 
 def decode_record(data):
@@ -1051,33 +1042,24 @@ def decode_record(data):
     bounds (kvstore.storage.codec turns it into StorageError)."""
     cdef _Parsed parsed = _Parsed.__new__(_Parsed)
     cdef Clock clock
-    cdef list siblings = []
-    cdef list actors, counters, values, stamps
-    cdef Py_ssize_t i, n
-    cdef Dot dot
-    cdef str actor
+    cdef list siblings
+    cdef Py_ssize_t i
+    cdef Sibling sibling
     _parse(data, parsed, False)
     if parsed.format != 1 and parsed.format != 2:
         raise ValueError(f"unknown record format {parsed.format}")
-    if (len(parsed.hole_actors) > 0) != (parsed.format == 2):
+    if (parsed.holes > 0) != (parsed.format == 2):
         # One encoding per state: equal states must hash alike in anti-entropy.
         raise ValueError("a record has holes exactly when its format is 2")
     clock = _clock_from_entries(parsed, _RECORD_COUNTER)
-    actors = parsed.sibling_actors
-    counters = parsed.sibling_counters
-    values = parsed.sibling_values
-    stamps = parsed.sibling_stamps
-    n = len(actors)
-    for i in range(n):
-        actor = <str>actors[i]
-        if not actor or PyLong_AsUnsignedLongLong(counters[i]) < 1:
+    siblings = parsed.siblings
+    for sibling in siblings:
+        if not sibling.dot.actor or PyLong_AsUnsignedLongLong(sibling.dot.counter) < 1:
             raise ValueError("record sibling has an invalid dot")
-        dot = _dot(actor, counters[i])
-        if not _covers(clock, dot):
+        if not _covers(clock, sibling.dot):
             raise ValueError("record sibling's dot is not covered by its clock")
-        siblings.append(_sibling(dot, values[i], stamps[i]))
     _sort_siblings(siblings)
-    for i in range(1, n):  # sorted: a repeated dot sits next to its twin
+    for i in range(1, len(siblings)):  # sorted: a repeated dot sits next to its twin
         if _dot_eq((<Sibling>siblings[i - 1]).dot, (<Sibling>siblings[i]).dot):
             raise ValueError("record has repeated dots")
     return _state(clock, tuple(siblings))
@@ -1101,10 +1083,10 @@ def decode_context(data, uint64_t key_position, Py_ssize_t max_entries):
         raise ValueError(f"unknown context format {parsed.format}")
     if parsed.key_position != key_position:
         raise ValueError("context belongs to another key: pass the context of this key")
-    entries = len(parsed.vector_actors) + len(parsed.hole_actors)
+    entries = parsed.entries + parsed.holes
     if entries > max_entries:
         raise ValueError(f"context has {entries} entries; at most {max_entries} are allowed")
-    if (len(parsed.hole_actors) > 0) != (parsed.format == 2):
+    if (parsed.holes > 0) != (parsed.format == 2):
         raise ValueError("a context has holes exactly when its format is 2")
     try:
         return _clock_from_entries(parsed, _CONTEXT_COUNTER)

@@ -550,16 +550,30 @@ def merge_vectors(a, b):
     return _merge_vectors(a if type(a) is dict else dict(a), b if type(b) is dict else dict(b))
 
 
-cdef Clock _make_clock(object vector, object holes):
-    cdef dict entries = {}
+cdef Clock _make_clock(object vector, object holes, bint owned=False):
+    """make_clock; `owned`: `vector` is a new dict of the caller's, which the clock may
+    take over (and change) rather than copy."""
+    cdef dict entries
     cdef set gaps = set()
     cdef Dot hole
     cdef PyObject* top
+    cdef bint positive = True
     if type(vector) is not dict:
         vector = dict(vector)
-    for actor, counter in (<dict>vector).items():
-        if counter > _ZERO:
-            entries[actor] = counter
+        owned = True
+    for counter in (<dict>vector).values():
+        if not counter > _ZERO:
+            positive = False
+            break
+    if positive:
+        # The entries are the vector's, in its order: take it, or copy it whole (faster
+        # than inserting its entries one by one).
+        entries = <dict>vector if owned else (<dict>vector).copy()
+    else:
+        entries = {}
+        for actor, counter in (<dict>vector).items():
+            if counter > _ZERO:
+                entries[actor] = counter
     for item in holes:
         if type(item) is not Dot:
             raise TypeError(f"a hole is a Dot, not {type(item).__name__}")
@@ -603,7 +617,7 @@ cdef Clock _join(Clock a, Clock b):
     for hole in b.holes:
         if not _covers(a, hole):
             holes.append(hole)
-    return _make_clock(vector, holes)
+    return _make_clock(vector, holes, True)
 
 
 def join(Clock a not None, Clock b not None):

@@ -21,7 +21,7 @@ reads them without Python calls), with the behaviour of the frozen dataclasses t
 replace: immutable; equal, hashed and (Dot) ordered by their fields as those were;
 Sibling equality ignoring the timestamp; Clock and KeyState unhashable. Each function's
 plain Python statement is kvstore.core.versions_reference, the reference the native code
-is tested against (tests/unit/test_native_versions.py).
+is tested against (tests/property/test_native_versions.py).
 
 - Dot(actor, counter): one write event, the `counter`-th write of the key coordinated by
   `actor`. Ordered as the tuple (actor, counter).

@@ -3,7 +3,7 @@
 Each function here is the plain statement of a rule of docs/versions.md, as
 kvstore.core.versions implemented it before its hot path moved into the Cython extension;
 the native functions must answer exactly as these do (same results, same dots, same
-canonical forms), and tests/unit/test_native_versions.py holds them to it on random
+canonical forms), and tests/property/test_native_versions.py holds them to it on random
 states. Nothing in the running node calls this module: it is the specification the
 native code is tested against, and the baseline bench/native_versions.py measures.
 

@@ -7,7 +7,7 @@ Records and contexts are encoded and decoded on every request, several times: th
 kvstore._native, a hand-written reader and writer of exactly these messages. The protobuf
 path below (state_to_proto / state_from_proto, and the *_reference functions built on it)
 is the reference it is tested against, byte for byte and refusal for refusal
-(tests/unit/test_native_codec.py); the peer RPCs still use it where they hold messages.
+(tests/property/test_native_codec.py); the peer RPCs still use it where they hold messages.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ pointing down, handing core's dataclasses to this module at import time, would k
 Python constructors on the hot path and this module's output shaped by a caller.
 
 The pure-Python reference of every DVV function is kvstore.core.versions_reference; the
-reference codec is the protobuf path in kvstore.storage.codec. tests/unit/test_native_*.py
+reference codec is the protobuf path in kvstore.storage.codec. tests/property/test_native_*.py
 hold the two to the same answers (and the same refusals) on random input.
 """
 

@@ -2,6 +2,12 @@
 
 Both are protobuf messages of proto/kvstore.proto with a `format` field; a reader refuses
 formats it does not know rather than guessing.
+
+Records and contexts are encoded and decoded on every request, several times: that runs in
+kvstore._native, a hand-written reader and writer of exactly these messages. The protobuf
+path below (state_to_proto / state_from_proto, and the *_reference functions built on it)
+is the reference it is tested against, byte for byte and refusal for refusal
+(tests/property/test_native_codec.py); the peer RPCs still use it where they hold messages.
 """
 
 from __future__ import annotations
@@ -22,18 +28,19 @@ from kvstore.errors import InvalidContext, StorageError
 # Records and contexts are format 1 while their clock has no holes (the bytes are then what
 # nodes that predate holes write and read) and format 2 when it has some: such a node
 # refuses a format 2 record or context rather than take its holes as seen.
-RECORD_FORMAT = 1
-RECORD_FORMAT_HOLES = 2
-CONTEXT_FORMAT = 1
-CONTEXT_FORMAT_HOLES = 2
+RECORD_FORMAT: int = _native.RECORD_FORMAT
+RECORD_FORMAT_HOLES: int = _native.RECORD_FORMAT_HOLES
+CONTEXT_FORMAT: int = _native.CONTEXT_FORMAT
+CONTEXT_FORMAT_HOLES: int = _native.CONTEXT_FORMAT_HOLES
 
 # Bounds on what a clock may hold, checked on every context a client sends and on every
 # record read from disk or a peer. Actor ids are `node_id/epoch` (config caps node ids at
 # 64 characters), so 128 bytes is room to spare. A context counter stays far below the
-# record's ceiling: a write takes counter + 1, and no counter may leave uint64.
-MAX_ACTOR_BYTES = 128
-MAX_CONTEXT_COUNTER = 2**62
-MAX_RECORD_COUNTER = 2**63
+# record's ceiling: a write takes counter + 1, and no counter may leave uint64. (Defined in
+# kvstore._native, whose decoders check them.)
+MAX_ACTOR_BYTES: int = _native.MAX_ACTOR_BYTES
+MAX_CONTEXT_COUNTER: int = _native.MAX_CONTEXT_COUNTER
+MAX_RECORD_COUNTER: int = _native.MAX_RECORD_COUNTER
 # (How many entries a context may hold is core.limits.MAX_CONTEXT_ENTRIES; how far a write
 # may grow a key's clock through its context, Limits.max_clock_entries.)
 
@@ -122,12 +129,17 @@ def state_from_proto(record: pb.KeyRecord) -> KeyState:
     return canonical_state(clock, siblings)
 
 
-def encode_record(state: KeyState) -> bytes:
+# ---- the reference path, through protobuf ----
+
+
+def encode_record_reference(state: KeyState) -> bytes:
+    """What encode_record makes, through protobuf (the reference of the native writer)."""
     data: bytes = state_to_proto(state).SerializeToString(deterministic=True)
     return data
 
 
-def decode_record(data: bytes) -> KeyState:
+def decode_record_reference(data: bytes) -> KeyState:
+    """What decode_record answers, through protobuf (the reference of the native reader)."""
     try:
         record = pb.KeyRecord.FromString(data)
         return state_from_proto(record)
@@ -135,12 +147,8 @@ def decode_record(data: bytes) -> KeyState:
         raise StorageError(f"unreadable stored record: {exc}") from exc
 
 
-def _position(key: bytes | RoutedKey) -> int:
-    return key.position if isinstance(key, RoutedKey) else _native.hash_key(key)
-
-
-def encode_context(clock: Clock, key: bytes | RoutedKey) -> bytes:
-    """The opaque context for `key`; empty bytes when it covers nothing."""
+def encode_context_reference(clock: Clock, key: bytes | RoutedKey) -> bytes:
+    """What encode_context makes, through protobuf."""
     if not clock.vector:
         return b""
     context = pb.CausalContext(
@@ -154,9 +162,8 @@ def encode_context(clock: Clock, key: bytes | RoutedKey) -> bytes:
     return data
 
 
-def decode_context(data: bytes, key: bytes | RoutedKey) -> Clock:
-    """The clock in a client's context for `key`; empty bytes mean no context. Anything
-    kvstore did not make, for this key and within the bounds above, is InvalidContext."""
+def decode_context_reference(data: bytes, key: bytes | RoutedKey) -> Clock:
+    """What decode_context answers, through protobuf."""
     if not data:
         return EMPTY_CLOCK
     try:
@@ -178,6 +185,46 @@ def decode_context(data: bytes, key: bytes | RoutedKey) -> Clock:
         return _clock_from_entries(context.vector, context.holes, MAX_CONTEXT_COUNTER)
     except ValueError as exc:
         raise InvalidContext(f"context is not well formed: {exc}") from None
+
+
+# ---- what kvstore uses: the native codec ----
+
+
+# The stored record of a state (KeyRecord bytes, deterministic: equal states, equal bytes);
+# the native function itself, as no error needs translating.
+encode_record = _native.encode_record
+
+
+def decode_record(data: bytes) -> KeyState:
+    """The state in a record from disk or a peer; StorageError on bytes that are not a
+    record or a record that breaks the model's rules or bounds (neither source is trusted
+    to be well formed)."""
+    try:
+        return _native.decode_record(data)
+    except ValueError as exc:
+        raise StorageError(f"unreadable stored record: {exc}") from exc
+
+
+def _position(key: bytes | RoutedKey) -> int:
+    return key.position if isinstance(key, RoutedKey) else _native.hash_key(key)
+
+
+def encode_context(clock: Clock, key: bytes | RoutedKey) -> bytes:
+    """The opaque context for `key`; empty bytes when it covers nothing."""
+    if not clock.vector:
+        return b""
+    return _native.encode_context(clock, _position(key))
+
+
+def decode_context(data: bytes, key: bytes | RoutedKey) -> Clock:
+    """The clock in a client's context for `key`; empty bytes mean no context. Anything
+    kvstore did not make, for this key and within the bounds above, is InvalidContext."""
+    if not data:
+        return EMPTY_CLOCK
+    try:
+        return _native.decode_context(data, _position(key), MAX_CONTEXT_ENTRIES)
+    except ValueError as exc:
+        raise InvalidContext(str(exc)) from None
 
 
 def describe_clock(clock: Clock) -> str:

@@ -20,3 +20,25 @@ cdef class QuorumTracker:
     cpdef int ok(self, int target) except -1
     cpdef int fail(self, int target) except -1
     cpdef int state(self)
+
+# ---- the data model of one key (dotted version vectors; kvstore.core.versions) ----
+# Immutable value objects: every attribute is readonly from Python, and the functions of
+# the module build new ones rather than change them. Declared here so that other Cython
+# code can cimport them and reach their fields in C.
+
+cdef class Dot:
+    cdef readonly str actor
+    cdef readonly object counter  # a Python int: a stored counter may reach 2**63 + 1
+
+cdef class Clock:
+    cdef readonly dict vector  # actor -> counter, no zero entries in canonical form
+    cdef readonly frozenset holes  # dots under the vector this clock has not seen
+
+cdef class Sibling:
+    cdef readonly Dot dot
+    cdef readonly object value  # bytes, or None for a tombstone
+    cdef readonly object timestamp_ms
+
+cdef class KeyState:
+    cdef readonly Clock clock
+    cdef readonly tuple siblings  # of Sibling, sorted by dot in canonical form

@@ -448,19 +448,43 @@ class NodeInfoResponse(_message.Message):
     n: int
     def __init__(self, node_id: _Optional[str] = ..., actor: _Optional[str] = ..., address: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
 
+class EncodedMerge(_message.Message):
+    __slots__ = ("key", "record", "hint_for")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    HINT_FOR_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    record: bytes
+    hint_for: str
+    def __init__(self, key: _Optional[bytes] = ..., record: _Optional[bytes] = ..., hint_for: _Optional[str] = ...) -> None: ...
+
+class EncodedMerges(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EncodedMerge]
+    def __init__(self, items: _Optional[_Iterable[_Union[EncodedMerge, _Mapping]]] = ...) -> None: ...
+
+class EncodedRead(_message.Message):
+    __slots__ = ("found", "record")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    record: bytes
+    def __init__(self, found: _Optional[bool] = ..., record: _Optional[bytes] = ...) -> None: ...
+
 class ReplicaReadManyRequest(_message.Message):
     __slots__ = ("items",)
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ReplicaReadRequest]
     def __init__(self, items: _Optional[_Iterable[_Union[ReplicaReadRequest, _Mapping]]] = ...) -> None: ...
 
-class ReplicaReadManyResponse(_message.Message):
+class EncodedReads(_message.Message):
     __slots__ = ("items", "errors")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[ReplicaReadResponse]
+    items: _containers.RepeatedCompositeFieldContainer[EncodedRead]
     errors: _containers.RepeatedCompositeFieldContainer[CallError]
-    def __init__(self, items: _Optional[_Iterable[_Union[ReplicaReadResponse, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[CallError, _Mapping]]] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[EncodedRead, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[CallError, _Mapping]]] = ...) -> None: ...
 
 class ReplicaMergeManyResponse(_message.Message):
     __slots__ = ("errors",)
@@ -479,12 +503,12 @@ class PeerCall(_message.Message):
     READ_MANY_FIELD_NUMBER: _ClassVar[int]
     id: int
     read: ReplicaReadRequest
-    merge: ReplicaMergeRequest
+    merge: EncodedMerge
     forward: ForwardPutRequest
     cancel: Cancel
-    merge_many: ReplicaMergeBatchRequest
+    merge_many: EncodedMerges
     read_many: ReplicaReadManyRequest
-    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadRequest, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeRequest, _Mapping]] = ..., forward: _Optional[_Union[ForwardPutRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., merge_many: _Optional[_Union[ReplicaMergeBatchRequest, _Mapping]] = ..., read_many: _Optional[_Union[ReplicaReadManyRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadRequest, _Mapping]] = ..., merge: _Optional[_Union[EncodedMerge, _Mapping]] = ..., forward: _Optional[_Union[ForwardPutRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., merge_many: _Optional[_Union[EncodedMerges, _Mapping]] = ..., read_many: _Optional[_Union[ReplicaReadManyRequest, _Mapping]] = ...) -> None: ...
 
 class PeerCalls(_message.Message):
     __slots__ = ("calls",)
@@ -502,13 +526,13 @@ class PeerResult(_message.Message):
     MERGE_MANY_FIELD_NUMBER: _ClassVar[int]
     READ_MANY_FIELD_NUMBER: _ClassVar[int]
     id: int
-    read: ReplicaReadResponse
+    read: EncodedRead
     merge: ReplicaMergeResponse
     forward: PutResponse
     error: CallError
     merge_many: ReplicaMergeManyResponse
-    read_many: ReplicaReadManyResponse
-    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaReadResponse, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeResponse, _Mapping]] = ..., forward: _Optional[_Union[PutResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., merge_many: _Optional[_Union[ReplicaMergeManyResponse, _Mapping]] = ..., read_many: _Optional[_Union[ReplicaReadManyResponse, _Mapping]] = ...) -> None: ...
+    read_many: EncodedReads
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[EncodedRead, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMergeResponse, _Mapping]] = ..., forward: _Optional[_Union[PutResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., merge_many: _Optional[_Union[ReplicaMergeManyResponse, _Mapping]] = ..., read_many: _Optional[_Union[EncodedReads, _Mapping]] = ...) -> None: ...
 
 class PeerResults(_message.Message):
     __slots__ = ("results",)

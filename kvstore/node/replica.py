@@ -22,7 +22,7 @@ from kvstore.core.versions import EMPTY, KeyState
 from kvstore.errors import StorageError, TooManySiblings
 from kvstore.node.clock import Clock
 from kvstore.node.commits import GroupCommit
-from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context
+from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context, encode_record
 from kvstore.storage.engine import Storage
 
 
@@ -89,6 +89,19 @@ class Replica:
         if not hints:
             return state
         return versions.merge_all([state or EMPTY, *hints])
+
+    def read_record(self, key: bytes, data_only: bool = False) -> bytes | None:
+        """`read`'s answer encoded (a KeyRecord), for a peer: the stored bytes as they are
+        when no hint adds to them (nothing decoded or encoded)."""
+        self._limits.check_key(key)
+        where = routed(key)
+        if data_only:
+            held = self._storage.held(where)
+            return None if held is None else encode_record(held)
+        hints = self._storage.hints_for_key(where)
+        if not hints:
+            return self._storage.get_encoded(where)
+        return encode_record(versions.merge_all([self._storage.get(where) or EMPTY, *hints]))
 
     def merge(
         self, key: bytes | RoutedKey, state: KeyState, hint_for: str = ""

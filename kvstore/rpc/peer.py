@@ -22,6 +22,7 @@ from kvstore.core.cluster import ClusterView
 from kvstore.core.requests import ForwardedPut, PutAnswer
 from kvstore.core.transport import PeerFailure, PeerUnreachable, RecordPage
 from kvstore.core.versions import KeyState
+from kvstore.errors import StorageError
 from kvstore.rpc import translate
 from kvstore.rpc.channels import ChannelPool
 from kvstore.rpc.status import error_from_call
@@ -39,6 +40,7 @@ from kvstore.storage import paging
 from kvstore.storage.codec import (
     cluster_from_proto,
     cluster_to_proto,
+    decode_record,
     state_from_proto,
     state_to_proto,
 )
@@ -419,11 +421,14 @@ def _read_state(result: pb.PeerResult) -> KeyState | None:
     if result.WhichOneof("result") != "read":
         raise _refused(result)
     reply = result.read
-    if not reply.found:
-        return None
+    return _peer_record(reply.record) if reply.found else None
+
+
+def _peer_record(record: bytes) -> KeyState:
+    """A record a peer answered with, read by the native codec (checked as from disk)."""
     try:
-        return state_from_proto(reply.record)
-    except ValueError as exc:
+        return decode_record(record)
+    except StorageError as exc:
         raise PeerFailure(f"bad record: {exc}") from exc
 
 
@@ -449,9 +454,9 @@ def _read_states(result: pb.PeerResult) -> list[KeyState | PeerFailure | None]:
             states.append(None)
         else:
             try:
-                states.append(state_from_proto(reply.record))
-            except ValueError as exc:
-                states.append(PeerFailure(f"bad record: {exc}"))
+                states.append(_peer_record(reply.record))
+            except PeerFailure as bad:
+                states.append(bad)
     return states
 
 

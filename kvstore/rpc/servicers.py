@@ -28,11 +28,16 @@ from kvstore.core.requests import (
 )
 from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
-from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError
+from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError, StorageError
 from kvstore.rpc import translate
 from kvstore.rpc.status import abort, call_error
 from kvstore.rpc.streams import StreamSession
-from kvstore.storage.codec import cluster_from_proto, cluster_to_proto, state_from_proto
+from kvstore.storage.codec import (
+    cluster_from_proto,
+    cluster_to_proto,
+    decode_record,
+    state_from_proto,
+)
 from kvstore.storage.codec import state_to_proto as record_of
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ class Coordinating(Protocol):
 class Replicating(Protocol):
     def local_get(self, key: bytes) -> GetAnswer: ...
     def read(self, key: bytes, data_only: bool = False) -> KeyState | None: ...
+    def read_record(self, key: bytes, data_only: bool = False) -> bytes | None: ...
     def merge(self, key: bytes, state: KeyState, hint_for: str = "") -> Awaitable[None]: ...
     def merge_batch(self, items: list[tuple[bytes, KeyState]]) -> Awaitable[None]: ...
     def purge(self, key: bytes, state: KeyState) -> bool: ...
@@ -103,6 +109,21 @@ def _peer_state(record: pb.KeyRecord) -> KeyState:
         raise InternalError(f"peer sent a bad record: {exc}") from exc
 
 
+def _peer_record(record: bytes) -> KeyState:
+    """A record a peer sent as bytes, read by the native codec (and checked as strictly as
+    one from disk)."""
+    try:
+        return decode_record(record)
+    except StorageError as exc:
+        raise InternalError(f"peer sent a bad record: {exc}") from exc
+
+
+def _encoded_read(record: bytes | None) -> pb.EncodedRead:
+    if record is None:
+        return pb.EncodedRead(found=False)
+    return pb.EncodedRead(found=True, record=record)
+
+
 def _keyed_states(items: Iterable[pb.ReplicaMergeRequest]) -> list[tuple[bytes, KeyState]]:
     return [(item.key, _peer_state(item.record)) for item in items]
 
@@ -111,7 +132,7 @@ def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedReco
     return [pb.KeyedRecord(key=key, record=record_of(state)) for key, state in items]
 
 
-_NOT_READ = pb.ReplicaReadResponse()
+_NOT_READ = pb.EncodedRead()
 
 
 def _read_response(state: KeyState | None) -> pb.ReplicaReadResponse:
@@ -310,22 +331,22 @@ class PeerServicer(pb_grpc.PeerServicer):
         )
         await session.serve(request_iterator, _peer_calls, _peer_cancel, self._on_call)
 
-    def _read_many(self, request: pb.ReplicaReadManyRequest) -> pb.ReplicaReadManyResponse:
+    def _read_many(self, request: pb.ReplicaReadManyRequest) -> pb.EncodedReads:
         """Each item read on its own: an answer, or an error, per item."""
-        answers: list[pb.ReplicaReadResponse] = []
+        answers: list[pb.EncodedRead] = []
         errors: list[pb.CallError] = []
         for item in request.items:
             try:
-                answers.append(_read_response(self._replica.read(item.key, item.data_only)))
+                answers.append(_encoded_read(self._replica.read_record(item.key, item.data_only)))
                 errors.append(_NO_ERROR)
             except Exception as exc:
                 answers.append(_NOT_READ)
                 errors.append(_failure(exc))
-        return pb.ReplicaReadManyResponse(items=answers, errors=errors)
+        return pb.EncodedReads(items=answers, errors=errors)
 
     def _merge_many(
         self,
-        items: Sequence[pb.ReplicaMergeRequest],
+        items: Sequence[pb.EncodedMerge],
         answer: Callable[[list[pb.CallError]], None],
     ) -> None:
         """Each item merged on its own (the group commit makes them durable together);
@@ -336,7 +357,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         batch = _MergeMany(len(items), answer)
         for index, item in enumerate(items):
             try:
-                durable = self._replica.merge(item.key, _peer_state(item.record), item.hint_for)
+                durable = self._replica.merge(item.key, _peer_record(item.record), item.hint_for)
             except Exception as exc:
                 batch.failed(index, exc)
                 continue
@@ -350,11 +371,11 @@ class PeerServicer(pb_grpc.PeerServicer):
             kind = call.WhichOneof("call")
             if kind == "read":
                 request = call.read
-                state = self._replica.read(request.key, data_only=request.data_only)
-                session.reply(pb.PeerResult(id=call_id, read=_read_response(state)))
+                record = self._replica.read_record(request.key, request.data_only)
+                session.reply(pb.PeerResult(id=call_id, read=_encoded_read(record)))
             elif kind == "merge":
                 merge = call.merge
-                durable = self._replica.merge(merge.key, _peer_state(merge.record), merge.hint_for)
+                durable = self._replica.merge(merge.key, _peer_record(merge.record), merge.hint_for)
                 asyncio.ensure_future(durable).add_done_callback(
                     partial(_reply_merged, session, call_id)
                 )

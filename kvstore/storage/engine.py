@@ -171,6 +171,11 @@ class Storage:
         raw = self._data.get(data_key(key))
         return None if raw is None else decode_record(raw)
 
+    def get_encoded(self, key: Key) -> bytes | None:
+        """`get`'s record as stored (a KeyRecord), not decoded: what a replica read ships."""
+        raw = self._data.get(data_key(key))
+        return None if raw is None else bytes(raw)
+
     def update(self, key: Key, change: Callable[[KeyState | None], KeyState]) -> KeyState:
         """Atomically replace the key's state by `change(current)`. If `change` raises, nothing
         is written. Returns the stored state."""

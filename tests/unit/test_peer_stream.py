@@ -40,6 +40,10 @@ class FakeReplica:
             raise InvalidKey("refused")
         return self.stored.get(key)
 
+    def read_record(self, key: bytes, data_only: bool = False) -> bytes | None:
+        state = self.read(key, data_only)
+        return None if state is None else encode_record(state)
+
     def merge(self, key: bytes, state: KeyState, hint_for: str = "") -> asyncio.Future[None]:
         if key == b"refuse":
             raise InvalidKey("refused")

@@ -67,7 +67,7 @@ class Receiver:
         key = call.read.key
         self.calls.append(key)
         order = key.split(b":")[0]
-        found = pb.PeerResult(id=call.id, read=pb.ReplicaReadResponse(found=False))
+        found = pb.PeerResult(id=call.id, read=pb.EncodedRead(found=False))
         if order == b"ok":
             session.reply(found)
         elif order == b"fail":

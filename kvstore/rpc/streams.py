@@ -6,9 +6,9 @@ a coordinator's replica reads, merges and forwards) ride one bidi stream per pai
 processes, and the calls that are ready in one turn of the event loop leave in one message.
 Nothing waits on a timer to fill a message: while other messages are out (or, for
 results, other calls are being worked on) a message waits only while the turns of the event
-loop keep adding calls to it (a burst of them; see `GATHER_TURNS`), or while two messages
-are out that the receiver has not begun to answer (`MAX_OPEN_MESSAGES`, Nagle's rule
-without its timer). At low load a call leaves alone, at once.
+loop keep adding calls to it (a burst of them; see `GATHER_TURNS`), or while a message is
+out that the receiver has not begun to answer (`MAX_OPEN_MESSAGES`, Nagle's rule without
+its timer). At low load a call leaves alone, at once.
 
 The messages of both streams (kvstore.v1.KV/Stream and kvstore.v1.Peer/Stream) share a
 shape this module relies on: a message of calls is `repeated <Call> calls = 1`, each call
@@ -56,9 +56,10 @@ GATHER_TURNS = 8
 # given up). Past the bound, calls wait and leave together once a message is answered
 # (Nagle's algorithm, with the first answer as the acknowledgement and no timer): at low load
 # nothing is open and a call leaves at once; under load the calls that arrive during a round
-# trip share one message. Measured here (3 nodes, 64 tasks): with no bound ~2 calls per
-# message and ~1.2 ms of CPU per operation in all processes; with 2, ~8 and ~0.9 ms.
-MAX_OPEN_MESSAGES = 2
+# trip share one message. Measured here (3 nodes, 64 tasks, 50/50 get/put, CPU per operation
+# in all processes): no bound ~1.2 ms (~2 calls per message); 3: ~0.87 ms; 2: ~0.73 ms;
+# 1: ~0.65 ms, with the same latency at half load.
+MAX_OPEN_MESSAGES = 1
 # What a call adds to a message besides its body: its id, tag and length (at most 10 + 1
 # and 10 + 1 bytes), and the accounting of its future.
 _CALL_OVERHEAD = 64

@@ -35,9 +35,30 @@ class LoopThread:
             raise
 
     def close(self) -> None:
+        """Stop the loop once the work left on it has ended: gRPC finishes a closed
+        channel's calls on tasks of its own, and a loop closed under them would leave them
+        pending (and its poller thread calling into a closed loop)."""
         if self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self._loop.close()
+        try:
+            self.run(_finish())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+
+async def _finish() -> None:
+    for _ in range(_SETTLE_TURNS):
+        await asyncio.sleep(0)
+    left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+# Turns of the loop that closing channels' last callbacks get before what is left is
+# cancelled.
+_SETTLE_TURNS = 5

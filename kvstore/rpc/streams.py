@@ -30,6 +30,7 @@ handler, and writes the results, those ready together in one message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import Counter, deque
@@ -60,6 +61,8 @@ GATHER_TURNS = 8
 # in all processes): no bound ~1.2 ms (~2 calls per message); 3: ~0.87 ms; 2: ~0.73 ms;
 # 1: ~0.65 ms, with the same latency at half load.
 MAX_OPEN_MESSAGES = 1
+# How long `close` waits for a cancelled stream call to end in gRPC.
+_CLOSE_WAIT_S = 1.0
 # What a call adds to a message besides its body: its id, tag and length (at most 10 + 1
 # and 10 + 1 bytes), and the accounting of its future.
 _CALL_OVERHEAD = 64
@@ -178,6 +181,7 @@ class CallStream(Generic[R]):
         self._closed = False
         self._open_messages = 0
         self._max_open_messages = max_open_messages
+        self._opened: set[grpc.aio.StreamStreamCall] = set()  # calls not ended (close waits)
         # Counters for tests: messages and calls sent, streams opened; and, when given, the
         # same (summed over streams) in `counters` as <prefix>messages_sent, ... (operators).
         self.messages_sent = 0
@@ -341,6 +345,8 @@ class CallStream(Generic[R]):
         stream: grpc.aio.StreamStreamCall | None = None
         try:
             stream = self._open_stream()
+            self._opened.add(stream)
+            stream.add_done_callback(self._opened.discard)
             reader = asyncio.get_running_loop().create_task(self._read(stream))
             self._readers.add(reader)
             reader.add_done_callback(self._readers.discard)
@@ -528,13 +534,19 @@ class CallStream(Generic[R]):
             self._finish(call)
             if not call.future.done():
                 call.future.set_exception(OutcomeUnknown(f"{self.name}: the stream is closed"))
-        if self._stream is not None:
-            self._stream.cancel()
-            self._stream = None
+        self._stream = None
         tasks = [t for t in (self._pump_task, *self._readers) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Wait for the calls to end in gRPC too: a loop closed while gRPC still finishes
+        # them leaves its poller thread calling into a closed loop.
+        calls, self._opened = self._opened, set()
+        for stream in calls:
+            stream.cancel()
+        for stream in calls:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(stream.code(), _CLOSE_WAIT_S)
 
 
 async def _gather(queue: Sized) -> None:

@@ -276,12 +276,17 @@ class _Kind:
         self.answers = answers
 
 
+# How much later than its own deadline an item of a shared call may be failed.
+_DEADLINE_SLACK_S = 0.05
+
+
 class _Turn:
     """The reads and the merges this node has for one peer in one turn of its event loop,
     sent at the end of the turn as one call each (read_many, merge_many): a coordinator
     serving many requests at once asks each peer once, and the peer answers once. A lone
     call goes as itself. Each item keeps its own deadline and gets its own answer or error;
-    the shared call waits for the latest of their deadlines."""
+    the shared call waits for the latest of their deadlines (an item whose deadline is more
+    than _DEADLINE_SLACK_S earlier gets a timer of its own)."""
 
     __slots__ = ("_address", "_client", "_pending", "_scheduled")
 
@@ -319,7 +324,9 @@ class _Turn:
             call = self._client._submit(self._address, body, timeout)
             call.add_done_callback(partial(_share, kind, items))
             for _, future, deadline in items:
-                if deadline < now + timeout:  # an earlier deadline than the shared call's
+                # An item whose deadline comes well before the shared call's gets a timer of
+                # its own (items of one turn mostly share a deadline, give or take a little).
+                if deadline < now + timeout - _DEADLINE_SLACK_S:
                     timer = loop.call_at(deadline, _expire_item, future)
                     future.add_done_callback(partial(_cancel_timer, timer))
 

@@ -34,8 +34,14 @@ from kvstore.bench.redis_local import RedisReplicaSet, RedisUnavailable, ensure_
 from kvstore.bench.workloads import CORE_WORKLOADS
 from kvstore.node.local_cluster import ClusterError, LocalCluster, free_ports
 
-STORES = ("kvstore", "redis", "etcd")  # the order of the table's rows
-LABELS = {"kvstore": "kvstore", "redis": "Redis", "etcd": "etcd"}
+STORES = ("kvstore", "kvstore-sync", "redis", "etcd")  # the order of the table's rows
+DEFAULT_STORES = ("kvstore", "redis", "etcd")
+LABELS = {
+    "kvstore": "kvstore",
+    "kvstore-sync": "kvstore with sync_writes",
+    "redis": "Redis",
+    "etcd": "etcd",
+}
 KVBENCH = [sys.executable, "-m", "kvstore.bench.cli"]
 Result = dict[str, Any]
 
@@ -56,7 +62,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " the first workload at these rates (each --duration long)",
     )  # fmt: skip
     parser.add_argument(
-        "--stores", default=",".join(STORES), help="which of kvstore,redis,etcd to run (all)"
+        "--stores",
+        default=",".join(DEFAULT_STORES),
+        help="which of kvstore,kvstore-sync,redis,etcd to run (all but kvstore-sync: a second"
+        " kvstore cluster with sync_writes = true)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
@@ -124,6 +133,8 @@ def ratio(a: float, b: float) -> str:
 def describe_stores(stores: Sequence[str]) -> str:
     described = {
         "kvstore": "kvstore: 3 nodes, N=3 R=2 W=2.",
+        "kvstore-sync": "kvstore-sync: the same, with sync_writes = true (an fsync per group"
+        " commit).",
         "redis": "Redis: a primary and two replicas, SET + WAIT 1 pipelined, reads from the"
         " primary, AOF without fsync (like kvstore's WAL).",
         "etcd": "etcd: 3 members (Raft, fsync on every commit, its default), linearizable Range"
@@ -257,7 +268,7 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
     shape = ["--records", str(args.records), "--value-size", str(args.value_size),
              "--concurrency", str(args.concurrency)]  # fmt: skip
     # All ports in one call: two calls could hand out the same port twice.
-    ports = free_ports(3 + 3 + 6)
+    ports = free_ports(3 + 3 + 6 + 3)
     floor_result: dict[str, Any] | None = None
     with contextlib.ExitStack() as started:  # stops whatever was started, in reverse order
         targets: dict[str, list[str]] = {}
@@ -268,6 +279,15 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
             seeds = cluster.seeds
             nodes = {f"node-{n.index}": n.pid or 0 for n in cluster.nodes}
             targets["kvstore"] = store_arguments("kvstore", cluster.seeds, nodes)
+        if "kvstore-sync" in stores:
+            durable = started.enter_context(
+                LocalCluster(
+                    3, work / "kvstore-sync", ports=ports[12:15], extra_args=("--sync-writes",)
+                )
+            )
+            durable.start()
+            nodes = {f"sync-node-{n.index}": n.pid or 0 for n in durable.nodes}
+            targets["kvstore-sync"] = store_arguments("kvstore", durable.seeds, nodes)
         if "redis" in stores:
             redis = started.enter_context(RedisReplicaSet(work / "redis", ports[3:6]))
             redis.start()

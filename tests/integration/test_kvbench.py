@@ -75,3 +75,23 @@ def test_batched_runs_use_get_many_and_put_many_and_count_misses(
     with Client(cluster.seeds) as kv:
         after = sum(kv.status(a).counters["group_commit_writes"] for a in cluster.addresses)
     assert after > before  # the batch's writes went through the nodes' group commit
+
+
+def test_compare_runs_a_second_kvstore_cluster_with_sync_writes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kvstore.bench.compare", "--workloads", "a", "--records", "200",
+         "--duration", "1.5", "--warmup", "0.3", "--concurrency", "16", "--out", str(tmp_path),
+         "--stores", "kvstore,kvstore-sync", "--no-floor", "--no-plots"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (out,) = tmp_path.iterdir()
+    summary = (out / "summary.md").read_text()
+    assert "| A | kvstore |" in summary and "| A | kvstore-sync |" in summary
+    assert "Ratios, kvstore / kvstore with sync_writes" in summary
+    rows = json.loads((out / "summary.json").read_text())["rows"]["a"]
+    assert rows["kvstore-sync"]["ops_s"] > 0 and rows["kvstore-sync"]["errors"] == 0
+    # Its own three nodes, watched for CPU beside the default cluster's.
+    assert {"sync-node-0", "sync-node-1", "sync-node-2"} <= set(
+        rows["kvstore-sync"]["cpu_us_per_op"]
+    )

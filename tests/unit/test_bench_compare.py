@@ -39,6 +39,12 @@ def args(*argv: str) -> argparse.Namespace:
 def test_all_three_stores_by_default_in_the_tables_order() -> None:
     assert args().stores == ["kvstore", "redis", "etcd"]
     assert args("--stores", "etcd, kvstore").stores == ["kvstore", "etcd"]
+    # A second kvstore cluster with sync_writes, only when asked for.
+    assert args("--stores", "redis,kvstore-sync,kvstore").stores == [
+        "kvstore",
+        "kvstore-sync",
+        "redis",
+    ]
     assert args().no_floor is False and args("--no-floor").no_floor is True
 
 

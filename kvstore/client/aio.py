@@ -27,7 +27,15 @@ from kvstore.client._common import (
     put_many_call,
 )
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
-from kvstore.errors import BatchTooLarge, KvError, Timeout, TransportError
+from kvstore.errors import (
+    BatchTooLarge,
+    InvalidArgument,
+    InvalidKey,
+    KvError,
+    Timeout,
+    TransportError,
+    ValueTooLarge,
+)
 from kvstore.rpc.channels import ChannelPool
 from kvstore.rpc.status import error_from_call
 from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown
@@ -38,6 +46,13 @@ _STREAM = "/kvstore.v1.KV/Stream"
 # The bytes of calls to one node that may be queued or unanswered at once; past it a call
 # waits (within its timeout) for room.
 CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
+# A call larger than the node takes (it announces its limit) fails before it is sent, as:
+_TOO_LARGE: dict[str, type[InvalidArgument]] = {
+    "get": InvalidKey,
+    "put": ValueTooLarge,
+    "get_many": BatchTooLarge,
+    "put_many": BatchTooLarge,
+}
 
 
 class AsyncClient:
@@ -108,7 +123,7 @@ class AsyncClient:
                     f"connection to {address} lost mid-call: the outcome is unknown ({exc})"
                 ) from None
             except CallTooLarge as exc:
-                raise BatchTooLarge(str(exc)) from None
+                raise _TOO_LARGE.get(kind, BatchTooLarge)(str(exc)) from None
             got = result.WhichOneof("result")
             if got == "error":
                 raise error_from_call(result.error, address)

@@ -54,7 +54,11 @@ class Client:
         )
         self._closed = False
         self._loop = LoopThread()
-        self._async = self._loop.run(_async_client(seeds, timeout, resolver))
+        try:
+            self._async = self._loop.run(_async_client(seeds, timeout, resolver))
+        except BaseException:
+            self._loop.close()  # no thread left behind by a client that never was
+            raise
 
     def _call(
         self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None

@@ -27,7 +27,12 @@ from kvstore.node.tasks import TaskSet
 from kvstore.node.tombstones import TombstoneGC
 from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.server import GrpcServer
-from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
+from kvstore.rpc.servicers import (
+    DEFAULT_MESSAGE_BYTES,
+    AdminServicer,
+    KVServicer,
+    PeerServicer,
+)
 from kvstore.storage.codec import decode_cluster
 from kvstore.storage.engine import Storage
 
@@ -66,9 +71,11 @@ class NodeParts:
     def background(self) -> tuple[Gossip, AntiEntropy, Handoff, HintDelivery, TombstoneGC]:
         return (self.gossip, self.anti_entropy, self.handoff, self.hints, self.tombstones)
 
-    def servicers(self) -> tuple[KVServicer, PeerServicer, AdminServicer]:
+    def servicers(
+        self, max_message_bytes: int = DEFAULT_MESSAGE_BYTES
+    ) -> tuple[KVServicer, PeerServicer, AdminServicer]:
         return (
-            KVServicer(self.coordinator, self.replica, self.counters),
+            KVServicer(self.coordinator, self.replica, self.counters, max_message_bytes),
             PeerServicer(
                 self.replica,
                 self.coordinator,
@@ -77,6 +84,7 @@ class NodeParts:
                 self.handoff,
                 self.admin,
                 self.counters,
+                max_message_bytes,
             ),
             AdminServicer(self.admin),
         )
@@ -216,7 +224,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         node = build_node(
             config, storage, actor, peers, start_membership(config, storage, clock), clock, counters
         )
-        server = GrpcServer(*node.servicers(), max_message_bytes=message_bytes)
+        server = GrpcServer(*node.servicers(message_bytes), max_message_bytes=message_bytes)
         await server.set_serving(False)
         node.gossip.on_ring_known = lambda: server.set_serving(True)
         if node.router.ring is not None:

@@ -26,8 +26,15 @@ from kvstore.errors import StorageError
 from kvstore.rpc import translate
 from kvstore.rpc.channels import ChannelPool
 from kvstore.rpc.status import error_from_call
-from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown
+from kvstore.rpc.streams import (
+    MESSAGE_TARGET_BYTES,
+    CallStream,
+    CallTooLarge,
+    NeverSent,
+    OutcomeUnknown,
+)
 from kvstore.rpc.wire import (
+    MAX_ITEMS_PER_CALL,
     forward_call,
     merge_call_of_request,
     merge_many_call,
@@ -278,6 +285,8 @@ class _Kind:
 
 # How much later than its own deadline an item of a shared call may be failed.
 _DEADLINE_SLACK_S = 0.05
+# What an item adds to a shared call besides its request: a tag and a length.
+_ITEM_FRAMING = 6
 
 
 class _Turn:
@@ -312,29 +321,67 @@ class _Turn:
         now = loop.time()
         for kind, items in pending.items():
             items = [item for item in items if not item[1].done()]  # abandoned meanwhile
-            if not items:
-                continue
-            timeout = max(max(deadline for _, _, deadline in items) - now, 0.001)
-            if len(items) == 1:
-                request, future, _ = items[0]
-                _chain(self._client._submit(self._address, kind.alone(request), timeout),
-                       kind.answer, future)  # fmt: skip
-                continue
-            body = kind.many([request for request, _, _ in items])
-            call = self._client._submit(self._address, body, timeout)
-            call.add_done_callback(partial(_share, kind, items))
-            for _, future, deadline in items:
-                # An item whose deadline comes well before the shared call's gets a timer of
-                # its own (items of one turn mostly share a deadline, give or take a little).
-                if deadline < now + timeout - _DEADLINE_SLACK_S:
-                    timer = loop.call_at(deadline, _expire_item, future)
-                    future.add_done_callback(partial(_cancel_timer, timer))
+            for share in _shares(items):
+                self._send_share(kind, share, loop, now)
+
+    def _send_share(
+        self,
+        kind: _Kind,
+        items: list[tuple[bytes, asyncio.Future[Any], float]],
+        loop: asyncio.AbstractEventLoop,
+        now: float,
+    ) -> None:
+        timeout = max(max(deadline for _, _, deadline in items) - now, 0.001)
+        if len(items) == 1:
+            self.alone(kind, *items[0])
+            return
+        body = kind.many([request for request, _, _ in items])
+        call = self._client._submit(self._address, body, timeout)
+        call.add_done_callback(partial(_share, self, kind, items))
+        for _, future, deadline in items:
+            # An item whose deadline comes well before the shared call's gets a timer of its
+            # own (items of one turn mostly share a deadline, give or take a little).
+            if deadline < now + timeout - _DEADLINE_SLACK_S:
+                timer = loop.call_at(deadline, _expire_item, future)
+                future.add_done_callback(partial(_cancel_timer, timer))
+
+    def alone(
+        self, kind: _Kind, request: bytes, future: asyncio.Future[Any], deadline: float
+    ) -> None:
+        """Send one item as a call of its own."""
+        timeout = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        _chain(self._client._submit(self._address, kind.alone(request), timeout),
+               kind.answer, future)  # fmt: skip
+
+
+def _shares(
+    items: list[tuple[bytes, asyncio.Future[Any], float]],
+) -> list[list[tuple[bytes, asyncio.Future[Any], float]]]:
+    """The items split into calls of at most MAX_ITEMS_PER_CALL items and about
+    MESSAGE_TARGET_BYTES: large neighbours never make a shared call too large to send."""
+    shares: list[list[tuple[bytes, asyncio.Future[Any], float]]] = []
+    share: list[tuple[bytes, asyncio.Future[Any], float]] = []
+    size = 0
+    for item in items:
+        length = len(item[0]) + _ITEM_FRAMING
+        if share and (len(share) >= MAX_ITEMS_PER_CALL or size + length > MESSAGE_TARGET_BYTES):
+            shares.append(share)
+            share, size = [], 0
+        share.append(item)
+        size += length
+    if share:
+        shares.append(share)
+    return shares
 
 
 def _share(
-    kind: _Kind, items: list[tuple[bytes, asyncio.Future[Any], float]], call: asyncio.Future[Any]
+    turn: _Turn,
+    kind: _Kind,
+    items: list[tuple[bytes, asyncio.Future[Any], float]],
+    call: asyncio.Future[Any],
 ) -> None:
-    """A shared call ended: each item its own answer (or the call's failure)."""
+    """A shared call ended: each item its own answer (or the call's failure); an item the
+    peer left unread because the shared answer was full is sent again alone."""
     failure: BaseException | None = None
     if call.cancelled():
         failure = PeerFailure("cancelled")
@@ -348,11 +395,13 @@ def _share(
                 raise PeerFailure(f"{len(answers)} answers to {len(items)} items")
         except Exception as exc:
             failure = exc
-    for index, (_, future, _) in enumerate(items):
+    for index, (request, future, deadline) in enumerate(items):
         if future.done():
             continue
         outcome = failure if failure is not None else answers[index]
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, PeerFailure) and outcome.code == "ABORTED":
+            turn.alone(kind, request, future, deadline)
+        elif isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
@@ -365,7 +414,7 @@ def _cancel_timer(timer: asyncio.TimerHandle, _: asyncio.Future[Any]) -> None:
 def _expire_item(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(
-            PeerFailure("DEADLINE_EXCEEDED: no answer in time", "DEADLINE_EXCEEDED")
+            PeerFailure("DEADLINE_EXCEEDED: no answer by the deadline", "DEADLINE_EXCEEDED")
         )
 
 

@@ -14,6 +14,17 @@ from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 _HEALTH_SERVICES = ("", "kvstore.KV")
 
 
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        *channel_options(max_message_bytes),
+        # Clients and peers ping every 10 s to notice a dead end on their long-lived streams,
+        # also while no data flows: take those pings (by default gRPC answers pings more often
+        # than every 5 minutes without data with a GOAWAY, which cuts every stream of the
+        # connection, calls in flight included), but no more often than every 5 s.
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ]
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -22,7 +33,7 @@ class GrpcServer:
         admin: AdminServicer,
         max_message_bytes: int,
     ) -> None:
-        self._server = grpc.aio.server(options=channel_options(max_message_bytes))
+        self._server = grpc.aio.server(options=server_options(max_message_bytes))
         pb_grpc.add_KVServicer_to_server(kv, self._server)
         pb_grpc.add_PeerServicer_to_server(peer, self._server)
         pb_grpc.add_AdminServicer_to_server(admin, self._server)

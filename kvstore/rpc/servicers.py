@@ -30,8 +30,9 @@ from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
 from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError, StorageError
 from kvstore.rpc import translate
+from kvstore.rpc.session import StreamSession
 from kvstore.rpc.status import abort, call_error
-from kvstore.rpc.streams import StreamSession
+from kvstore.rpc.wire import MAX_ITEMS_PER_CALL
 from kvstore.storage.codec import (
     cluster_from_proto,
     cluster_to_proto,
@@ -151,9 +152,15 @@ def _failure(exc: BaseException) -> pb.CallError:
     return call_error(InternalError(f"{type(exc).__name__}: {exc}"))
 
 
-# A stream's calls that may be unanswered at once: past it the receiver stops reading the
-# stream until some are answered (the caller is then held back by flow control).
+# A stream's calls that may be worked on at once: past it a call is answered
+# RESOURCE_EXHAUSTED and the receiver stops reading the stream until some are answered (the
+# caller is then held back by flow control).
 MAX_PENDING_CALLS = 4096
+# Bytes of records one read_many answers with: the items past it are answered ABORTED (read
+# them alone), so a turn's reads of large values never make an answer too large to send.
+READ_MANY_ANSWER_BYTES = 4 * 1024 * 1024
+# The default message limit of a servicer's streams (the node passes its own).
+DEFAULT_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 def _peer_calls(message: pb.PeerCalls) -> Sequence[pb.PeerCall]:
@@ -168,6 +175,14 @@ def _peer_results(results: list[pb.PeerResult]) -> pb.PeerResults:
     return pb.PeerResults(results=results)
 
 
+def _peer_failed(call_id: int, error: pb.CallError) -> pb.PeerResult:
+    return pb.PeerResult(id=call_id, error=error)
+
+
+def _call_id(call: pb.PeerCall | pb.ClientCall) -> int:
+    return int(call.id)
+
+
 # ---- the services ----
 
 
@@ -177,9 +192,11 @@ class KVServicer(pb_grpc.KVServicer):
         coordinator: Coordinating,
         replica: Replicating,
         counters: Counter[str] | None = None,
+        max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
     ) -> None:
         self._coordinator = coordinator
         self._replica = replica
+        self._max_message_bytes = max_message_bytes
         # Streams' messages and calls (client_stream_*): how well calls share messages.
         self._counters: Counter[str] = Counter() if counters is None else counters
 
@@ -227,9 +244,17 @@ class KVServicer(pb_grpc.KVServicer):
         """A client's calls, many per message, each answered when it is done (in any order);
         a cancel from the client stops one."""
         session: StreamSession[pb.ClientCall, pb.ClientResult] = StreamSession(
-            context, _client_results, MAX_PENDING_CALLS, self._counters, "client_stream_"
+            context,
+            _client_results,
+            _client_failed,
+            MAX_PENDING_CALLS,
+            self._max_message_bytes,
+            self._counters,
+            "client_stream_",
         )
-        await session.serve(request_iterator, _client_calls, _client_cancel, self._on_call)
+        await session.serve(
+            request_iterator, _client_calls, _client_cancel, _call_id, self._on_call
+        )
 
     def _on_call(
         self, call: pb.ClientCall, session: StreamSession[pb.ClientCall, pb.ClientResult]
@@ -282,8 +307,10 @@ class PeerServicer(pb_grpc.PeerServicer):
         partitions: PartitionServing,
         admin: Administering,
         counters: Counter[str] | None = None,
+        max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
     ) -> None:
         self._counters: Counter[str] = Counter() if counters is None else counters
+        self._max_message_bytes = max_message_bytes
         self._replica = replica
         self._coordinator = coordinator
         self._gossip = gossip
@@ -327,21 +354,40 @@ class PeerServicer(pb_grpc.PeerServicer):
         answered at once, merges once the group commit made them durable, forwarded puts
         when their coordination ends (a cancel from the caller stops one)."""
         session: StreamSession[pb.PeerCall, pb.PeerResult] = StreamSession(
-            context, _peer_results, MAX_PENDING_CALLS, self._counters, "peer_stream_"
+            context,
+            _peer_results,
+            _peer_failed,
+            MAX_PENDING_CALLS,
+            self._max_message_bytes,
+            self._counters,
+            "peer_stream_",
         )
-        await session.serve(request_iterator, _peer_calls, _peer_cancel, self._on_call)
+        await session.serve(request_iterator, _peer_calls, _peer_cancel, _call_id, self._on_call)
 
     def _read_many(self, request: pb.ReplicaReadManyRequest) -> pb.EncodedReads:
-        """Each item read on its own: an answer, or an error, per item."""
+        """Each item read on its own: an answer, or an error, per item. Past
+        READ_MANY_ANSWER_BYTES of records the items left are answered ABORTED, for the caller
+        to read alone."""
+        _check_items(len(request.items))
         answers: list[pb.EncodedRead] = []
         errors: list[pb.CallError] = []
+        budget = min(READ_MANY_ANSWER_BYTES, self._max_message_bytes // 4)
+        answered = 0
         for item in request.items:
             try:
-                answers.append(_encoded_read(self._replica.read_record(item.key, item.data_only)))
-                errors.append(_NO_ERROR)
+                record = self._replica.read_record(item.key, item.data_only)
             except Exception as exc:
                 answers.append(_NOT_READ)
                 errors.append(_failure(exc))
+                continue
+            size = len(record) if record else 0
+            if answered and answered + size > budget:
+                answers.append(_NOT_READ)
+                errors.append(_TOO_LARGE_TO_SHARE)
+                continue
+            answers.append(_encoded_read(record))
+            errors.append(_NO_ERROR)
+            answered += size
         return pb.EncodedReads(items=answers, errors=errors)
 
     def _merge_many(
@@ -351,6 +397,7 @@ class PeerServicer(pb_grpc.PeerServicer):
     ) -> None:
         """Each item merged on its own (the group commit makes them durable together);
         `answer` gets an error or none per item once every one has ended."""
+        _check_items(len(items))
         if not items:
             answer([])
             return
@@ -479,6 +526,10 @@ def _client_results(results: list[pb.ClientResult]) -> pb.ClientResults:
     return pb.ClientResults(results=results)
 
 
+def _client_failed(call_id: int, error: pb.CallError) -> pb.ClientResult:
+    return pb.ClientResult(id=call_id, error=error)
+
+
 def _reply_client(
     session: StreamSession[Any, pb.ClientResult],
     call_id: int,
@@ -541,6 +592,15 @@ class _MergeMany:
 
 
 _NO_ERROR = pb.CallError()
+# An item of a read_many not read because the answer was full: the caller reads it alone.
+_TOO_LARGE_TO_SHARE = pb.CallError(
+    code="ABORTED", message="not read: the shared answer was full; read it alone"
+)
+
+
+def _check_items(count: int) -> None:
+    if count > MAX_ITEMS_PER_CALL:
+        raise InvalidArgument(f"a call of {count} items; at most {MAX_ITEMS_PER_CALL} are taken")
 
 
 def _reply_merged_many(

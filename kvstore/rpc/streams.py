@@ -1,14 +1,15 @@
-"""Many calls on one long-lived gRPC stream, both ends.
+"""Many calls on one long-lived gRPC stream: the calling end (the receiving end is
+kvstore.rpc.session).
 
 A unary gRPC call costs ~300 µs of CPU in Python; a message on an open stream ~100 µs, and
 an item inside a message a few µs. So the request path's calls (a client's gets and puts,
 a coordinator's replica reads, merges and forwards) ride one bidi stream per pair of
 processes, and the calls that are ready in one turn of the event loop leave in one message.
-Nothing waits on a timer to fill a message: while other messages are out (or, for
-results, other calls are being worked on) a message waits only while the turns of the event
-loop keep adding calls to it (a burst of them; see `GATHER_TURNS`), or while a message is
-out that the receiver has not begun to answer (`MAX_OPEN_MESSAGES`, Nagle's rule without
-its timer). At low load a call leaves alone, at once.
+Nothing waits on a timer to fill a message: while a message is out that the receiver has
+not begun to answer (`MAX_OPEN_MESSAGES`, Nagle's rule with the first answer as the
+acknowledgement), new calls wait and then leave together, and while other messages are out a
+message waits for the turns of the loop that keep adding calls to it (`GATHER_TURNS`). At low
+load a call leaves alone, at once.
 
 The messages of both streams (kvstore.v1.KV/Stream and kvstore.v1.Peer/Stream) share a
 shape this module relies on: a message of calls is `repeated <Call> calls = 1`, each call
@@ -16,15 +17,14 @@ has `uint64 id = 1` and `Cancel cancel = 6`; a message of results is
 `repeated <Result> results = 1`, each result has `uint64 id = 1`. A caller hands this
 module a call's serialized fields without its id (`body`); the id is added here.
 
-`CallStream` is the calling end: per-call deadlines (a timer each), cancellation (a call
-abandoned after it left is cancelled at the receiver), backpressure (a bound on the bytes of
-the calls in flight; a call past it waits, within its deadline, for room), and reconnection
-(a broken stream is replaced by a new one on the next call). What a failed call may be
-retried as is exact: `NeverSent` (no stream carried it; it may go elsewhere) differs from
-`OutcomeUnknown` (it left, and the stream broke or its deadline passed before its result).
-
-`StreamSession` is the receiving end: it reads messages of calls, hands each call to a
-handler, and writes the results, those ready together in one message.
+`CallStream` gives each call its own deadline (a timer), cancels at the receiver a call whose
+caller gave up after it left, bounds the bytes of the calls queued or unanswered (a call past
+the bound waits, within its deadline, for room; a queued call holds its bytes until it leaves
+the queue, so a stream stuck on a peer that stopped reading holds at most the bound), keeps
+messages under the receiver's limit (announced in its initial metadata), and replaces a
+broken stream on the next call. What a failed call may be retried as is exact: `NeverSent`
+(no stream carried it; it may go elsewhere) differs from `OutcomeUnknown` (it left, and the
+stream broke or its deadline passed before its result).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import contextlib
 import itertools
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence, Sized
+from collections.abc import Callable, Sequence, Sized
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
@@ -47,25 +47,32 @@ _CALL_TAG = b"\x0a"
 _ID_TAG = b"\x08"
 # Field 6 (Cancel, an empty message): the body of a cancel call.
 CANCEL_BODY = b"\x32\x00"
+# The initial-metadata key under which a receiver announces the largest message it takes.
+LIMIT_KEY = "kvstore-max-message-bytes"
 # How many turns of the event loop a message waits at most for the calls (or results) of a
-# burst to join it; it leaves at once when a turn adds nothing. Measured on this 2-core
-# machine (3 nodes, 64 tasks): 0 turns sent ~1.2 calls per message and cost ~2.4 ms of CPU per
-# operation in all processes; 8 turns ~2.2 calls per message and ~1.0 ms.
+# burst to join it; it leaves at once when a turn adds nothing, and does not wait at all
+# when nothing else is out.
 GATHER_TURNS = 8
 # Messages that may be out on a stream before the receiver has answered any call of them: a
 # message is open from its write until the first of its calls ends (answered, failed or
-# given up). Past the bound, calls wait and leave together once a message is answered
-# (Nagle's algorithm, with the first answer as the acknowledgement and no timer): at low load
-# nothing is open and a call leaves at once; under load the calls that arrive during a round
-# trip share one message. Measured here (3 nodes, 64 tasks, 50/50 get/put, CPU per operation
-# in all processes): no bound ~1.2 ms (~2 calls per message); 3: ~0.87 ms; 2: ~0.73 ms;
-# 1: ~0.65 ms, with the same latency at half load.
+# given up), or OPEN_MESSAGE_MAX_S has passed. Past the bound, calls wait and leave together
+# (Nagle's algorithm, the first answer as the acknowledgement): under load the calls that
+# arrive during a round trip share one message. The time bound keeps one slow call (a
+# forwarded put, an fsync, a large batch) from holding up the calls behind it; it never adds
+# latency at low load, where nothing is open. Measured here (3 nodes, 64 tasks, 50/50
+# get/put, CPU per operation in all processes): no bound ~1.2 ms (~2 calls per message);
+# 3: ~0.87 ms; 2: ~0.73 ms; 1: ~0.65 ms, with the same latency at half load.
 MAX_OPEN_MESSAGES = 1
-# How long `close` waits for a cancelled stream call to end in gRPC.
-_CLOSE_WAIT_S = 1.0
+OPEN_MESSAGE_MAX_S = 0.005
+# A message gathers calls up to this many bytes and calls (one larger call goes alone):
+# large enough to amortise, small enough that one message never holds up a stream for long.
+MESSAGE_TARGET_BYTES = 2 * 1024 * 1024
+MAX_CALLS_PER_MESSAGE = 1024
 # What a call adds to a message besides its body: its id, tag and length (at most 10 + 1
 # and 10 + 1 bytes), and the accounting of its future.
 _CALL_OVERHEAD = 64
+# How long `close` waits for a cancelled stream call to end in gRPC.
+_CLOSE_WAIT_S = 1.0
 
 
 def varint(value: int) -> bytes:
@@ -101,7 +108,7 @@ class OutcomeUnknown(StreamFailure):
 
 
 class CallTooLarge(StreamFailure):
-    """The call is larger than a message of the stream may be."""
+    """The call is larger than a message of the stream may be (it never left)."""
 
 
 class _Result(Protocol):
@@ -113,16 +120,28 @@ R = TypeVar("R", bound=_Result)
 
 class _Message:
     """A message sent: open (counted against MAX_OPEN_MESSAGES) until the first of its
-    calls ends."""
+    calls ends, or its time is up."""
 
-    __slots__ = ("open",)
+    __slots__ = ("open", "timer")
 
     def __init__(self) -> None:
         self.open = True
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Call:
-    __slots__ = ("data", "fail_fast", "future", "id", "message", "sent", "size", "timer")
+    __slots__ = (
+        "data",
+        "fail_fast",
+        "future",
+        "id",
+        "message",
+        "queued",
+        "released",
+        "sent",
+        "size",
+        "timer",
+    )
 
     def __init__(
         self, call_id: int, data: bytes, size: int, future: asyncio.Future[Any], fail_fast: bool
@@ -132,6 +151,8 @@ class _Call:
         self.future = future
         self.fail_fast = fail_fast
         self.sent = False
+        self.queued = True
+        self.released = False  # its bytes given back to the bound
         self.size = size
         self.timer: asyncio.TimerHandle | None = None
         self.message: _Message | None = None
@@ -145,6 +166,8 @@ class CallStream(Generic[R]):
     results. `wait_for_ready`: a stream being opened waits for the connection (calls wait
     within their deadlines) instead of failing at once when it is down; calls made with
     `fail_fast` then still fail at once, NeverSent, while the channel reports a failure.
+    `max_message_bytes`: the largest message this end sends (the receiver's announced limit,
+    when lower, takes its place).
     """
 
     def __init__(
@@ -160,13 +183,15 @@ class CallStream(Generic[R]):
         counters: Counter[str] | None = None,
         counter_prefix: str = "",
         max_open_messages: int = MAX_OPEN_MESSAGES,
+        max_open_s: float = OPEN_MESSAGE_MAX_S,
     ) -> None:
         self.name = name
+        self._max_open_s = max_open_s
         self._channel = channel
         self._open_stream = open_stream
         self._results_of = results_of
         self._max_inflight_bytes = max_inflight_bytes
-        self._max_message_bytes = max_message_bytes
+        self._limit = max_message_bytes
         self._wait_for_ready = wait_for_ready
         self._ids = itertools.count(1)
         self._queue: deque[_Call] = deque()
@@ -196,6 +221,10 @@ class CallStream(Generic[R]):
         return self._inflight_bytes
 
     @property
+    def open_messages(self) -> int:
+        return self._open_messages
+
+    @property
     def established(self) -> bool:
         return self._stream is not None
 
@@ -212,16 +241,7 @@ class CallStream(Generic[R]):
         result or the failure; cancelling it abandons the call."""
         loop = asyncio.get_running_loop()
         size = len(body) + _CALL_OVERHEAD
-        refused: StreamFailure | None = None
-        if self._closed:
-            refused = NeverSent(f"{self.name}: the stream is closed")
-        elif size > self._max_message_bytes:
-            refused = CallTooLarge(
-                f"{self.name}: a call of {len(body)} bytes exceeds the message limit of"
-                f" {self._max_message_bytes} bytes"
-            )
-        elif fail_fast and self._stream is None and self._channel_failing():
-            refused = NeverSent(f"{self.name}: no connection (the channel is failing)")
+        refused = self._refusal(size, fail_fast)
         if refused is not None:
             failed: asyncio.Future[R] = loop.create_future()
             failed.set_exception(refused)
@@ -234,6 +254,18 @@ class CallStream(Generic[R]):
         self._inflight_bytes += size
         return self._enqueue(body, size, deadline, fail_fast)
 
+    def _refusal(self, size: int, fail_fast: bool) -> StreamFailure | None:
+        if self._closed:
+            return NeverSent(f"{self.name}: the stream is closed")
+        if size > self._limit:
+            return CallTooLarge(
+                f"{self.name}: a call of {size - _CALL_OVERHEAD} bytes exceeds the message"
+                f" limit of {self._limit} bytes"
+            )
+        if fail_fast and self._stream is None and self._channel_failing():
+            return NeverSent(f"{self.name}: no connection (the channel is failing)")
+        return None
+
     async def _enqueue_when_let_in(
         self, body: bytes, size: int, deadline: float, fail_fast: bool
     ) -> R:
@@ -244,8 +276,12 @@ class CallStream(Generic[R]):
         self, body: bytes, size: int, deadline: float, fail_fast: bool
     ) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
-        call_id = next(self._ids)
         future: asyncio.Future[R] = loop.create_future()
+        if self._closed:  # closed while it waited for room
+            self._inflight_bytes -= size
+            future.set_exception(NeverSent(f"{self.name}: the stream is closed"))
+            return future
+        call_id = next(self._ids)
         call = _Call(call_id, _ID_TAG + varint(call_id) + body, size, future, fail_fast)
         call.timer = loop.call_at(deadline, self._expire, call)
         future.add_done_callback(lambda done: self._abandon(call) if done.cancelled() else None)
@@ -275,42 +311,50 @@ class CallStream(Generic[R]):
                 await self._open()
                 continue
             if self._open_messages >= self._max_open_messages:
-                # Nagle's rule, without its timer: while messages are out that the receiver
-                # has not begun to answer, new calls wait and leave together.
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             if self._open_messages:  # busy: let the calls of this burst join
-                await _gather(self._queue)
+                await gather_burst(self._queue)
             message, calls = self._take_message()
-            if not message:
-                continue
-            sent = _Message()
-            if calls:
-                self._open_messages += 1
-                for call in calls:
-                    call.message = sent
-            try:
-                await stream.write(message)
-                self.messages_sent += 1
-                if self._counters is not None:
-                    self._counters[self._counter_prefix + "messages_sent"] += 1
-                    self._counters[self._counter_prefix + "calls_sent"] += len(calls)
-            except asyncio.CancelledError:
-                raise
-            except asyncio.InvalidStateError:
-                # The call had ended before this write: the message never left, so its
-                # calls go (first, in order) on the next stream.
-                if calls and sent.open:
-                    sent.open = False
-                    self._open_messages -= 1
-                for call in reversed(calls):
+            if message:
+                await self._send(stream, message, calls)
+
+    async def _send(
+        self, stream: grpc.aio.StreamStreamCall, message: bytes, calls: list[_Call]
+    ) -> None:
+        sent = _Message()
+        if calls:
+            self._open_messages += 1
+            for call in calls:
+                call.message = sent
+            sent.timer = asyncio.get_running_loop().call_later(
+                self._max_open_s, self._close_message, sent
+            )
+        try:
+            await stream.write(message)
+            self.messages_sent += 1
+            if self._counters is not None:
+                self._counters[self._counter_prefix + "messages_sent"] += 1
+                self._counters[self._counter_prefix + "calls_sent"] += len(calls)
+        except asyncio.InvalidStateError:
+            # The call had ended before this write (grpc checks that first): the message
+            # never left, so its calls go (first, in order) on the next stream.
+            self._close_message(sent)
+            for call in reversed(calls):
+                if call.sent and not call.future.done():
                     call.sent = False
+                    call.queued = True
                     call.message = None
                     self._queue.appendleft(call)
-                self._broken(stream, "the stream had ended")
-            except Exception as exc:  # mid-write: the calls may have left
-                self._broken(stream, f"write failed: {exc}")
+            self._broken(stream, "the stream had ended")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the pump itself is stopped (close)
+            self._broken(stream, "the write was cancelled")  # the call was, under it
+        except Exception as exc:  # mid-write: the calls may have left
+            self._broken(stream, f"write failed: {exc}")
 
     def _take_message(self) -> tuple[bytes, list[_Call]]:
         """The queued calls (and cancels) that fit in one message, marked sent."""
@@ -323,14 +367,29 @@ class CallStream(Generic[R]):
             total += len(part)
         self._cancels.clear()
         queue = self._queue
-        while queue:
+        target = min(MESSAGE_TARGET_BYTES, self._limit)
+        while queue and len(taken) < MAX_CALLS_PER_MESSAGE:
             call = queue[0]
-            if call.future.done():  # expired or abandoned while queued
+            if call.future.done():  # expired or abandoned while queued: gone for good
                 queue.popleft()
+                call.queued = False
+                self._release(call)
                 continue
-            if parts and total + call.size > self._max_message_bytes:
+            if call.size > self._limit:  # the receiver announced a lower limit than ours
+                queue.popleft()
+                call.queued = False
+                self._finish(call)
+                call.future.set_exception(
+                    CallTooLarge(
+                        f"{self.name}: a call of {call.size - _CALL_OVERHEAD} bytes exceeds"
+                        f" the receiver's message limit of {self._limit} bytes"
+                    )
+                )
+                continue
+            if parts and total + call.size > target:
                 break
             queue.popleft()
+            call.queued = False
             part = field(_CALL_TAG, call.data)
             parts.append(part)
             total += len(part)
@@ -352,8 +411,7 @@ class CallStream(Generic[R]):
             reader.add_done_callback(self._readers.discard)
             if self._wait_for_ready:
                 await self._await_established(stream)
-            else:
-                await stream.initial_metadata()
+            metadata = await stream.initial_metadata()
             if stream.done():
                 detail = await _describe_end(stream)
                 self._fail_queued(NeverSent(f"{self.name}: cannot open a stream: {detail}"))
@@ -367,6 +425,7 @@ class CallStream(Generic[R]):
                 stream.cancel()
             self._fail_queued(NeverSent(f"{self.name}: cannot open a stream: {exc}"))
             return
+        self._limit = _announced_limit(metadata, self._limit)
         self._stream = stream
         self.streams_opened += 1
         if self._counters is not None:
@@ -392,6 +451,8 @@ class CallStream(Generic[R]):
         finally:
             if not established.done():
                 established.cancel()
+            elif not established.cancelled():
+                established.exception()  # taken: the caller reads the metadata again
 
     def _channel_failing(self) -> bool:
         state = self._channel.get_state(try_to_connect=True)
@@ -443,17 +504,33 @@ class CallStream(Generic[R]):
     # ---- bookkeeping ----
 
     def _finish(self, call: _Call) -> None:
-        """The call is over (result, failure, expiry, abandonment): release what it held."""
+        """The call is over (result, failure, expiry, abandonment). A call that left gives
+        its bytes back now; one still queued holds them until it leaves the queue, so the
+        bound holds while the pump cannot send (its data, no longer needed, is dropped)."""
         if self._calls.pop(call.id, None) is None:
             return
-        if call.message is not None and call.message.open:
-            call.message.open = False
-            self._open_messages -= 1
-            self._wake.set()
         if call.timer is not None:
             call.timer.cancel()
-        self._inflight_bytes -= call.size
-        self._let_in()
+        if call.message is not None:
+            self._close_message(call.message)
+        if call.queued:
+            call.data = b""
+        else:
+            self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        if not call.released:
+            call.released = True
+            self._inflight_bytes -= call.size
+            self._let_in()
+
+    def _close_message(self, message: _Message) -> None:
+        if message.open:
+            message.open = False
+            if message.timer is not None:
+                message.timer.cancel()
+            self._open_messages -= 1
+            self._wake.set()
 
     def _expire(self, call: _Call) -> None:
         if call.future.done():
@@ -461,8 +538,11 @@ class CallStream(Generic[R]):
         self._finish(call)
         if call.sent:
             call.future.set_exception(
-                OutcomeUnknown(f"{self.name}: no answer in time", deadline=True)
+                OutcomeUnknown(f"{self.name}: no answer by the deadline", deadline=True)
             )
+            if self._stream is not None:  # the receiver need not go on with it
+                self._cancels.append(call.id)
+                self._kick()
         else:
             call.future.set_exception(NeverSent(f"{self.name}: not sent in time (no stream)"))
 
@@ -477,13 +557,14 @@ class CallStream(Generic[R]):
     def _fail_queued(self, error: StreamFailure, only_fail_fast: bool = False) -> None:
         kept: deque[_Call] = deque()
         for call in self._queue:
-            if call.future.done():
-                continue
-            if only_fail_fast and not call.fail_fast:
+            if not call.future.done() and only_fail_fast and not call.fail_fast:
                 kept.append(call)
                 continue
+            call.queued = False
             self._finish(call)
-            call.future.set_exception(error)
+            self._release(call)
+            if not call.future.done():
+                call.future.set_exception(error)
         self._queue = kept
 
     async def _room(self, size: int, deadline: float) -> None:
@@ -527,8 +608,13 @@ class CallStream(Generic[R]):
             waiter.set_result(None)
 
     async def close(self) -> None:
-        """Fail every call (NeverSent if queued, OutcomeUnknown if sent) and end the stream."""
+        """Fail every call (NeverSent if queued or waiting for room, OutcomeUnknown if sent)
+        and end the stream."""
         self._closed = True
+        for _, waiter in self._waiting_room:
+            if not waiter.done():
+                waiter.set_exception(NeverSent(f"{self.name}: the stream is closed"))
+        self._waiting_room.clear()
         self._fail_queued(NeverSent(f"{self.name}: the stream is closed"))
         for call in list(self._calls.values()):
             self._finish(call)
@@ -549,10 +635,20 @@ class CallStream(Generic[R]):
                 await asyncio.wait_for(stream.code(), _CLOSE_WAIT_S)
 
 
-async def _gather(queue: Sized) -> None:
+def _announced_limit(metadata: Any, ours: int) -> int:
+    """The receiver's message limit from its initial metadata, if lower than ours."""
+    for key, value in metadata or ():
+        if key == LIMIT_KEY:
+            with contextlib.suppress(TypeError, ValueError):
+                announced = int(value)
+                if announced > 1024:  # a receiver that cannot take 1 KiB is lying
+                    return min(ours, announced)
+    return ours
+
+
+async def gather_burst(queue: Sized) -> None:
     """Let the calls (or results) being made in this burst join the message: yield turns of
-    the event loop while each turn adds to `queue`, a few at most. A lone call waits one
-    turn, not a timer."""
+    the event loop while each turn adds to `queue`, GATHER_TURNS at most."""
     size = len(queue)
     for _ in range(GATHER_TURNS):
         await asyncio.sleep(0)
@@ -565,107 +661,3 @@ async def _describe_end(stream: grpc.aio.StreamStreamCall) -> str:
     code = await stream.code()
     details = await stream.details()
     return f"{code.name}: {details}" if details else code.name
-
-
-# ---- the receiving end ----
-
-C = TypeVar("C")  # a call message
-T = TypeVar("T")  # a result message
-
-
-class StreamSession(Generic[C, T]):
-    """The receiving end of one stream: calls in, results out.
-
-    `handle(call, session)` is given each call but cancels, in the order they arrived; it
-    answers each exactly once with `session.reply(result)`, at once or later (a future's
-    callback, a task it registers with `track` so a cancel can stop it). A cancel
-    (`cancelled_id(call)` names the call it cancels, else None) cancels that task. Results
-    ready together leave in one message.
-    Reading pauses while `max_pending` calls are unanswered, so a caller that sends faster
-    than this end works is held back by the transport's flow control, not by memory here.
-    """
-
-    def __init__(
-        self,
-        context: grpc.aio.ServicerContext,
-        make_message: Callable[[list[T]], Any],
-        max_pending: int,
-        counters: Counter[str] | None = None,
-        counter_prefix: str = "",
-    ) -> None:
-        self._context = context
-        self._counters: Counter[str] = Counter() if counters is None else counters
-        self._prefix = counter_prefix
-        self._make_message = make_message
-        self._max_pending = max_pending
-        self._outbox: list[T] = []
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._pending = 0
-        self._tasks: dict[int, asyncio.Task[Any]] = {}
-        self._closed = False
-
-    def reply(self, result: T) -> None:
-        """Send a call's result (with the others ready now). Each opened call replies once."""
-        if self._closed:
-            return
-        self._pending -= 1
-        if self._pending < self._max_pending and not self._room.is_set():
-            self._room.set()
-        self._outbox.append(result)
-        self._ready.set()
-
-    def track(self, call_id: int, task: asyncio.Task[Any]) -> None:
-        """A call being worked on by `task`: a Cancel for `call_id` cancels it."""
-        self._tasks[call_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(call_id, None))
-
-    def cancel(self, call_id: int) -> None:
-        task = self._tasks.pop(call_id, None)
-        if task is not None:
-            task.cancel()
-
-    async def serve(
-        self,
-        calls: AsyncIterator[Any],
-        calls_of: Callable[[Any], Iterable[C]],
-        cancelled_id: Callable[[C], int | None],
-        handle: Callable[[C, StreamSession[C, T]], None],
-    ) -> None:
-        """Run until the caller ends the stream (or it breaks); then stop the work left."""
-        # The caller sends nothing before this: until then no call has left (NeverSent).
-        await self._context.send_initial_metadata(())
-        writer = asyncio.get_running_loop().create_task(self._write())
-        try:
-            counters, prefix = self._counters, self._prefix
-            async for message in calls:
-                counters[prefix + "messages_received"] += 1
-                for call in calls_of(message):
-                    cancelled = cancelled_id(call)
-                    if cancelled is not None:
-                        self.cancel(cancelled)
-                        continue
-                    self._pending += 1
-                    counters[prefix + "calls_received"] += 1
-                    handle(call, self)
-                if self._pending >= self._max_pending:
-                    self._room.clear()
-                    await self._room.wait()
-        finally:
-            self._closed = True
-            for task in list(self._tasks.values()):
-                task.cancel()
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-
-    async def _write(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            if self._pending:  # calls still being worked on: their results may join
-                await _gather(self._outbox)
-            while self._outbox:
-                results, self._outbox = self._outbox, []
-                await self._context.write(self._make_message(results))
-                self._counters[self._prefix + "messages_replied"] += 1

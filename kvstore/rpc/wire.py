@@ -26,6 +26,8 @@ _CALL_MERGE_MANY_TAG = b"\x3a"
 _CALL_READ_MANY_TAG = b"\x42"
 # ReplicaMergeBatchRequest and ReplicaReadManyRequest: items = 1 (messages).
 _ITEMS_TAG = b"\x0a"
+# Items of one read_many or merge_many call: a receiver refuses more, whole.
+MAX_ITEMS_PER_CALL = 1024
 
 
 def merge_request_bytes(key: bytes, record: bytes, hint_for: str = "") -> bytes:

@@ -12,14 +12,20 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 import pytest
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.core.requests import ForwardedPut, GetAnswer, PutAnswer, PutCommand
 from kvstore.core.transport import PeerFailure, PeerUnreachable
 from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, write
 from kvstore.errors import InvalidKey, KvError, TooManySiblings
 from kvstore.rpc.peer import PeerClient
+from kvstore.rpc.server import server_options
 from kvstore.rpc.servicers import PeerServicer
+from kvstore.rpc.streams import CallStream
+from kvstore.rpc.wire import read_call
 from kvstore.storage.codec import encode_record
+
+MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 def state(value: bytes) -> KeyState:
@@ -100,14 +106,16 @@ class Node:
         self.address = ""
 
     async def start(self) -> None:
-        self.server = grpc.aio.server()
+        # As a node does: the server's frame limit and the one its streams announce agree.
+        self.server = grpc.aio.server(options=server_options(MESSAGE_BYTES))
         servicer = PeerServicer(
             self.replica,
             self.coordinator,
-            None,
-            None,
-            None,
             None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            max_message_bytes=MESSAGE_BYTES,
         )
         pb_grpc.add_PeerServicer_to_server(servicer, self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
@@ -119,13 +127,13 @@ class Node:
             await self.server.stop(grace=None)
 
 
-def run(scenario: Callable[[Node, PeerClient], Awaitable[None]]) -> None:
+def run(scenario: Callable[[Node, PeerClient], Awaitable[None]], timeout: float = 30) -> None:
     async def main() -> None:
         node = Node()
         await node.start()
-        peers = PeerClient(1 << 22)
+        peers = PeerClient(MESSAGE_BYTES)
         try:
-            await asyncio.wait_for(scenario(node, peers), timeout=30)
+            await asyncio.wait_for(scenario(node, peers), timeout=timeout)
         finally:
             await peers.close()
             await node.stop()
@@ -245,3 +253,67 @@ def test_an_item_of_a_shared_call_keeps_its_own_deadline() -> None:
         assert loop.time() - began >= 0.9
 
     run(scenario)
+
+
+def test_large_merges_of_one_turn_are_split_into_calls_that_fit() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        await peers.read(node.address, b"warm", 5)
+        stream = peers.stream(node.address)
+        calls = stream.calls_sent
+        records = {f"big{i}".encode(): encode_record(state(bytes([i]) * 600_000)) for i in range(8)}
+        outcomes = await asyncio.gather(
+            *(peers.merge(node.address, key, record, 10) for key, record in records.items()),
+            return_exceptions=True,
+        )
+        assert outcomes == [None] * 8  # ~4.8 MB in one turn, each merge fine on its own
+        assert stream.calls_sent - calls >= 3
+        assert sorted(node.replica.merged) == sorted(records)
+        assert stream.streams_opened == 1
+
+    run(scenario)
+
+
+def test_reads_of_large_records_in_one_turn_all_come_back() -> None:
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        for i in range(6):
+            node.replica.stored[f"big{i}".encode()] = state(bytes([i]) * 700_000)
+        await peers.read(node.address, b"warm", 5)
+        stream = peers.stream(node.address)
+        calls = stream.calls_sent
+        got = await asyncio.gather(
+            *(peers.read(node.address, f"big{i}".encode(), 10) for i in range(6))
+        )
+        assert got == [state(bytes([i]) * 700_000) for i in range(6)]
+        # One shared call: the peer answered what fitted and left the rest to be read alone.
+        assert stream.calls_sent - calls > 1
+        assert stream.streams_opened == 1
+
+    run(scenario)
+
+
+def test_an_idle_stream_that_pings_is_not_cut_off() -> None:
+    """A caller pings its long-lived stream while nothing flows (keepalive): the node takes
+    pings every 5 s or more (gRPC's default would GOAWAY the connection after a few)."""
+
+    async def scenario(node: Node, peers: PeerClient) -> None:
+        channel = grpc.aio.insecure_channel(
+            node.address,
+            options=[("grpc.keepalive_time_ms", 5_500), ("grpc.keepalive_timeout_ms", 5_000)],
+        )
+        open_call = channel.stream_stream(
+            "/kvstore.v1.Peer/Stream",
+            request_serializer=None,
+            response_deserializer=pb.PeerResults.FromString,
+        )
+        stream: CallStream[pb.PeerResult] = CallStream(
+            "idle", channel, lambda: open_call(wait_for_ready=True), lambda m: m.results,
+            max_inflight_bytes=1 << 20, max_message_bytes=MESSAGE_BYTES, wait_for_ready=True,
+        )  # fmt: skip
+        await stream.call(read_call(b"k"), 5)
+        await asyncio.sleep(20)  # ~3 pings with no data
+        assert (await stream.call(read_call(b"k"), 5)).HasField("read")
+        assert stream.streams_opened == 1
+        await stream.close()
+        await channel.close()
+
+    run(scenario, timeout=40)

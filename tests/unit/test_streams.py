@@ -5,7 +5,8 @@ and the bound on the bytes in flight to a peer that does not answer.
 The receiving end is a StreamSession on the peer stream's messages, with a handler that
 reads its orders from a read call's key: `ok:<n>` answers at once, `fail:<n>` answers with
 an error, `slow:<ms>:<n>` answers after a while, `hang:<n>` never answers (until cancelled),
-`die:<n>` ends the stream with an error.
+`big:<bytes>:<n>` answers with a record that large, `die:<n>` ends the stream with an
+error.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import grpc
 import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.rpc.session import StreamSession
 from kvstore.rpc.streams import (
     MAX_OPEN_MESSAGES,
+    OPEN_MESSAGE_MAX_S,
     CallStream,
     CallTooLarge,
     NeverSent,
     OutcomeUnknown,
-    StreamSession,
 )
 from kvstore.rpc.wire import read_call
 
@@ -41,13 +43,19 @@ class Receiver:
         self.cancelled: list[bytes] = []
         self.streams = 0
         self.dying: asyncio.Future[None] | None = None
+        self.max_pending = 1000
+        self.max_message_bytes = 1 << 22
 
     async def handle_stream(
         self, calls: AsyncIterator[pb.PeerCalls], context: grpc.aio.ServicerContext
     ) -> None:
         self.streams += 1
         session: StreamSession[pb.PeerCall, pb.PeerResult] = StreamSession(
-            context, lambda results: pb.PeerResults(results=results), max_pending=1000
+            context,
+            lambda results: pb.PeerResults(results=results),
+            lambda call_id, error: pb.PeerResult(id=call_id, error=error),
+            max_pending=self.max_pending,
+            max_message_bytes=self.max_message_bytes,
         )
 
         def count(message: pb.PeerCalls) -> Any:
@@ -57,7 +65,9 @@ class Receiver:
         def cancel_of(call: pb.PeerCall) -> int | None:
             return call.id if call.HasField("cancel") else None
 
-        await session.serve(calls, count, cancel_of, lambda call, s: self.on_call(call, s, context))
+        await session.serve(
+            calls, count, cancel_of, lambda call: call.id, lambda c, s: self.on_call(c, s, context)
+        )
 
     def on_call(
         self,
@@ -82,11 +92,18 @@ class Receiver:
                     await asyncio.sleep(delay)
                 except asyncio.CancelledError:
                     self.cancelled.append(key)
+                    # Every call is answered once, a cancelled one too (as the servicers do).
+                    session.reply(pb.PeerResult(id=call.id, error=pb.CallError(code="CANCELLED")))
                     raise
                 session.reply(found)
 
             task = asyncio.ensure_future(later())
             session.track(call.id, task)
+        elif order == b"big":  # an answer of that many bytes
+            size = int(key.split(b":")[1])
+            session.reply(
+                pb.PeerResult(id=call.id, read=pb.EncodedRead(found=True, record=b"r" * size))
+            )
         elif order == b"die":
             dying = asyncio.ensure_future(context.abort(grpc.StatusCode.INTERNAL, "die"))
             # abort ends its task with AbortError: take it, or it is logged at collection.
@@ -127,6 +144,7 @@ def make_stream(
     max_message_bytes: int = 1 << 22,
     wait_for_ready: bool = True,
     max_open_messages: int = MAX_OPEN_MESSAGES,
+    max_open_s: float = OPEN_MESSAGE_MAX_S,
 ) -> tuple[CallStream[pb.PeerResult], grpc.aio.Channel]:
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{port}",
@@ -147,6 +165,7 @@ def make_stream(
         max_message_bytes=max_message_bytes,
         wait_for_ready=wait_for_ready,
         max_open_messages=max_open_messages,
+        max_open_s=max_open_s,
     )
     return stream, channel
 
@@ -211,7 +230,7 @@ def test_each_call_keeps_its_own_deadline() -> None:
         assert failed.value.deadline
         assert 0.15 < loop.time() - began < 1.0
         assert (await long).HasField("read")  # its neighbour's deadline did not touch it
-        assert stream.inflight_bytes == 0
+        assert stream.inflight_bytes == 0 and stream.open_messages == 0
         await stream.close()
         await channel.close()
 
@@ -235,7 +254,7 @@ def test_a_cancelled_caller_cancels_its_call_at_the_receiver() -> None:
             await asyncio.sleep(0.01)
         assert server.receiver.cancelled == [b"hang:7"]
         assert (await stream.call(read_call(b"ok:after"), 5)).HasField("read")
-        assert stream.inflight_bytes == 0
+        assert stream.inflight_bytes == 0 and stream.open_messages == 0
         await stream.close()
         await channel.close()
 
@@ -258,6 +277,7 @@ def test_a_broken_stream_fails_its_calls_in_flight_as_unknown_and_the_next_call_
         assert (await stream.call(read_call(b"ok:again"), 5)).HasField("read")
         assert stream.streams_opened == 2 and server.receiver.streams == 2
         assert server.receiver.calls.count(b"hang:0") == 1
+        assert stream.open_messages == 0 and stream.inflight_bytes == 0
         await stream.close()
         await channel.close()
 
@@ -389,7 +409,7 @@ def test_close_fails_what_is_queued_and_in_flight() -> None:
 @pytest.mark.parametrize("window", [1, 2])
 def test_calls_wait_while_messages_are_unanswered_then_leave_together(window: int) -> None:
     async def scenario(server: Server) -> None:
-        stream, channel = make_stream(server.port, max_open_messages=window)
+        stream, channel = make_stream(server.port, max_open_messages=window, max_open_s=10)
         await stream.call(read_call(b"ok:warm"), 5)
         before = server.receiver.messages
         slow = []
@@ -413,6 +433,25 @@ def test_calls_wait_while_messages_are_unanswered_then_leave_together(window: in
     run(scenario)
 
 
+def test_a_slow_call_does_not_hold_up_the_calls_behind_it() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port)  # the default window and time bound
+        await stream.call(read_call(b"ok:warm"), 5)
+        loop = asyncio.get_running_loop()
+        slow = asyncio.ensure_future(stream.call(read_call(b"slow:500:1"), 5))
+        await asyncio.sleep(0.02)
+        began = loop.time()
+        results = await outcomes([stream.call(read_call(f"ok:{i}".encode()), 5) for i in range(10)])
+        assert all(isinstance(r, pb.PeerResult) for r in results)
+        assert loop.time() - began < 0.3 and not slow.done()  # answered long before it
+        await slow
+        assert stream.open_messages == 0
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
 def test_a_lone_call_leaves_at_once() -> None:
     async def scenario(server: Server) -> None:
         stream, channel = make_stream(server.port)
@@ -428,3 +467,152 @@ def test_a_lone_call_leaves_at_once() -> None:
         await channel.close()
 
     run(scenario)
+
+
+def test_an_answer_too_large_for_a_message_fails_alone_and_many_answers_are_split() -> None:
+    async def scenario(server: Server) -> None:
+        server.receiver.max_message_bytes = 200_000  # this receiver's announced limit
+        stream, channel = make_stream(server.port)
+        await stream.call(read_call(b"ok:warm"), 5)
+        keys = [b"big:150000:1", b"big:300000:2", b"ok:3", b"big:150000:4", b"big:150000:5"]
+        results = await outcomes([stream.call(read_call(k), 5) for k in keys])
+        kinds = [r.WhichOneof("result") for r in results]
+        assert kinds == ["read", "error", "read", "read", "read"]
+        assert results[1].error.code == "RESOURCE_EXHAUSTED"
+        assert stream.streams_opened == 1  # the stream lived through it
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_a_call_larger_than_the_receivers_limit_fails_alone_before_it_leaves() -> None:
+    async def scenario(server: Server) -> None:
+        server.receiver.max_message_bytes = 100_000
+        stream, channel = make_stream(server.port, max_message_bytes=1 << 22)
+        await stream.call(read_call(b"ok:warm"), 5)  # learns the limit the receiver announced
+        with pytest.raises(CallTooLarge):
+            await stream.call(read_call(b"ok:" + b"x" * 150_000), 5)
+        # Many calls that fit alone but not together go in several messages.
+        results = await outcomes(
+            [stream.call(read_call(b"ok:" + b"y" * 40_000 + bytes([i])), 5) for i in range(6)]
+        )
+        assert all(isinstance(r, pb.PeerResult) for r in results)
+        assert stream.streams_opened == 1
+        assert all(len(k) < 100_000 for k in server.receiver.calls)
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_calls_past_the_receivers_pending_bound_are_refused_alone() -> None:
+    async def scenario(server: Server) -> None:
+        server.receiver.max_pending = 5
+        stream, channel = make_stream(server.port)
+        hanging = [stream.call(read_call(f"hang:{i}".encode()), 1.0) for i in range(8)]
+        results = await outcomes(hanging)
+        refused = [r for r in results if isinstance(r, pb.PeerResult)]
+        assert len(refused) == 3 and all(r.error.code == "RESOURCE_EXHAUSTED" for r in refused)
+        assert sum(isinstance(r, OutcomeUnknown) for r in results) == 5
+        # Their callers gave up: the receiver was told (cancels), and has room again.
+        await asyncio.sleep(0.2)
+        assert sorted(server.receiver.cancelled) == [f"hang:{i}".encode() for i in range(5)]
+        assert (await stream.call(read_call(b"ok:after"), 5)).HasField("read")
+        assert stream.open_messages == 0 and stream.inflight_bytes == 0
+        await stream.close()
+        await channel.close()
+
+    run(scenario)
+
+
+def test_close_fails_the_callers_waiting_for_room_at_once() -> None:
+    async def scenario(server: Server) -> None:
+        stream, channel = make_stream(server.port, max_inflight_bytes=2_000)
+        first = asyncio.ensure_future(stream.call(read_call(b"hang:" + b"x" * 1500), 30))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(stream.call(read_call(b"hang:" + b"y" * 1500), 30))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await stream.close()
+        with pytest.raises(NeverSent):
+            await waiting
+        with pytest.raises(OutcomeUnknown):
+            await first
+        assert loop.time() - began < 2
+        await channel.close()
+
+    run(scenario)
+
+
+class FakeCall:
+    """A stream call that fails its next write as grpc does on a call already ended
+    (InvalidStateError: nothing left), then behaves."""
+
+    def __init__(self, fail_first_write: bool) -> None:
+        self.written: list[bytes] = []
+        self.fail_first_write = fail_first_write
+        self.results: asyncio.Queue[Any] = asyncio.Queue()
+        self.ended = False
+
+    async def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def done(self) -> bool:
+        return self.ended
+
+    async def write(self, message: bytes) -> None:
+        if self.fail_first_write:
+            self.fail_first_write = False
+            raise asyncio.InvalidStateError("RPC already finished.")
+        self.written.append(message)
+
+    async def read(self) -> Any:
+        return await self.results.get()
+
+    def cancel(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.results.put_nowait(grpc.aio.EOF)
+
+    def add_done_callback(self, callback: Any) -> None:
+        pass
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+
+class FakeChannel:
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return grpc.ChannelConnectivity.READY
+
+
+def test_calls_whose_write_never_left_go_once_on_the_next_stream() -> None:
+    async def scenario() -> None:
+        calls = [FakeCall(fail_first_write=True), FakeCall(fail_first_write=False)]
+        opened = iter(calls)
+        stream: CallStream[pb.PeerResult] = CallStream(
+            "fake", FakeChannel(), lambda: next(opened), lambda m: m.results,  # type: ignore[arg-type]
+            max_inflight_bytes=1 << 20, max_message_bytes=1 << 20, wait_for_ready=False,
+        )  # fmt: skip
+        futures = [stream.submit(read_call(f"k{i}".encode()), 5) for i in range(3)]
+        for _ in range(50):
+            if calls[1].written:
+                break
+            await asyncio.sleep(0.01)
+        assert calls[0].written == []  # the first stream carried nothing
+        (message,) = calls[1].written  # the second carried them all, once
+        sent = pb.PeerCalls.FromString(message).calls
+        assert [c.read.key for c in sent] == [b"k0", b"k1", b"k2"]
+        assert not any(f.done() for f in futures)  # not failed: they never left
+        calls[1].results.put_nowait(
+            pb.PeerResults(results=[pb.PeerResult(id=c.id, read=pb.EncodedRead()) for c in sent])
+        )
+        answers = await asyncio.gather(*futures)
+        assert [a.id for a in answers] == [c.id for c in sent]
+        assert stream.open_messages == 0 and stream.inflight_bytes == 0
+        await stream.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))

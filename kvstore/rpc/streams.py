@@ -55,15 +55,20 @@ LIMIT_KEY = "kvstore-max-message-bytes"
 GATHER_TURNS = 8
 # Messages that may be out on a stream before the receiver has answered any call of them: a
 # message is open from its write until the first of its calls ends (answered, failed or
-# given up), or OPEN_MESSAGE_MAX_S has passed. Past the bound, calls wait and leave together
+# given up), or for at most twice the time a first answer has lately taken on this stream
+# (OPEN_MESSAGE_MIN_S..OPEN_MESSAGE_MAX_S). Past the bound, calls wait and leave together
 # (Nagle's algorithm, the first answer as the acknowledgement): under load the calls that
-# arrive during a round trip share one message. The time bound keeps one slow call (a
-# forwarded put, an fsync, a large batch) from holding up the calls behind it; it never adds
-# latency at low load, where nothing is open. Measured here (3 nodes, 64 tasks, 50/50
-# get/put, CPU per operation in all processes): no bound ~1.2 ms (~2 calls per message);
-# 3: ~0.87 ms; 2: ~0.73 ms; 1: ~0.65 ms, with the same latency at half load.
+# arrive during a round trip share one message. The time bound keeps one unusually slow
+# call (a forwarded put, an fsync, a large batch) from holding up the calls behind it for
+# longer than a usual round trip or two; it never adds latency at low load, where nothing is
+# open. Measured here (3 nodes, 64 tasks, 50/50 get/put, CPU per operation in all processes):
+# no bound ~1.2 ms (~2 calls per message); 3: ~0.87 ms; 2: ~0.73 ms; 1: ~0.65 ms, with the
+# same latency at half load. A fixed time bound of 2 ms cost ~1.0 ms, 5 ms ~0.87, 50 ms ~0.68.
 MAX_OPEN_MESSAGES = 1
-OPEN_MESSAGE_MAX_S = 0.005
+OPEN_MESSAGE_MIN_S = 0.001
+OPEN_MESSAGE_MAX_S = 0.05
+# How fast the estimate of a first answer's delay follows new ones (an exponential average).
+_ANSWER_DELAY_WEIGHT = 0.1
 # A message gathers calls up to this many bytes and calls (one larger call goes alone):
 # large enough to amortise, small enough that one message never holds up a stream for long.
 MESSAGE_TARGET_BYTES = 2 * 1024 * 1024
@@ -122,10 +127,11 @@ class _Message:
     """A message sent: open (counted against MAX_OPEN_MESSAGES) until the first of its
     calls ends, or its time is up."""
 
-    __slots__ = ("open", "timer")
+    __slots__ = ("open", "sent_at", "timer")
 
-    def __init__(self) -> None:
+    def __init__(self, sent_at: float) -> None:
         self.open = True
+        self.sent_at = sent_at
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -183,10 +189,11 @@ class CallStream(Generic[R]):
         counters: Counter[str] | None = None,
         counter_prefix: str = "",
         max_open_messages: int = MAX_OPEN_MESSAGES,
-        max_open_s: float = OPEN_MESSAGE_MAX_S,
+        hold_s: float | None = None,
     ) -> None:
         self.name = name
-        self._max_open_s = max_open_s
+        self._hold_s = hold_s  # how long a message stays open at most; None: adaptive
+        self._answer_delay = OPEN_MESSAGE_MIN_S  # a first answer's delay, lately
         self._channel = channel
         self._open_stream = open_stream
         self._results_of = results_of
@@ -323,14 +330,16 @@ class CallStream(Generic[R]):
     async def _send(
         self, stream: grpc.aio.StreamStreamCall, message: bytes, calls: list[_Call]
     ) -> None:
-        sent = _Message()
+        loop = asyncio.get_running_loop()
+        sent = _Message(loop.time())
         if calls:
             self._open_messages += 1
             for call in calls:
                 call.message = sent
-            sent.timer = asyncio.get_running_loop().call_later(
-                self._max_open_s, self._close_message, sent
-            )
+            hold = self._hold_s
+            if hold is None:
+                hold = min(max(2 * self._answer_delay, OPEN_MESSAGE_MIN_S), OPEN_MESSAGE_MAX_S)
+            sent.timer = loop.call_later(hold, self._close_message, sent)
         try:
             await stream.write(message)
             self.messages_sent += 1
@@ -470,6 +479,8 @@ class CallStream(Generic[R]):
                 for result in self._results_of(message):
                     call = self._calls.get(result.id)
                     if call is not None and call.sent:
+                        if call.message is not None and call.message.open:
+                            self._learn_answer_delay(call.message)
                         self._finish(call)
                         if not call.future.done():
                             call.future.set_result(result)
@@ -523,6 +534,10 @@ class CallStream(Generic[R]):
             call.released = True
             self._inflight_bytes -= call.size
             self._let_in()
+
+    def _learn_answer_delay(self, message: _Message) -> None:
+        delay = asyncio.get_running_loop().time() - message.sent_at
+        self._answer_delay += _ANSWER_DELAY_WEIGHT * (delay - self._answer_delay)
 
     def _close_message(self, message: _Message) -> None:
         if message.open:

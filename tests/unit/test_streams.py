@@ -23,7 +23,6 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore.rpc.session import StreamSession
 from kvstore.rpc.streams import (
     MAX_OPEN_MESSAGES,
-    OPEN_MESSAGE_MAX_S,
     CallStream,
     CallTooLarge,
     NeverSent,
@@ -144,7 +143,7 @@ def make_stream(
     max_message_bytes: int = 1 << 22,
     wait_for_ready: bool = True,
     max_open_messages: int = MAX_OPEN_MESSAGES,
-    max_open_s: float = OPEN_MESSAGE_MAX_S,
+    hold_s: float | None = None,
 ) -> tuple[CallStream[pb.PeerResult], grpc.aio.Channel]:
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{port}",
@@ -165,7 +164,7 @@ def make_stream(
         max_message_bytes=max_message_bytes,
         wait_for_ready=wait_for_ready,
         max_open_messages=max_open_messages,
-        max_open_s=max_open_s,
+        hold_s=hold_s,
     )
     return stream, channel
 
@@ -409,7 +408,7 @@ def test_close_fails_what_is_queued_and_in_flight() -> None:
 @pytest.mark.parametrize("window", [1, 2])
 def test_calls_wait_while_messages_are_unanswered_then_leave_together(window: int) -> None:
     async def scenario(server: Server) -> None:
-        stream, channel = make_stream(server.port, max_open_messages=window, max_open_s=10)
+        stream, channel = make_stream(server.port, max_open_messages=window, hold_s=10)
         await stream.call(read_call(b"ok:warm"), 5)
         before = server.receiver.messages
         slow = []

@@ -217,9 +217,17 @@ def sweep_section(sweeps: Mapping[str, list[Result]], workload: str, args: Any) 
         f" operation's intended start), {args.duration:g} s per rate after {args.warmup:g} s"
         " warm-up; operations still unsent well past the end are given up and counted as"
         " errors (NotSent); latencies past 60 s are clipped to 60 s (counted in `clipped`).\n\n"
-        + report.sweep_table([step for store in args.stores for step in sweeps[store]])
+        + report.sweep_table(
+            [_labelled(step, store) for store in args.stores for step in sweeps[store]]
+        )
         + "\n"
     )
+
+
+def _labelled(step: Result, store: str) -> Result:
+    """A sweep step named by the store it ran against (kvstore-sync runs kvbench's kvstore
+    adapter, whose own name would not tell the two clusters apart)."""
+    return {**step, "config": {**step["config"], "store": store}}
 
 
 def run_order(stores: Sequence[str], attempt: int) -> list[str]:
@@ -238,12 +246,26 @@ def measure_floor(
     if seeds is not None:
         path = raw / "floor-kvstore-async.json"
         kvbench(
-            ["run", "--workload", "a", "--concurrency", "1", "--duration",
-             str(args.floor_duration), "--warmup", str(floor.WARMUP_S), "--json", str(path),
-             "--records", str(args.records), "--value-size", str(args.value_size),
-             *targets["kvstore"]],
+            [
+                "run",
+                "--workload",
+                "a",
+                "--concurrency",
+                "1",
+                "--duration",
+                str(args.floor_duration),
+                "--warmup",
+                str(floor.WARMUP_S),
+                "--json",
+                str(path),
+                "--records",
+                str(args.records),
+                "--value-size",
+                str(args.value_size),
+                *targets["kvstore"],
+            ],
             timeout=args.floor_duration + 120,
-        )  # fmt: skip
+        )
         result["kvstore"] = {
             "async": floor.kvbench_rows(json.loads(path.read_text())),
             "sync": floor.sync_client_loop(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from kvstore.bench.debian import PackageUnavailable, ensure_program
+from kvstore.bench.processes import ensure_command, terminate
 
 SERVER = "etcd"  # the program
 PACKAGE = "etcd-server"  # Debian's package that holds it
@@ -174,14 +174,7 @@ class EtcdCluster:
         leader_index = self._leader_index() if len(running) > 1 else None
         leader = None if leader_index is None else self.processes[leader_index]
         for wave in ([p for p in running if p is not leader], [leader] if leader else []):
-            for process in wave:
-                process.send_signal(signal.SIGTERM)
-            for process in wave:
-                try:
-                    process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            terminate(wave, timeout)
         self.processes = []
 
     def __enter__(self) -> EtcdCluster:
@@ -192,15 +185,7 @@ class EtcdCluster:
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["ensure"]:
-        print("usage: python -m kvstore.bench.etcd_local ensure", file=sys.stderr)
-        return 2
-    try:
-        print(ensure_etcd_server())
-    except EtcdUnavailable as exc:
-        print(f"etcd_local: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return ensure_command(argv, "kvstore.bench.etcd_local", ensure_etcd_server, EtcdUnavailable)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Every server is started here, tracked by its pid and stopped by that pid only.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from kvstore.bench.debian import PackageUnavailable, ensure_program
+from kvstore.bench.processes import ensure_command, terminate
 
 SERVER = "redis-server"
 
@@ -137,15 +137,7 @@ class RedisReplicaSet:
         raise RedisUnavailable(f"replicas not in sync after {timeout} s ({last})")
 
     def stop(self, timeout: float = 10.0) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(self.processes, timeout)
         self.processes = []
 
     def __enter__(self) -> RedisReplicaSet:
@@ -156,15 +148,7 @@ class RedisReplicaSet:
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["ensure"]:
-        print("usage: python -m kvstore.bench.redis_local ensure", file=sys.stderr)
-        return 2
-    try:
-        print(ensure_redis_server())
-    except RedisUnavailable as exc:
-        print(f"redis_local: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return ensure_command(argv, "kvstore.bench.redis_local", ensure_redis_server, RedisUnavailable)
 
 
 if __name__ == "__main__":

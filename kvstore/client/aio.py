@@ -38,7 +38,7 @@ from kvstore.errors import (
 )
 from kvstore.rpc.channels import ChannelPool
 from kvstore.rpc.status import error_from_call
-from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown
+from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown, stream_to
 
 T = TypeVar("T")
 
@@ -84,22 +84,15 @@ class AsyncClient:
         stream = self._streams.get(address)
         if stream is None:
             self._pool.stub(address)
-            channel = self._pool.channels[address]
-            open_call = channel.stream_stream(
-                _STREAM,
-                request_serializer=None,  # messages of calls are built as bytes (streams.py)
-                response_deserializer=pb.ClientResults.FromString,
-                _registered_method=True,
-            )
-            stream = self._streams[address] = CallStream(
+            stream = self._streams[address] = stream_to(
                 f"node {address}",
-                channel,
+                self._pool.channels[address],
+                _STREAM,
+                pb.ClientResults,
                 # A node that cannot be reached fails the call at once: the next is tried.
-                lambda: open_call(wait_for_ready=False),
-                _results,
+                wait_for_ready=False,
                 max_inflight_bytes=self._max_inflight_bytes,
                 max_message_bytes=MAX_MESSAGE_BYTES,
-                wait_for_ready=False,
             )
         return stream
 
@@ -244,7 +237,3 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _results(message: pb.ClientResults) -> Sequence[pb.ClientResult]:
-    return message.results  # type: ignore[no-any-return]

@@ -32,6 +32,7 @@ from kvstore.rpc.streams import (
     CallTooLarge,
     NeverSent,
     OutcomeUnknown,
+    stream_to,
 )
 from kvstore.rpc.wire import (
     MAX_ITEMS_PER_CALL,
@@ -122,23 +123,16 @@ class PeerClient:
         """The stream of request-path calls to `address` (opened on its first call)."""
         stream = self._streams.get(address)
         if stream is None:
-            channel = self._pool.stub(address)
-            open_call = channel.stream_stream(
-                _STREAM,
-                request_serializer=None,  # messages of calls are built as bytes (streams.py)
-                response_deserializer=pb.PeerResults.FromString,
-                _registered_method=True,
-            )
-            stream = self._streams[address] = CallStream(
+            stream = self._streams[address] = stream_to(
                 f"peer {address}",
-                channel,
+                self._pool.stub(address),
+                _STREAM,
+                pb.PeerResults,
                 # Waits for a connection that is coming back (a peer restarting) within
                 # each call's deadline, rather than failing while the channel backs off.
-                lambda: open_call(wait_for_ready=True),
-                _results,
+                wait_for_ready=True,
                 max_inflight_bytes=self._max_inflight_bytes,
                 max_message_bytes=self._max_message_bytes,
-                wait_for_ready=True,
                 counters=self._counters,
                 counter_prefix="peer_stream_",
             )
@@ -416,10 +410,6 @@ def _expire_item(future: asyncio.Future[Any]) -> None:
         future.set_exception(
             PeerFailure("DEADLINE_EXCEEDED: no answer by the deadline", "DEADLINE_EXCEEDED")
         )
-
-
-def _results(message: pb.PeerResults) -> Sequence[pb.PeerResult]:
-    return message.results  # type: ignore[no-any-return]
 
 
 T = TypeVar("T")

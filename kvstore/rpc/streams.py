@@ -650,6 +650,50 @@ class CallStream(Generic[R]):
                 await asyncio.wait_for(stream.code(), _CLOSE_WAIT_S)
 
 
+class _Results(Protocol):
+    results: Sequence[Any]
+
+    @classmethod
+    def FromString(cls, data: bytes) -> Any: ...
+
+
+def stream_to(
+    name: str,
+    channel: grpc.aio.Channel,
+    method: str,
+    results: type[_Results],
+    *,
+    wait_for_ready: bool,
+    max_inflight_bytes: int,
+    max_message_bytes: int,
+    counters: Counter[str] | None = None,
+    counter_prefix: str = "",
+) -> CallStream[Any]:
+    """A CallStream over `channel` to the stream method `method` (whose messages of results
+    are `results`): what the peer transport and the clients each keep per address."""
+    open_call = channel.stream_stream(
+        method,
+        request_serializer=None,  # messages of calls are built as bytes here
+        response_deserializer=results.FromString,
+        _registered_method=True,
+    )
+    return CallStream(
+        name,
+        channel,
+        lambda: open_call(wait_for_ready=wait_for_ready),
+        _results_of,
+        max_inflight_bytes=max_inflight_bytes,
+        max_message_bytes=max_message_bytes,
+        wait_for_ready=wait_for_ready,
+        counters=counters,
+        counter_prefix=counter_prefix,
+    )
+
+
+def _results_of(message: Any) -> Sequence[Any]:
+    return message.results  # type: ignore[no-any-return]
+
+
 def _announced_limit(metadata: Any, ours: int) -> int:
     """The receiver's message limit from its initial metadata, if lower than ours."""
     for key, value in metadata or ():

@@ -4,6 +4,7 @@ The servicers and the peer transport translate with these and nothing else."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.requests import (
@@ -76,16 +77,9 @@ def get_response(answer: GetAnswer) -> pb.GetResponse:
 
 def put_many_commands(request: pb.PutManyRequest) -> list[PutCommand]:
     """The batch's items as puts, each with the batch's w, timeout and strictness."""
+    w, timeout_ms, strict = request.w, request.timeout_ms, request.strict
     return [
-        PutCommand(
-            key=item.key,
-            value=None if item.tombstone else item.value,
-            context=item.context,
-            w=request.w,
-            timeout_ms=request.timeout_ms,
-            strict=request.strict,
-            return_body=item.return_body,
-        )
+        replace(put_command(item), w=w, timeout_ms=timeout_ms, strict=strict)
         for item in request.items
     ]
 

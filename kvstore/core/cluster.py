@@ -14,7 +14,21 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass
+
+# Bounds on what a view may carry: it arrives by gossip, so it is checked before anything of
+# it is merged (`check_view`). The counters (incarnation, version, epoch) stay below 2**62,
+# so adding a heartbeat or a removal's lead to one never overflows the uint64 they travel as.
+MAX_MEMBER_RECORDS = 1024
+MAX_COUNTER = 1 << 62
+RING_DIGEST_BYTES = 16
+_ADDRESS = re.compile(r"^[A-Za-z0-9._\-\[\]:]{1,250}:[0-9]{1,5}$")
+_NODE_ID = re.compile(r"^[A-Za-z0-9._:-]{0,64}$")
+
+
+class InvalidView(ValueError):
+    """A cluster view (from gossip or disk) outside the bounds any real node keeps."""
 
 
 class MemberStatus(enum.Enum):
@@ -81,7 +95,7 @@ class RingState:
     def digest(self) -> bytes:
         """Content hash: two rings of one epoch that differ (made by two claimants during a
         partition) are ordered by it, so every node picks the same one."""
-        h = hashlib.blake2b(digest_size=16)
+        h = hashlib.blake2b(digest_size=RING_DIGEST_BYTES)
         for layout in (self.current, self.pending):
             if layout is None:
                 h.update(b"-")
@@ -108,3 +122,52 @@ class ClusterView:
     ring: RingState | None
     partitions: int
     n: int
+
+
+def check_address(address: str) -> None:
+    """A member's name is the HOST:PORT peers dial: nothing else is one."""
+    if not _ADDRESS.match(address) or not 0 < int(address.rpartition(":")[2]) < 65536:
+        raise InvalidView(f"{address[:80]!r} is not a member address (HOST:PORT)")
+
+
+def _check_counter(name: str, value: int, low: int = 0) -> None:
+    if not low <= value < MAX_COUNTER:
+        raise InvalidView(f"{name} {value} is out of range {low}..2**62-1")
+
+
+def check_member(member: Member) -> None:
+    check_address(member.address)
+    if not _NODE_ID.match(member.node_id):
+        raise InvalidView(f"member {member.address}: node_id {member.node_id[:80]!r} is invalid")
+    _check_counter("incarnation", member.incarnation)
+    _check_counter("version", member.version)
+    _check_counter("ready_epoch", member.ready_epoch)
+    if member.ready_ring and len(member.ready_ring) != RING_DIGEST_BYTES:
+        raise InvalidView(f"member {member.address}: ready_ring is not a ring digest")
+
+
+def check_view(view: ClusterView) -> None:
+    """Raise InvalidView for a view no real node holds: too many members, a malformed record,
+    a counter out of range, a ring whose layouts do not fit the cluster's partition count or
+    name a malformed address. (Whether a ring may replace this node's is
+    `ringplan.check_successor`'s question.)"""
+    if len(view.members) > MAX_MEMBER_RECORDS:
+        raise InvalidView(
+            f"{len(view.members)} member records; a cluster holds at most {MAX_MEMBER_RECORDS}"
+        )
+    for address, member in view.members.items():
+        if address != member.address:
+            raise InvalidView("a member record is filed under another address")
+        check_member(member)
+    if view.ring is None:
+        return
+    _check_counter("ring epoch", view.ring.epoch, low=1)
+    for layout in (view.ring.current, view.ring.pending):
+        if layout is None:
+            continue
+        if layout.partitions != view.partitions:
+            raise InvalidView(
+                f"a ring layout has {layout.partitions} partitions, the cluster {view.partitions}"
+            )
+        for address in layout.members:
+            check_address(address)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvstore.core.versions import KeyState
-from kvstore.errors import BatchTooLarge, InvalidContext, InvalidKey, InvalidOption, ValueTooLarge
+from kvstore.errors import (
+    BatchTooLarge,
+    InvalidContext,
+    InvalidKey,
+    InvalidOption,
+    TooManySiblings,
+    ValueTooLarge,
+)
 
 # Hard ceilings: configurable limits may be lowered freely but not raised past these,
 # because gRPC message sizes and memory per request are sized from them.
@@ -20,6 +27,8 @@ MAX_CONTEXT_ENTRIES = 4096
 # hole per unseen sibling) however small the other limits are set.
 MIN_CLOCK_ENTRIES = 16
 TIMEOUT_MS_CEILING = 10 * 60 * 1000
+# How many times max_siblings a state from another replica may hold (see check_state).
+REPLICATED_SIBLINGS_FACTOR = 2
 # Keys in one get_many / put_many / delete_many: past it the batch is refused whole
 # (BatchTooLarge). The ceiling keeps a batch's work (and its answer) within one message.
 BATCH_ITEMS_CEILING = 10_000
@@ -83,6 +92,28 @@ class Limits:
                 " with the context the read returned"
             )
 
+    def check_state(self, key: bytes, state: KeyState) -> None:
+        """A state another node sent (a merge, a repair, a hint, a page of a transfer) obeys
+        the limits a client's write does: a member is trusted to be a member, not to respect
+        them. Sibling count: a write leaves at most max_siblings, and a merge of two sides
+        that each took concurrent writes during a partition may hold up to twice that; more
+        than that no honest replica makes."""
+        self.check_key(key)
+        if len(state.siblings) > REPLICATED_SIBLINGS_FACTOR * self.max_siblings:
+            raise TooManySiblings(
+                f"a replicated state of {len(state.siblings)} siblings; at most"
+                f" {REPLICATED_SIBLINGS_FACTOR * self.max_siblings} are taken"
+                f" ({REPLICATED_SIBLINGS_FACTOR} x max_siblings)"
+            )
+        for sibling in state.siblings:
+            if sibling.value is not None:
+                self.check_value(sibling.value)
+        if state.clock.entries > MAX_CONTEXT_ENTRIES:
+            raise InvalidContext(
+                f"a replicated state's clock has {state.clock.entries} entries; at most"
+                f" {MAX_CONTEXT_ENTRIES} are taken"
+            )
+
     def timeout_ms(self, requested: int) -> int:
         """The deadline for a request: the node default when 0, else the request's own."""
         if requested == 0:
@@ -92,6 +123,9 @@ class Limits:
                 f"timeout_ms must be in 1..{self.max_request_timeout_ms}, got {requested}"
             )
         return requested
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def _in_range(name: str, value: int, low: int, high: int) -> None:

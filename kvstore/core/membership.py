@@ -19,7 +19,15 @@ import random
 from collections.abc import Callable, Sequence
 
 from kvstore.core import ringplan
-from kvstore.core.cluster import ClusterView, Member, MemberStatus, RingState
+from kvstore.core.cluster import (
+    MAX_MEMBER_RECORDS,
+    ClusterView,
+    InvalidView,
+    Member,
+    MemberStatus,
+    RingState,
+    check_view,
+)
 from kvstore.core.failure import PhiAccrualDetector
 from kvstore.core.ring import initial_layout
 
@@ -103,9 +111,21 @@ class Membership:
     # ---- events ----
 
     def on_gossip(self, view: ClusterView, now: float) -> bool:
-        """Merge a peer's view; True when the ring changed. Raises ClusterMismatch, having
-        merged nothing, for a peer whose cluster cannot be this one's."""
+        """Merge a peer's view; True when the ring changed. Raises, having merged nothing,
+        ClusterMismatch for a peer whose cluster cannot be this one's and InvalidView for a
+        view out of bounds or a ring no claimant made (`ringplan.check_successor`)."""
         self._check(view)
+        check_view(view)
+        newer = {
+            address: theirs
+            for address, theirs in view.members.items()
+            if address != self.address
+            and (address not in self.members or theirs.age > self.members[address].age)
+        }
+        if len(self.members) + sum(a not in self.members for a in newer) > MAX_MEMBER_RECORDS:
+            raise InvalidView(
+                f"the view would make this node track over {MAX_MEMBER_RECORDS} members"
+            )
         if (
             view.ring is not None
             and self.ring is not None
@@ -119,8 +139,10 @@ class Membership:
                 f" {','.join(self.ring.current.members)}: the nodes place keys differently;"
                 " give every node of a new cluster the same --seeds"
             )
-        changed = view.ring is not None and (self.ring is None or view.ring.newer_than(self.ring))
-        if changed:
+        changed = False
+        if view.ring is not None and (self.ring is None or view.ring.newer_than(self.ring)):
+            ringplan.check_successor(self.ring, view.ring, {**self.members, **newer}, self.n)
+            changed = True
             # The ring first: whether a member's record may bring it back depends on it.
             self.ring = view.ring
             self.revision += 1
@@ -191,6 +213,17 @@ class Membership:
             self.set_status(MemberStatus.LEFT)
 
     # ---- questions ----
+
+    def contacts(self) -> set[str]:
+        """The peers this node may talk to: members not LEFT, everyone in the ring (a removed
+        member until the ring drops it), the seeds."""
+        kept = {a for a, m in self.members.items() if m.status is not MemberStatus.LEFT}
+        if self.ring is not None:
+            kept.update(self.ring.current.members)
+            kept.update(self.ring.pending.members if self.ring.pending else ())
+        kept.update(self.seeds)
+        kept.discard(self.address)
+        return kept
 
     def is_up(self, address: str, now: float) -> bool:
         return address == self.address or self.detector.is_available(address, now)

@@ -27,8 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from kvstore.core.cluster import Member, MemberStatus, RingLayout, RingState
+from kvstore.core.cluster import InvalidView, Member, MemberStatus, RingLayout, RingState
 from kvstore.core.ring import Ring, RingError, reclaim
+
+# How many epochs a ring from gossip may lead this node's by. Each membership change takes
+# two (plan, commit), so this covers hundreds of changes made while a node was down; a
+# ring that leads by more is not a claimant's next step but a number made up to win.
+MAX_RING_LEAD = 1024
 
 # Statuses of members that should own partitions in the next ring.
 _OWNING = frozenset({MemberStatus.JOINING, MemberStatus.ACTIVE})
@@ -130,3 +135,37 @@ def claimant(
         if member is not None and member.status in _SERVING and is_up(address):
             return address
     return None
+
+
+def check_successor(
+    ours: RingState | None, theirs: RingState, members: Mapping[str, Member], n: int
+) -> None:
+    """Raise InvalidView unless `theirs`, newer than `ours`, is a ring a claimant could have
+    made: both layouts routable, the pending layout exactly what `plan` makes from the
+    current one (`reclaim` is deterministic), an epoch within MAX_RING_LEAD of ours, and
+    every member it adds to ours known by a member record (in `members`: ours merged with the
+    sender's). A larger number alone never wins. Who may send a ring at all (authenticated
+    members) is the transport's check, not this one's.
+    """
+    try:
+        Ring.from_layout(theirs.current, n)
+        pending = theirs.pending
+        if pending is not None and reclaim(theirs.current, pending.members, n) != pending:
+            raise InvalidView("the pending layout is not the claimant's plan for its members")
+    except RingError as exc:
+        raise InvalidView(f"a ring no node could route by: {exc}") from None
+    if ours is None:
+        return  # a newcomer learns its first ring from whoever it was told to trust
+    if theirs.epoch - ours.epoch > MAX_RING_LEAD:
+        raise InvalidView(
+            f"ring epoch {theirs.epoch} leads this node's {ours.epoch} by more than {MAX_RING_LEAD}"
+        )
+    known = set(ours.current.members)
+    if ours.pending is not None:
+        known.update(ours.pending.members)
+    added = set(theirs.current.members)
+    if theirs.pending is not None:
+        added.update(theirs.pending.members)
+    for address in sorted(added - known):
+        if address not in members:
+            raise InvalidView(f"the ring gives partitions to {address}, which is not a member")

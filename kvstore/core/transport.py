@@ -5,7 +5,7 @@ one. Nothing on this side of the seam knows gRPC."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 from typing import Protocol
 
 from kvstore.core.cluster import ClusterView
@@ -101,6 +101,11 @@ class PeerTransport(Protocol):
 
     async def purge(self, address: str, key: bytes, state: KeyState, timeout: float) -> bool:
         """Delete the peer's record of `key` if it is still the tombstone `state`."""
+        ...
+
+    def retain(self, addresses: Collection[str]) -> None:
+        """Close whatever is held open to peers not in `addresses` (departed members, names
+        a forged message made this node dial): connections are kept only to members."""
         ...
 
     async def close(self) -> None: ...

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 from kvstore.core.antientropy import (
     AskHashes,
@@ -28,13 +29,14 @@ from kvstore.core.antientropy import (
     record_digest,
     segment_of,
 )
+from kvstore.core.limits import DEFAULT_LIMITS, Limits
 from kvstore.core.partitions import (
     check_partition,
     partition_bits,
     partition_range,
     segment_ranges,
 )
-from kvstore.core.ring import Ring
+from kvstore.core.ring import Ring, routed
 from kvstore.core.transport import PeerTransport, RecordPage
 from kvstore.core.versions import KeyState
 from kvstore.errors import InvalidArgument
@@ -43,7 +45,12 @@ from kvstore.node.periodic import run_every
 from kvstore.node.router import Router
 from kvstore.storage.codec import decode_record
 from kvstore.storage.engine import Storage, position_of
-from kvstore.storage.paging import StoredRecord, check_page_advances, take_page
+from kvstore.storage.paging import (
+    StoredRecord,
+    check_page_advances,
+    check_page_records,
+    take_page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +68,10 @@ class AntiEntropy:
         counters: Counter[str],
         timeout_ms: int,
         interval_ms: int,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.address = address
+        self._limits = limits
         self._router = router
         self._storage = storage
         self._transport = transport
@@ -196,6 +205,7 @@ class AntiEntropy:
                 peer, partition, segments, after, timeout
             )
             check_page_advances(peer, len(theirs), last, after, done)
+            check_page_records(peer, theirs, self._limits, partial(_in_ranges, ranges))
             # The peer's page covers (after, last]; its last page covers everything after.
             repaired = await self._repair_interval(
                 peer, ranges, dict(theirs), after, None if done else last, timeout
@@ -261,3 +271,9 @@ class AntiEntropy:
 
     async def run(self) -> None:
         await run_every(self._clock, self._interval_s, self.round, "anti-entropy")
+
+
+def _in_ranges(ranges: Sequence[tuple[int, int]], key: bytes) -> bool:
+    """Whether the key's ring position is in one of the [low, high) ranges asked for."""
+    position = routed(key).position
+    return any(low <= position < high for low, high in ranges)

@@ -225,8 +225,14 @@ class Coordinator:
 
     async def forwarded_put(self, forward: ForwardedPut) -> PutAnswer:
         """A put another node handed here: catch up from the sender first if its ring is
-        newer, so the two do not bounce it between an old ring and a new one."""
-        if forward.ring_epoch > self._router.ring_epoch and forward.sender and self._catch_up:
+        newer, so the two do not bounce it between an old ring and a new one. Only a ring
+        member is dialled: the sender is named by the message, and a node that dialled any
+        name it was given would connect wherever a forged message pointed it."""
+        if (
+            forward.ring_epoch > self._router.ring_epoch
+            and self._catch_up
+            and self._router.is_ring_member(forward.sender)
+        ):
             await self._catch_up(forward.sender)
         return await self.put(forward.command, hops=forward.hops)
 

@@ -7,7 +7,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from kvstore.core.cluster import ClusterView, MemberStatus
+from kvstore.core.cluster import ClusterView, InvalidView, MemberStatus
 from kvstore.core.membership import ClusterMismatch, Membership
 from kvstore.core.transport import PeerFailure, PeerTransport
 from kvstore.node.clock import Clock
@@ -17,6 +17,9 @@ from kvstore.storage.codec import encode_cluster
 from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
+
+# Senders whose refused gossip was logged (once each, not once per round).
+_MAX_REPORTED = 256
 
 
 class Gossip:
@@ -58,8 +61,10 @@ class Gossip:
     def merge(self, view: ClusterView, sender: str) -> None:
         try:
             changed = self.membership.on_gossip(view, self._clock.monotonic())
-        except ClusterMismatch as exc:
+        except (ClusterMismatch, InvalidView) as exc:
             if sender not in self._reported:
+                if len(self._reported) >= _MAX_REPORTED:
+                    self._reported.clear()  # senders may be made up: keep the set bounded
                 self._reported.add(sender)
                 log.error("gossip from %s refused: %s", sender, exc)
             raise
@@ -85,6 +90,7 @@ class Gossip:
         if self.membership.ring is not before:
             self._router.refresh()  # this node is the claimant and planned a step
         self.save()
+        self._transport.retain(self.membership.contacts())
         try:
             if peer is not None:
                 await self.exchange(peer)

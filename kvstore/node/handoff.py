@@ -27,9 +27,11 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 from kvstore.core import ringplan
 from kvstore.core.cluster import MemberStatus, RingState
+from kvstore.core.limits import DEFAULT_LIMITS, Limits
 from kvstore.core.membership import Membership
 from kvstore.core.partitions import partition_range
 from kvstore.core.ring import Ring
@@ -40,7 +42,7 @@ from kvstore.node.periodic import run_every
 from kvstore.node.router import Router
 from kvstore.storage.codec import decode_record
 from kvstore.storage.engine import Storage
-from kvstore.storage.paging import check_page_advances, take_page
+from kvstore.storage.paging import check_page_advances, check_page_records, take_page
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,9 @@ class Handoff:
         timeout_ms: int,
         interval_ms: int,
         save_cluster: Callable[[], None],
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self._limits = limits
         self.address = address
         self._membership = membership
         self._router = router
@@ -151,6 +155,12 @@ class Handoff:
                             source, partition, after, PAGE, timeout
                         )
                         check_page_advances(source, len(records), last, after, done)
+                        check_page_records(
+                            source,
+                            records,
+                            self._limits,
+                            partial(_in_partition, ring, partition),
+                        )
                         after = last
                         self._storage.merge_many(records)
                         self._counters["handoff_keys_received"] += len(records)
@@ -216,3 +226,7 @@ class Handoff:
         self._save_cluster()
         log.info("left the ring: no data and no hints left here; the node can be stopped")
         return True
+
+
+def _in_partition(ring: Ring, partition: int, key: bytes) -> bool:
+    return ring.partition_for_key(key) == partition

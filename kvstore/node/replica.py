@@ -19,7 +19,7 @@ from kvstore.core.limits import Limits
 from kvstore.core.requests import NOT_FOUND, GetAnswer
 from kvstore.core.ring import RoutedKey, routed
 from kvstore.core.versions import EMPTY, KeyState
-from kvstore.errors import StorageError, TooManySiblings
+from kvstore.errors import InvalidArgument, StorageError, TooManySiblings
 from kvstore.node.clock import Clock
 from kvstore.node.commits import GroupCommit
 from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context, encode_record
@@ -109,7 +109,7 @@ class Replica:
         """Merge a state another node sent; as a hint when this node stands in for the
         primary `hint_for`. Done once durable. Raises at once (nothing changed) for a key
         out of bounds, or when the hints are full."""
-        self._limits.check_key(key.key if isinstance(key, RoutedKey) else key)
+        self._limits.check_state(key.key if isinstance(key, RoutedKey) else key, state)
         if hint_for and hint_for != self.address:
             self._storage.store_hint(
                 hint_for, key, state, self._clock.wall_ms(), self._hint_max_bytes
@@ -122,18 +122,21 @@ class Replica:
         return self._commits.durable()
 
     def merge_batch(self, items: Iterable[tuple[bytes, KeyState]]) -> asyncio.Future[None]:
-        """Merge many states, all or none (a key out of bounds fails the batch before any
-        is staged); done once all are durable."""
+        """Merge many states, all or none (a key or state out of bounds fails the batch
+        before any is staged); done once all are durable."""
         items = list(items)
-        for key, _ in items:
-            self._limits.check_key(key)
+        for key, state in items:
+            self._limits.check_state(key, state)
         for key, state in items:
             self._storage.stage_merge(key, state)
         return self._commits.durable()
 
     def purge(self, key: bytes, state: KeyState) -> bool:
-        """Delete the record of `key` if it is still the tombstone `state` (tombstone GC)."""
-        self._limits.check_key(key)
+        """Delete the record of `key` if it is still the tombstone `state` (tombstone GC).
+        Only a tombstone: a purge naming a live value is refused, whatever it matches."""
+        self._limits.check_state(key, state)
+        if not state.siblings or any(not s.is_tombstone for s in state.siblings):
+            raise InvalidArgument("purge removes tombstones only: the state names a live value")
         return self._storage.purge_tombstone(key, state, self._clock.wall_ms())
 
     def write(self, key: RoutedKey, context: versions.Clock, value: bytes | None) -> Written:

@@ -56,6 +56,13 @@ class Router:
         state = self._membership.ring
         return 0 if state is None else state.epoch
 
+    def is_ring_member(self, address: str) -> bool:
+        """Whether the address owns (or is about to own) partitions: the only peers a
+        request may make this node dial."""
+        return any(
+            ring is not None and address in ring.members for ring in (self.ring, self.pending_ring)
+        )
+
     def is_up(self, address: str) -> bool:
         return self._membership.is_up(address, self._clock.monotonic())
 

@@ -147,6 +147,7 @@ def build_node(
         timeout_ms,
         background.handoff_interval_ms,
         save_cluster=gossip.save,
+        limits=limits,
     )
     coordinator = Coordinator(
         address,
@@ -170,6 +171,7 @@ def build_node(
         counters,
         timeout_ms,
         background.anti_entropy_interval_ms,
+        limits=limits,
     )
     hints = HintDelivery(
         address,

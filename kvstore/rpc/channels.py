@@ -23,6 +23,11 @@ class ChannelPool(Generic[StubT]):
             stub = self._stubs[address] = self._make_stub(channel)
         return stub
 
+    def take(self, address: str) -> Any | None:
+        """Forget the channel to `address` and hand it over (None if there is none)."""
+        self._stubs.pop(address, None)
+        return self.channels.pop(address, None)
+
     def take_channels(self) -> list[Any]:
         """Forget every channel and hand them over, for the owner to close (sync or async)."""
         channels = list(self.channels.values())

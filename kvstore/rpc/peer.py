@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -106,6 +106,8 @@ class PeerClient:
         )
         self._streams: dict[str, CallStream[pb.PeerResult]] = {}
         self._turns: dict[str, _Turn] = {}
+        # Closes of departed peers' streams and channels under way (`retain`).
+        self._closing: set[asyncio.Task[None]] = set()
         # Background work (gossip, anti-entropy, hint delivery, handoff) has channels of its
         # own: calling a peer that is not up yet (at start-up, after a crash) puts a channel
         # into reconnect backoff, where every call on it fails at once for up to two
@@ -253,12 +255,33 @@ class PeerClient:
             lambda result: _forwarded(result, address),
         )
 
+    def retain(self, addresses: Collection[str]) -> None:
+        keep = set(addresses)
+        gone = {*self._streams, *self._turns, *self._pool.channels, *self._control.channels}
+        gone -= keep
+        for address in gone:
+            self._turns.pop(address, None)
+            stream = self._streams.pop(address, None)
+            channels = [c for c in (self._pool.take(address), self._control.take(address)) if c]
+            task = asyncio.get_running_loop().create_task(_close(stream, channels))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             await stream.close()
         for channel in self._pool.take_channels() + self._control.take_channels():
             await channel.close()
+
+
+async def _close(stream: CallStream[pb.PeerResult] | None, channels: list[Any]) -> None:
+    if stream is not None:
+        await stream.close()
+    for channel in channels:
+        await channel.close()
 
 
 class _Kind:

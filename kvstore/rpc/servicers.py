@@ -16,7 +16,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.core.cluster import ClusterView
+from kvstore.core.cluster import ClusterView, InvalidView
 from kvstore.core.requests import (
     ForwardedPut,
     GetAnswer,
@@ -134,12 +134,6 @@ def _keyed_records(items: Iterable[tuple[bytes, KeyState]]) -> list[pb.KeyedReco
 
 
 _NOT_READ = pb.EncodedRead()
-
-
-def _read_response(state: KeyState | None) -> pb.ReplicaReadResponse:
-    if state is None:
-        return pb.ReplicaReadResponse(found=False)
-    return pb.ReplicaReadResponse(found=True, record=record_of(state))
 
 
 def _failure(exc: BaseException) -> pb.CallError:
@@ -318,26 +312,6 @@ class PeerServicer(pb_grpc.PeerServicer):
         self._partitions = partitions
         self._admin = admin
 
-    async def ReplicaRead(
-        self, request: pb.ReplicaReadRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ReplicaReadResponse:
-        async def call() -> pb.ReplicaReadResponse:
-            state = self._replica.read(request.key, data_only=request.data_only)
-            if state is None:
-                return pb.ReplicaReadResponse(found=False)
-            return pb.ReplicaReadResponse(found=True, record=record_of(state))
-
-        return await _answer(context, call)
-
-    async def ReplicaMerge(
-        self, request: pb.ReplicaMergeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ReplicaMergeResponse:
-        async def call() -> pb.ReplicaMergeResponse:
-            await self._replica.merge(request.key, _peer_state(request.record), request.hint_for)
-            return pb.ReplicaMergeResponse()
-
-        return await _answer(context, call)
-
     async def ReplicaMergeBatch(
         self, request: pb.ReplicaMergeBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicaMergeBatchResponse:
@@ -450,8 +424,10 @@ class PeerServicer(pb_grpc.PeerServicer):
             try:
                 view = cluster_from_proto(request.state)
                 return pb.GossipResponse(
-                    state=cluster_to_proto(self._gossip.on_push(view, request.sender))
+                    state=cluster_to_proto(self._gossip.on_push(view, request.sender[:256]))
                 )
+            except InvalidView as exc:
+                raise InvalidArgument(f"gossip refused: {exc}") from None
             except ValueError as exc:  # ClusterMismatch too
                 raise ClusterRefused(str(exc)) from exc
 
@@ -487,15 +463,6 @@ class PeerServicer(pb_grpc.PeerServicer):
             return pb.PartitionRecordsResponse(
                 records=_keyed_records(records), last=last, done=done
             )
-
-        return await _answer(context, call)
-
-    async def ForwardPut(
-        self, request: pb.ForwardPutRequest, context: grpc.aio.ServicerContext
-    ) -> pb.PutResponse:
-        async def call() -> pb.PutResponse:
-            answer = await self._coordinator.forwarded_put(translate.forwarded_put(request))
-            return translate.put_response(answer)
 
         return await _answer(context, call)
 

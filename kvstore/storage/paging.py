@@ -11,9 +11,12 @@ page that holds none would never advance.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
+from kvstore.core.limits import Limits
 from kvstore.core.transport import PeerFailure
+from kvstore.core.versions import KeyState
+from kvstore.errors import KvError
 
 PAGE_BYTES = 1024 * 1024
 
@@ -61,3 +64,22 @@ def check_page_advances(source: str, records: int, last: bytes, after: bytes, do
     breaks this (a bug, another version) would otherwise keep a paging loop going for ever."""
     if not done and (not records or last <= after):
         raise PeerFailure(f"{source} sent a page that does not advance")
+
+
+def check_page_records(
+    source: str,
+    records: Sequence[tuple[bytes, KeyState]],
+    limits: Limits,
+    asked_for: Callable[[bytes], bool],
+) -> None:
+    """A page a peer sent is merged only whole and only if every record is one this node
+    asked for (its key in the partition or segments requested) and within the limits a
+    client's write obeys: a forged page would otherwise plant keys anywhere in the ring or
+    values past max_value_bytes."""
+    for key, state in records:
+        try:
+            limits.check_state(key, state)
+        except KvError as exc:
+            raise PeerFailure(f"{source} sent a record out of bounds: {exc}") from None
+        if not asked_for(key):
+            raise PeerFailure(f"{source} sent a record of a key outside the range asked for")

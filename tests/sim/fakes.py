@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -237,6 +237,9 @@ class FakeTransport:
             timeout,
             lambda node: node.coordinator.forwarded_put(forward),
         )
+
+    def retain(self, addresses: Collection[str]) -> None:
+        pass  # the fake network holds nothing open
 
     # The background exchanges are not part of the request path: a test that reaches one
     # has left what this fake models.

@@ -114,6 +114,8 @@ _INT_SETTINGS = {
     "max_siblings",
     "max_clock_entries",
     "max_batch_items",
+    "max_inflight_requests",
+    "max_inflight_request_bytes",
     "request_timeout_ms",
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),

@@ -82,6 +82,18 @@ class HintsFull(KvError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Overloaded(KvError):
+    """The node holds as many client requests (or request bytes) in flight as it may
+    (max_inflight_requests, max_inflight_request_bytes): the request was refused before
+    anything was done, so it is safe to retry, after `retry_after_ms` or on another node."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_ms: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 class Timeout(KvError):
     """The request deadline passed before the operation finished; its outcome is unknown."""
 
@@ -116,6 +128,7 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         Unavailable,
         TransportError,
         HintsFull,
+        Overloaded,
         ClusterRefused,
         Timeout,
         StorageError,

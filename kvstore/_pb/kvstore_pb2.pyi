@@ -129,18 +129,20 @@ class GetManyRequest(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., r: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class CallError(_message.Message):
-    __slots__ = ("code", "error", "message", "answered", "required")
+    __slots__ = ("code", "error", "message", "answered", "required", "retry_after_ms")
     CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     code: str
     error: str
     message: str
     answered: int
     required: int
-    def __init__(self, code: _Optional[str] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., answered: _Optional[int] = ..., required: _Optional[int] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, code: _Optional[str] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., answered: _Optional[int] = ..., required: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class GetManyItem(_message.Message):
     __slots__ = ("ok", "error")

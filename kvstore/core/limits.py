@@ -47,6 +47,10 @@ class Limits:
     request_timeout_ms: int = 5_000
     max_request_timeout_ms: int = 60_000
     max_batch_items: int = 1_000
+    # Client requests one node coordinates at once (a batch counts one per item) and the
+    # bytes they hold: past either the node answers Overloaded (RESOURCE_EXHAUSTED).
+    max_inflight_requests: int = 4_096
+    max_inflight_request_bytes: int = 256 * 1024 * 1024
 
     def check(self) -> None:
         _in_range("max_key_bytes", self.max_key_bytes, 1, KEY_BYTES_CEILING)
@@ -58,6 +62,11 @@ class Limits:
         _in_range("max_request_timeout_ms", self.max_request_timeout_ms, 1, TIMEOUT_MS_CEILING)
         _in_range("request_timeout_ms", self.request_timeout_ms, 1, self.max_request_timeout_ms)
         _in_range("max_batch_items", self.max_batch_items, 1, BATCH_ITEMS_CEILING)
+        # A batch the node accepts must fit within the bound: at least max_batch_items.
+        _in_range(
+            "max_inflight_requests", self.max_inflight_requests, self.max_batch_items, 1 << 20
+        )
+        _in_range("max_inflight_request_bytes", self.max_inflight_request_bytes, 1 << 20, 1 << 40)
 
     def check_batch(self, items: int) -> None:
         if items > self.max_batch_items:

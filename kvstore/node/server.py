@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kvstore.config import NodeConfig
 from kvstore.core.failure import PhiAccrualDetector
+from kvstore.core.limits import Limits
 from kvstore.core.membership import Membership
 from kvstore.core.transport import PeerTransport
 from kvstore.node.admin import Admin
@@ -66,6 +67,7 @@ class NodeParts:
     tombstones: TombstoneGC
     counters: Counter[str]
     tasks: TaskSet
+    limits: Limits
 
     @property
     def background(self) -> tuple[Gossip, AntiEntropy, Handoff, HintDelivery, TombstoneGC]:
@@ -75,7 +77,9 @@ class NodeParts:
         self, max_message_bytes: int = DEFAULT_MESSAGE_BYTES
     ) -> tuple[KVServicer, PeerServicer, AdminServicer]:
         return (
-            KVServicer(self.coordinator, self.replica, self.counters, max_message_bytes),
+            KVServicer(
+                self.coordinator, self.replica, self.counters, max_message_bytes, self.limits
+            ),
             PeerServicer(
                 self.replica,
                 self.coordinator,
@@ -211,6 +215,7 @@ def build_node(
         tombstones=tombstones,
         counters=counters,
         tasks=tasks,
+        limits=limits,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
@@ -17,6 +18,7 @@ import grpc
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.core.cluster import ClusterView, InvalidView
+from kvstore.core.limits import DEFAULT_LIMITS, Limits
 from kvstore.core.requests import (
     ForwardedPut,
     GetAnswer,
@@ -28,8 +30,16 @@ from kvstore.core.requests import (
 )
 from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
-from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError, StorageError
+from kvstore.errors import (
+    ClusterRefused,
+    InternalError,
+    InvalidArgument,
+    KvError,
+    Overloaded,
+    StorageError,
+)
 from kvstore.rpc import translate
+from kvstore.rpc.admission import Admission
 from kvstore.rpc.session import StreamSession
 from kvstore.rpc.status import abort, call_error
 from kvstore.rpc.wire import MAX_ITEMS_PER_CALL
@@ -187,12 +197,34 @@ class KVServicer(pb_grpc.KVServicer):
         replica: Replicating,
         counters: Counter[str] | None = None,
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._coordinator = coordinator
         self._replica = replica
         self._max_message_bytes = max_message_bytes
         # Streams' messages and calls (client_stream_*): how well calls share messages.
         self._counters: Counter[str] = Counter() if counters is None else counters
+        self._admission = Admission(
+            limits.max_inflight_requests, limits.max_inflight_request_bytes, self._counters
+        )
+
+    async def _admitted(
+        self,
+        context: grpc.aio.ServicerContext,
+        items: int,
+        size: int,
+        call: Callable[[], Awaitable[T]],
+    ) -> T:
+        """`call` within the node's bound on requests in flight (Overloaded past it)."""
+        try:
+            self._admission.enter(items, size)
+        except Overloaded as exc:
+            await abort(context, exc)
+        started = time.monotonic()
+        try:
+            return await _answer(context, call)
+        finally:
+            self._admission.leave(items, size, (time.monotonic() - started) * 1000)
 
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
@@ -203,7 +235,7 @@ class KVServicer(pb_grpc.KVServicer):
             )
             return translate.get_response(answer)
 
-        return await _answer(context, call)
+        return await self._admitted(context, 1, request.ByteSize(), call)
 
     async def Put(
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext
@@ -212,7 +244,7 @@ class KVServicer(pb_grpc.KVServicer):
             answer = await self._coordinator.put(translate.put_command(request))
             return translate.put_response(answer)
 
-        return await _answer(context, call)
+        return await self._admitted(context, 1, request.ByteSize(), call)
 
     async def LocalGet(
         self, request: pb.LocalGetRequest, context: grpc.aio.ServicerContext
@@ -225,12 +257,18 @@ class KVServicer(pb_grpc.KVServicer):
     async def GetMany(
         self, request: pb.GetManyRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetManyResponse:
-        return await _answer(context, partial(self._get_many, request))
+        items = max(len(request.keys), 1)
+        return await self._admitted(
+            context, items, request.ByteSize(), partial(self._get_many, request)
+        )
 
     async def PutMany(
         self, request: pb.PutManyRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutManyResponse:
-        return await _answer(context, partial(self._put_many, request))
+        items = max(len(request.items), 1)
+        return await self._admitted(
+            context, items, request.ByteSize(), partial(self._put_many, request)
+        )
 
     async def Stream(
         self, request_iterator: AsyncIterator[pb.ClientCalls], context: grpc.aio.ServicerContext
@@ -254,6 +292,21 @@ class KVServicer(pb_grpc.KVServicer):
         self, call: pb.ClientCall, session: StreamSession[pb.ClientCall, pb.ClientResult]
     ) -> None:
         kind = call.WhichOneof("call")
+        items = 1
+        if kind == "get_many":
+            items = max(len(call.get_many.keys), 1)
+        elif kind == "put_many":
+            items = max(len(call.put_many.items), 1)
+        elif kind not in ("get", "put"):
+            error = call_error(InvalidArgument(f"unknown call {kind!r}"))
+            session.reply(pb.ClientResult(id=call.id, error=error))
+            return
+        size = call.ByteSize()
+        try:
+            self._admission.enter(items, size)
+        except Overloaded as exc:
+            session.reply(pb.ClientResult(id=call.id, error=call_error(exc)))
+            return
         work: Awaitable[Any]
         if kind == "get":
             work = self._get(call.get)
@@ -261,15 +314,17 @@ class KVServicer(pb_grpc.KVServicer):
             work = self._put(call.put)
         elif kind == "get_many":
             work = self._get_many(call.get_many)
-        elif kind == "put_many":
-            work = self._put_many(call.put_many)
         else:
-            error = call_error(InvalidArgument(f"unknown call {kind!r}"))
-            session.reply(pb.ClientResult(id=call.id, error=error))
-            return
+            work = self._put_many(call.put_many)
         task = asyncio.ensure_future(work)
         session.track(call.id, task)
         task.add_done_callback(partial(_reply_client, session, call.id, kind))
+        task.add_done_callback(
+            partial(self._left, items, size, time.monotonic()),
+        )
+
+    def _left(self, items: int, size: int, started: float, _: asyncio.Future[Any]) -> None:
+        self._admission.leave(items, size, (time.monotonic() - started) * 1000)
 
     async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
         answer = await self._coordinator.get(

@@ -15,6 +15,7 @@ from kvstore.errors import (
     ERRORS_BY_NAME,
     InternalError,
     KvError,
+    Overloaded,
     Timeout,
     TransportError,
     Unavailable,
@@ -23,6 +24,7 @@ from kvstore.errors import (
 ERROR_KEY = "kvstore-error"
 ANSWERED_KEY = "kvstore-answered"
 REQUIRED_KEY = "kvstore-required"
+RETRY_AFTER_KEY = "kvstore-retry-after-ms"
 
 
 def status_code(error: KvError) -> grpc.StatusCode:
@@ -33,6 +35,8 @@ def trailing_metadata(error: KvError) -> tuple[tuple[str, str], ...]:
     metadata = [(ERROR_KEY, type(error).__name__)]
     if isinstance(error, Unavailable):
         metadata += [(ANSWERED_KEY, str(error.answered)), (REQUIRED_KEY, str(error.required))]
+    if isinstance(error, Overloaded):
+        metadata.append((RETRY_AFTER_KEY, str(error.retry_after_ms)))
     return tuple(metadata)
 
 
@@ -79,11 +83,22 @@ def error_from_rpc(exc: grpc.RpcError, address: str = "") -> KvError:
         int(metadata.get(ANSWERED_KEY, "0") or 0),
         int(metadata.get(REQUIRED_KEY, "0") or 0),
         address,
+        _number(metadata.get(RETRY_AFTER_KEY, "")),
     )
 
 
+def _number(text: str) -> int:
+    return int(text) if text.isdigit() and len(text) < 10 else 0
+
+
 def rebuild_error(
-    code: str, name: str, details: str, answered: int = 0, required: int = 0, address: str = ""
+    code: str,
+    name: str,
+    details: str,
+    answered: int = 0,
+    required: int = 0,
+    address: str = "",
+    retry_after_ms: int = 0,
 ) -> KvError:
     """The kvstore error a failure names: by its class name when the server gave one, else
     by the status code alone (grpc's own failures, a connection that failed)."""
@@ -97,6 +112,8 @@ def rebuild_error(
     cls = ERRORS_BY_NAME.get(name, ERRORS_BY_CODE.get(code, KvError))
     if issubclass(cls, Unavailable):
         return cls(details, answered, required)
+    if issubclass(cls, Overloaded):
+        return cls(details, retry_after_ms)
     return cls(details)
 
 
@@ -107,11 +124,19 @@ def call_error(error: KvError) -> pb.CallError:
     if isinstance(error, Unavailable):
         failure.answered = max(error.answered, 0)
         failure.required = max(error.required, 0)
+    if isinstance(error, Overloaded):
+        failure.retry_after_ms = max(error.retry_after_ms, 0)
     return failure
 
 
 def error_from_call(failure: pb.CallError, address: str = "") -> KvError:
     """The kvstore error a stream call's or a batch item's CallError stands for."""
     return rebuild_error(
-        failure.code, failure.error, failure.message, failure.answered, failure.required, address
+        failure.code,
+        failure.error,
+        failure.message,
+        failure.answered,
+        failure.required,
+        address,
+        failure.retry_after_ms,
     )

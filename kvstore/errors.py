@@ -106,6 +106,19 @@ class StorageError(KvError):
     code = "INTERNAL"
 
 
+class StorageUnavailable(StorageError):
+    """The node's storage failed a write for a reason outside kvstore (an IO error): it refuses
+    writes, still answers reads, and takes writes again on its own once a probe finds the
+    storage writable (no restart). UNAVAILABLE: the same write may succeed on another node or
+    later; nothing of it was stored here."""
+
+    code = "UNAVAILABLE"
+
+
+class StorageFull(StorageUnavailable):
+    """The node's disk is full: writes are refused until space returns."""
+
+
 class InternalError(KvError):
     """A bug or an unexpected failure on the server."""
 
@@ -132,6 +145,8 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         ClusterRefused,
         Timeout,
         StorageError,
+        StorageUnavailable,
+        StorageFull,
         InternalError,
     )
 }

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from kvstore.core.cluster import ClusterView, InvalidView, MemberStatus
 from kvstore.core.membership import ClusterMismatch, Membership
 from kvstore.core.transport import PeerFailure, PeerTransport
+from kvstore.errors import StorageUnavailable
 from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
 from kvstore.node.router import Router
@@ -81,8 +82,15 @@ class Gossip:
 
     def save(self) -> None:
         if self.membership.revision != self._saved_revision:
-            self._saved_revision = self.membership.revision
-            self._storage.save_cluster(encode_cluster(self.membership.view()))
+            revision = self.membership.revision
+            try:
+                self._storage.save_cluster(encode_cluster(self.membership.view()))
+            except StorageUnavailable:
+                # A storage fault (reported by the node's storage watch) must not stop
+                # gossip: the node still serves reads, and its peers must not hold it down.
+                # The revision stays unsaved, so a round after the fault saves it.
+                return
+            self._saved_revision = revision
 
     async def round(self) -> None:
         before = self.membership.ring

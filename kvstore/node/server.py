@@ -24,6 +24,7 @@ from kvstore.node.handoff import Handoff
 from kvstore.node.hints import HintDelivery
 from kvstore.node.replica import Replica
 from kvstore.node.router import Router
+from kvstore.node.storagewatch import StorageWatch
 from kvstore.node.tasks import TaskSet
 from kvstore.node.tombstones import TombstoneGC
 from kvstore.rpc.peer import PeerClient
@@ -232,10 +233,14 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             config, storage, actor, peers, start_membership(config, storage, clock), clock, counters
         )
         server = GrpcServer(*node.servicers(message_bytes), max_message_bytes=message_bytes)
-        await server.set_serving(False)
-        node.gossip.on_ring_known = lambda: server.set_serving(True)
+        health = Health(server)
+        await health.update()
+        node.gossip.on_ring_known = lambda: health.update(ring_known=True)
         if node.router.ring is not None:
-            await server.set_serving(True)
+            await health.update(ring_known=True)
+        watch = StorageWatch(
+            storage, counters, lambda writable: health.update(storage_writable=writable)
+        )
         await server.start(config.listen)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -248,7 +253,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             f" members={','.join(ring.members) if ring else '(none yet)'}",
             flush=True,
         )
-        loops = [asyncio.create_task(work.run()) for work in node.background]
+        loops = [asyncio.create_task(work.run()) for work in (*node.background, watch)]
         await stop.wait()
         for task in loops:
             task.cancel()
@@ -260,6 +265,25 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         await peers.close()
     finally:
         storage.close()
+
+
+class Health:
+    """What the health service says: SERVING while the node knows a ring (it can coordinate)
+    and its storage takes writes (see node.storagewatch); NOT_SERVING otherwise."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self._server = server
+        self.ring_known = False
+        self.storage_writable = True
+
+    async def update(
+        self, ring_known: bool | None = None, storage_writable: bool | None = None
+    ) -> None:
+        if ring_known is not None:
+            self.ring_known = ring_known
+        if storage_writable is not None:
+            self.storage_writable = storage_writable
+        await self._server.set_serving(self.ring_known and self.storage_writable)
 
 
 def start_membership(

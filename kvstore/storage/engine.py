@@ -21,6 +21,13 @@ what is committed. Whoever staged a write learns through `when_committed` that i
 durable, or that the commit failed and nothing of it was stored. The plain methods
 (`update`, `merge`, `merge_many`, ...) stage and commit in one call; any direct write
 commits what is staged first, so writes keep their order.
+
+Storage faults: when RocksDB fails a write because the OS refused it (a full disk, an IO
+error), the storage enters a fault: every write is refused with StorageFull /
+StorageUnavailable (nothing of it stored, so nothing of it acknowledged), reads go on.
+RocksDB then refuses every write, even once space is back, until the database is reopened
+(rocksdict does not expose DB::Resume): `try_resume`, which the node calls about once a
+second while the fault lasts, reopens it in-process once the disk has room again.
 """
 
 from __future__ import annotations
@@ -39,7 +46,13 @@ import rocksdict
 from kvstore import _native
 from kvstore.core.ring import RoutedKey
 from kvstore.core.versions import KeyState, merge
-from kvstore.errors import ConfigError, HintsFull, StorageError
+from kvstore.errors import (
+    ConfigError,
+    HintsFull,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 from kvstore.storage.codec import DecodedHint as Hint
 from kvstore.storage.codec import decode_hint, decode_record, encode_hint, encode_record
 
@@ -52,6 +65,18 @@ _META_CLUSTER = b"cluster"
 # Purge markers: the tombstone a purge deleted, by data key, with the purge time.
 _PURGED = b"purged:"
 _PURGED_AT = struct.Struct(">Q")
+
+# rocksdict raises a plain Exception carrying RocksDB's Status text. An OS refusal reads
+# (rocksdict 0.3.29, ENOSPC on the WAL): "IO error: No space left on device: While appending
+# to file: <dir>/000004.log: No space left on device"; every later write repeats it, also
+# once space is back, and close() then says "IO error: Writer has previous error.".
+_IO_ERROR = "IO error"
+_NO_SPACE = "No space left on device"
+# Room a reopen needs besides the WAL it replays into a table file: the new WAL, MANIFEST
+# and OPTIONS files. Asked of the filesystem before the database is closed, so a disk that
+# is still full keeps the open handle (and its reads) rather than losing it.
+_RESUME_HEADROOM = 1 << 20
+_SPACE_PROBE = "kvstore-space-probe"
 
 
 # A key, or a key with its ring position already computed (hashed once per request).
@@ -79,6 +104,19 @@ def _hint_prefix(key: Key) -> bytes:
     return _POSITION.pack(position) + _KEY_LENGTH.pack(len(raw)) + raw
 
 
+def _fault(exc: Exception) -> StorageUnavailable | None:
+    """The fault a failed RocksDB write stands for, or None for a failure of another kind
+    (a bug, a corrupt batch: not something waiting can cure)."""
+    text = str(exc)
+    if _NO_SPACE in text:
+        return StorageFull(f"node's disk is full: writes refused until space returns ({text})")
+    if text.startswith(_IO_ERROR):
+        return StorageUnavailable(
+            f"node's storage failed a write: writes refused until it recovers ({text})"
+        )
+    return None
+
+
 def _options() -> rocksdict.Options:
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(True)
@@ -94,21 +132,13 @@ class Storage:
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = False) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        # The fault writes are refused for (None: writable), and who to tell when one starts.
+        self._fault: StorageUnavailable | None = None
+        self.on_fault: Callable[[], None] | None = None
         try:
-            self._db = rocksdict.Rdict(
-                str(self.path),
-                _options(),
-                column_families={
-                    name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES
-                },
-            )
+            self._open()
         except Exception as exc:  # rocksdict raises plain Exception subclasses
             raise StorageError(f"cannot open RocksDB at {self.path}: {exc}") from exc
-        self._data = self._db.get_column_family("data")
-        self._hints = self._db.get_column_family("hints")
-        self._meta = self._db.get_column_family("meta")
-        self._data_handle = self._db.get_column_family_handle("data")
-        self._meta_handle = self._db.get_column_family_handle("meta")
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync
         # Group commit: data key -> (state, encoding) staged for the next commit, and who
@@ -125,6 +155,105 @@ class Storage:
             self.hint_count += 1
             self.hint_bytes += len(cast(bytes, hint_key)) + len(cast(bytes, raw))
 
+    def _open(self, read_only: bool = False) -> None:
+        access = (
+            rocksdict.AccessType.read_only(False)
+            if read_only
+            else rocksdict.AccessType.read_write()
+        )
+        self._db = rocksdict.Rdict(
+            str(self.path),
+            _options(),
+            column_families={name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES},
+            access_type=access,
+        )
+        self._data = self._db.get_column_family("data")
+        self._hints = self._db.get_column_family("hints")
+        self._meta = self._db.get_column_family("meta")
+        self._data_handle = self._db.get_column_family_handle("data")
+        self._meta_handle = self._db.get_column_family_handle("meta")
+
+    def _close_db(self) -> None:
+        # Column-family handles hold the database open: release them before closing it.
+        for name in ("_data", "_hints", "_meta", "_data_handle", "_meta_handle"):
+            self.__dict__.pop(name, None)
+        db = self.__dict__.pop("_db", None)
+        if db is not None:
+            try:
+                db.close()
+            except Exception:
+                # A database in a fault says so again on close ("Writer has previous
+                # error"), and is closed all the same.
+                if self._fault is None:
+                    raise
+
+    # ---- storage faults ----
+
+    @property
+    def fault(self) -> StorageUnavailable | None:
+        """Why writes are refused now, or None while the storage takes writes."""
+        return self._fault
+
+    def _write(self, write: Callable[[], object]) -> None:
+        """Run one RocksDB write; a write the OS refused starts a fault (see the module's
+        doc). Raises StorageFull / StorageUnavailable in a fault, StorageError otherwise."""
+        if self._fault is not None:
+            # A fresh error each time: one instance raised again and again would grow its
+            # traceback with every request.
+            raise type(self._fault)(str(self._fault))
+        try:
+            write()
+        except Exception as exc:  # rocksdict raises plain Exception subclasses
+            fault = _fault(exc)
+            if fault is None:
+                raise StorageError(f"write to RocksDB failed: {exc}") from exc
+            self._fault = fault
+            if self.on_fault is not None:
+                self.on_fault()
+            raise type(fault)(str(fault)) from exc
+
+    def _has_room(self) -> bool:
+        """Whether the filesystem has room for a reopen: the WAL's size plus headroom,
+        allocated for real (a free-space figure can promise blocks a quota refuses)."""
+        need = _RESUME_HEADROOM + sum(
+            wal.stat().st_size for wal in self.path.glob("*.log") if wal.is_file()
+        )
+        probe = self.path / _SPACE_PROBE
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, need)
+            finally:
+                os.close(fd)
+            return True
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def try_resume(self) -> bool:
+        """End a fault if the storage can write again: True once it takes writes. Reopens
+        the database in-process (what it replays from the WAL is every write it
+        acknowledged); while the disk has no room, does nothing and keeps the reads."""
+        with self._lock:
+            if self._fault is None:
+                return True
+            if self._closed or not self._has_room():
+                return False
+            self._close_db()
+            try:
+                self._open()
+            except Exception:
+                # Still refused (the room went meanwhile, or an iterator of the old handle
+                # still holds its lock): reads go on from a read-only handle, and the next
+                # probe tries again.
+                with contextlib.suppress(Exception):
+                    self._open(read_only=True)
+                return False
+            self._fault = None
+            return True
+
     # ---- identity ----
 
     def claim_identity(self, node_id: str) -> str:
@@ -137,8 +266,14 @@ class Storage:
         stored = self._meta.get(_META_NODE_ID)
         if stored is None:
             actor = f"{node_id}/{secrets.token_hex(4)}"
-            self._meta.put(_META_NODE_ID, node_id.encode(), write_opt=self._sync_options())
-            self._meta.put(_META_ACTOR, actor.encode(), write_opt=self._sync_options())
+            self._write(
+                lambda: self._meta.put(
+                    _META_NODE_ID, node_id.encode(), write_opt=self._sync_options()
+                )
+            )
+            self._write(
+                lambda: self._meta.put(_META_ACTOR, actor.encode(), write_opt=self._sync_options())
+            )
             return actor
         if stored.decode() != node_id:
             raise ConfigError(
@@ -155,7 +290,7 @@ class Storage:
 
     def save_cluster(self, encoded: bytes) -> None:
         """The node's last cluster state (members and ring), so a restart keeps them."""
-        self._meta.put(_META_CLUSTER, encoded, write_opt=self._sync_options())
+        self._write(lambda: self._meta.put(_META_CLUSTER, encoded, write_opt=self._sync_options()))
 
     def _sync_options(self) -> rocksdict.WriteOptions:
         options = rocksdict.WriteOptions()
@@ -238,10 +373,10 @@ class Storage:
                 for dk, (_, raw) in staged.items():
                     batch.put(dk, raw, column_family=self._data_handle)
                 try:
-                    self._db.write(batch, write_opt=self._write_options)
+                    self._write(lambda: self._db.write(batch, write_opt=self._write_options))
                     self.commits += 1
-                except Exception as exc:  # rocksdict raises plain Exception subclasses
-                    error = StorageError(f"write to RocksDB failed: {exc}")
+                except StorageError as exc:
+                    error = exc
         for callback in callbacks:
             callback(error)
         if error is not None:
@@ -310,7 +445,7 @@ class Storage:
             raw = self._data.get(dk)
             if raw is None or decode_record(raw) != expected:
                 return False
-            self._data.delete(dk, write_opt=self._write_options)
+            self._write(lambda: self._data.delete(dk, write_opt=self._write_options))
             return True
 
     # ---- tombstone purges ----
@@ -338,7 +473,7 @@ class Storage:
                 _PURGED_AT.pack(now_ms) + encode_record(expected),
                 column_family=self._meta_handle,
             )
-            self._db.write(batch, write_opt=self._write_options)
+            self._write(lambda: self._db.write(batch, write_opt=self._write_options))
             return True
 
     def forget_purges(self, before_ms: int) -> int:
@@ -350,9 +485,12 @@ class Storage:
                 break
             if _PURGED_AT.unpack_from(cast(bytes, raw))[0] < before_ms:
                 old.append(marker_key)
-        with self._lock:
+        if old:
+            batch = rocksdict.WriteBatch(raw_mode=True)
             for marker_key in old:
-                self._meta.delete(marker_key, write_opt=self._write_options)
+                batch.delete(marker_key, column_family=self._meta_handle)
+            with self._lock:
+                self._write(lambda: self._db.write(batch, write_opt=self._write_options))
         return len(old)
 
     # ---- hints ----
@@ -381,7 +519,7 @@ class Storage:
                     f"hints would take {self.hint_bytes - old_size + new_size} bytes; the"
                     f" limit is {max_bytes} (hint_max_bytes)"
                 )
-            self._hints.put(hint_key, raw, write_opt=self._write_options)
+            self._write(lambda: self._hints.put(hint_key, raw, write_opt=self._write_options))
             self.hint_count += old is None
             self.hint_bytes += new_size - old_size
 
@@ -408,7 +546,7 @@ class Storage:
             current = self._hints.get(hint_key)
             if current is None or bytes(current) != hint.raw:
                 return False
-            self._hints.delete(hint_key, write_opt=self._write_options)
+            self._write(lambda: self._hints.delete(hint_key, write_opt=self._write_options))
             self.hint_count -= 1
             self.hint_bytes -= len(hint_key) + len(hint.raw)
             return True
@@ -420,9 +558,7 @@ class Storage:
                 with contextlib.suppress(StorageError):
                     self.commit()
             self._closed = True
-            # Column-family handles hold the database open: release them before closing it.
-            del self._data, self._hints, self._meta, self._data_handle, self._meta_handle
-            self._db.close()
+            self._close_db()
 
     def __enter__(self) -> Storage:
         return self

@@ -129,6 +129,9 @@ def test_a_failed_commit_stores_nothing_and_fails_every_write_in_it(tmp_path: Pa
         assert all(isinstance(o, StorageError) for o in outcomes)
         assert storage.get(b"k0") is None and storage.get(b"w") is None
         disk.failing = False
+        # A full disk is a storage fault: writes stay refused until a probe resumes them.
+        assert storage.fault is not None
+        assert storage.try_resume()
 
         async def again() -> int:
             written = replica.write(routed(b"w"), EMPTY_CLOCK, b"mine")

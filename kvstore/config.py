@@ -116,6 +116,8 @@ _INT_SETTINGS = {
     "max_batch_items",
     "max_inflight_requests",
     "max_inflight_request_bytes",
+    "max_connections",
+    "connection_idle_ms",
     "request_timeout_ms",
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),

@@ -51,6 +51,10 @@ class Limits:
     # bytes they hold: past either the node answers Overloaded (RESOURCE_EXHAUSTED).
     max_inflight_requests: int = 4_096
     max_inflight_request_bytes: int = 256 * 1024 * 1024
+    # Connections a node keeps (clients and peers; a peer holds two) and how long one with
+    # no call in flight is kept.
+    max_connections: int = 1_024
+    connection_idle_ms: int = 300_000
 
     def check(self) -> None:
         _in_range("max_key_bytes", self.max_key_bytes, 1, KEY_BYTES_CEILING)
@@ -67,6 +71,8 @@ class Limits:
             "max_inflight_requests", self.max_inflight_requests, self.max_batch_items, 1 << 20
         )
         _in_range("max_inflight_request_bytes", self.max_inflight_request_bytes, 1 << 20, 1 << 40)
+        _in_range("max_connections", self.max_connections, 16, 1 << 20)
+        _in_range("connection_idle_ms", self.connection_idle_ms, 1_000, 86_400_000)
 
     def check_batch(self, items: int) -> None:
         if items > self.max_batch_items:

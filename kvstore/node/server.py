@@ -232,7 +232,9 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         node = build_node(
             config, storage, actor, peers, start_membership(config, storage, clock), clock, counters
         )
-        server = GrpcServer(*node.servicers(message_bytes), max_message_bytes=message_bytes)
+        server = GrpcServer(
+            *node.servicers(message_bytes), max_message_bytes=message_bytes, limits=config.limits
+        )
         health = Health(server)
         await health.update()
         node.gossip.on_ring_known = lambda: health.update(ring_known=True)

@@ -69,7 +69,7 @@ clean:
 cluster-image: setup
 	IMAGE=$(CLUSTER_IMAGE) cluster/build-image
 
-# A seed plus CLUSTER_NODES scalable nodes that join by themselves; the seed on 127.0.0.1:7100.
+# A seed plus CLUSTER_NODES scalable nodes that join by themselves; clients reach the seed on 127.0.0.1:8100.
 cluster-up: cluster-image
 	KVSTORE_IMAGE=$(CLUSTER_IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f cluster/compose.yaml up -d --scale node=$(CLUSTER_NODES)
 

@@ -8,9 +8,10 @@ are errors, not silently ignored: a misspelt setting should never look like it t
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,66 @@ class Background:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Security:
+    """TLS material and client credentials (kvstore.security makes and reads them).
+
+    `tls_ca`/`tls_cert`/`tls_key` (PEM files): the cluster CA and this node's certificate,
+    presented on both listeners and to peers; the cluster port then takes only peers and
+    operators with certificates from that CA. `auth_tokens`: a file of client tokens (digests)
+    with roles, checked on the client port. With no TLS a node binds loopback only, unless
+    `insecure` says an open cluster is what is wanted (Redis's protected mode)."""
+
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    auth_tokens: str = ""
+    insecure: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca)
+
+    def check(self, listens: Iterable[str]) -> None:
+        given = [bool(self.tls_ca), bool(self.tls_cert), bool(self.tls_key)]
+        if any(given) and not all(given):
+            raise ConfigError("tls_ca, tls_cert and tls_key go together: give all three or none")
+        if self.auth_tokens and not self.tls:
+            raise ConfigError(
+                "auth_tokens needs TLS (tls_ca, tls_cert, tls_key): a token sent in clear"
+                " authenticates whoever reads it off the network"
+            )
+        if self.tls or self.insecure:
+            return
+        for address in listens:
+            host = address.rpartition(":")[0].strip("[]")
+            if not _is_loopback(host):
+                raise ConfigError(
+                    f"refusing to listen on {address} without TLS: anyone who can reach it"
+                    " could read, write and reconfigure the cluster. Give tls_ca, tls_cert and"
+                    " tls_key (kvstore certs makes them), or pass --insecure to serve an open"
+                    " cluster on purpose"
+                )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# Where clients connect when client_listen is not given: the cluster port plus this.
+CLIENT_PORT_OFFSET = 1000
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: str
+    # The cluster address: peers and operators (the peer and admin APIs) connect here, and
+    # it names the node in the ring (`advertise`).
     listen: str
     advertise: str
     data_dir: str
@@ -91,6 +149,11 @@ class NodeConfig:
     # Peer address -> the address to dial for it instead: a fault proxy in tests, or a
     # NAT/port-forward where a peer's advertised address is not directly reachable.
     peer_routes: tuple[tuple[str, str], ...] = ()
+    # The client API's address (bound, and told to clients); by default the cluster
+    # address's host with the port CLIENT_PORT_OFFSET higher.
+    client_listen: str = ""
+    client_advertise: str = ""
+    security: Security = field(default_factory=Security)
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -122,8 +185,19 @@ _INT_SETTINGS = {
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),
 }
-_BOOL_SETTINGS = {"sync_writes", "auto_join"}
-_STR_SETTINGS = {"node_id", "listen", "advertise", "data_dir"}
+_BOOL_SETTINGS = {"sync_writes", "auto_join", "insecure"}
+_STR_SETTINGS = {
+    "node_id",
+    "listen",
+    "advertise",
+    "data_dir",
+    "client_listen",
+    "client_advertise",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "auth_tokens",
+}
 SETTINGS = frozenset(_INT_SETTINGS | _BOOL_SETTINGS | _STR_SETTINGS | {"seeds", "peer_routes"})
 
 
@@ -133,6 +207,17 @@ def parse_address(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"address must be HOST:PORT with a port in 1..65535, got {text!r}")
     return f"{host}:{int(port)}"
+
+
+def _offset_port(address: str, offset: int) -> str:
+    host, _, port = address.rpartition(":")
+    moved = int(port) + offset
+    if moved >= 65536:
+        raise ConfigError(
+            f"no default client port for {address} (port + {offset} is past 65535):"
+            " give client_listen"
+        )
+    return f"{host}:{moved}"
 
 
 def parse_routes(value: Any, source: str) -> tuple[tuple[str, str], ...]:
@@ -240,6 +325,19 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
     if not _NODE_ID.match(node_id):
         raise ConfigError(f"node_id must match {_NODE_ID.pattern}, got {node_id!r}")
     data_dir = settings.get("data_dir") or str(Path("data") / node_id.replace(":", "_"))
+    client_listen = parse_address(
+        settings.get("client_listen") or _offset_port(listen, CLIENT_PORT_OFFSET)
+    )
+    client_advertise = parse_address(
+        settings.get("client_advertise")
+        or f"{advertise.rpartition(':')[0]}:{client_listen.rpartition(':')[2]}"
+    )
+    if client_listen == listen:
+        raise ConfigError("client_listen must differ from listen: the two APIs have two ports")
+    security = Security(
+        **{f.name: settings[f.name] for f in dataclasses.fields(Security) if f.name in settings}
+    )
+    security.check((listen, client_listen))
     quorum = Quorum(**{k: settings[k] for k in ("n", "r", "w") if k in settings})
     limit_names = {f.name for f in dataclasses.fields(Limits)}
     limits = Limits(**{k: v for k, v in settings.items() if k in limit_names})
@@ -258,6 +356,9 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
         sync_writes=settings.get("sync_writes", False),
         auto_join=settings.get("auto_join", False),
         peer_routes=settings.get("peer_routes", ()),
+        client_listen=client_listen,
+        client_advertise=client_advertise,
+        security=security,
         quorum=quorum,
         limits=limits,
         background=background,

@@ -44,11 +44,6 @@ class KVStub:
                 request_serializer=kvstore__pb2.PutRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.PutResponse.FromString,
                 _registered_method=True)
-        self.LocalGet = channel.unary_unary(
-                '/kvstore.v1.KV/LocalGet',
-                request_serializer=kvstore__pb2.LocalGetRequest.SerializeToString,
-                response_deserializer=kvstore__pb2.GetResponse.FromString,
-                _registered_method=True)
         self.GetMany = channel.unary_unary(
                 '/kvstore.v1.KV/GetMany',
                 request_serializer=kvstore__pb2.GetManyRequest.SerializeToString,
@@ -81,15 +76,9 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def LocalGet(self, request, context):
+    def GetMany(self, request, context):
         """Debug: this node's own stored versions of a key, without coordination.
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetMany(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -121,11 +110,6 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Put,
                     request_deserializer=kvstore__pb2.PutRequest.FromString,
                     response_serializer=kvstore__pb2.PutResponse.SerializeToString,
-            ),
-            'LocalGet': grpc.unary_unary_rpc_method_handler(
-                    servicer.LocalGet,
-                    request_deserializer=kvstore__pb2.LocalGetRequest.FromString,
-                    response_serializer=kvstore__pb2.GetResponse.SerializeToString,
             ),
             'GetMany': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMany,
@@ -197,33 +181,6 @@ class KV:
             '/kvstore.v1.KV/Put',
             kvstore__pb2.PutRequest.SerializeToString,
             kvstore__pb2.PutResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def LocalGet(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/kvstore.v1.KV/LocalGet',
-            kvstore__pb2.LocalGetRequest.SerializeToString,
-            kvstore__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -708,6 +665,11 @@ class AdminStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.LocalGet = channel.unary_unary(
+                '/kvstore.v1.Admin/LocalGet',
+                request_serializer=kvstore__pb2.LocalGetRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.GetResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/kvstore.v1.Admin/Status',
                 request_serializer=kvstore__pb2.StatusRequest.SerializeToString,
@@ -739,6 +701,14 @@ class AdminServicer:
     """Asked of one node about itself: its view, or to join or leave the ring; or to remove
     another member that is dead.
     """
+
+    def LocalGet(self, request, context):
+        """One node's own stored versions of a key, without coordination (debugging, tests): on
+        the cluster port, for operators, as it bypasses quorums.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -773,6 +743,11 @@ class AdminServicer:
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'LocalGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocalGet,
+                    request_deserializer=kvstore__pb2.LocalGetRequest.FromString,
+                    response_serializer=kvstore__pb2.GetResponse.SerializeToString,
+            ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
                     request_deserializer=kvstore__pb2.StatusRequest.FromString,
@@ -810,6 +785,33 @@ class Admin:
     """Asked of one node about itself: its view, or to join or leave the ring; or to remove
     another member that is dead.
     """
+
+    @staticmethod
+    def LocalGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/LocalGet',
+            kvstore__pb2.LocalGetRequest.SerializeToString,
+            kvstore__pb2.GetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Status(request,

@@ -1,8 +1,9 @@
 """What a fault-injection backend can do to a cluster's nodes, whatever runs them.
 
 Nodes are named by their advertised address (their identity in the ring). The harness dials a
-node at `reachable(node)`, which differs where the advertised name does not resolve from the
-harness (a container's hostname). A partition is a *grudge*: for each node, the nodes it must
+node's cluster port at `reachable(node)`, which differs where the advertised name does not
+resolve from the harness (a container's hostname), and its client port at
+`client_reachable(node)`. A partition is a *grudge*: for each node, the nodes it must
 not exchange packets with; nemeses build it symmetric.
 """
 
@@ -33,7 +34,12 @@ class Backend(ABC):
     nodes: list[str]
 
     def reachable(self, node: str) -> str:
+        """Where the harness dials the node's cluster port (admin calls, health)."""
         return node
+
+    @abstractmethod
+    def client_reachable(self, node: str) -> str:
+        """Where a client dials the node's client port."""
 
     @abstractmethod
     def kill(self, node: str) -> None:

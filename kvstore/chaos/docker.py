@@ -22,6 +22,7 @@ from typing import Any
 
 from kvstore.chaos.backend import Backend, ChaosError, Grudge, Unsupported, symmetric
 from kvstore.client import Client
+from kvstore.config import CLIENT_PORT_OFFSET
 from kvstore.errors import KvError
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -117,6 +118,16 @@ class DockerBackend(Backend):
     def reachable(self, node: str) -> str:
         # Re-read each time: a container restarted (kill, wipe) may get another address.
         return f"{self._ip(self.container(node))}:{node.rpartition(':')[2]}"
+
+    def client_reachable(self, node: str) -> str:
+        container = self.container(node)
+        listen = _env(container).get("KVSTORE_CLIENT_LISTEN", "")
+        port = (
+            listen.rpartition(":")[2]
+            if listen
+            else str(int(node.rpartition(":")[2]) + CLIENT_PORT_OFFSET)
+        )
+        return f"{self._ip(container)}:{port}"
 
     def _exec(self, node: str, script: str) -> tuple[int, str]:
         code, output = self.container(node).exec_run(["sh", "-c", script], user="root")

@@ -58,6 +58,9 @@ class LocalBackend(Backend):
             self.close()
             raise
 
+    def client_reachable(self, node: str) -> str:
+        return self.cluster.client_of(node)
+
     def _index(self, node: str) -> int:
         try:
             return self.nodes.index(node)

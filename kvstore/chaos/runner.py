@@ -86,7 +86,7 @@ def run(backend: Backend, scenario: Scenario, keep_history: bool = False) -> dic
     processes = []
     for p in range(scenario.processes):
         node = backend.nodes[p % len(backend.nodes)]
-        client = Client([backend.reachable(node)], timeout=scenario.client_timeout_s)
+        client = Client([backend.client_reachable(node)], timeout=scenario.client_timeout_s)
         processes.append(Process(p, node, client, history, random.Random(rng.random()), run_id))
     threads = [
         threading.Thread(

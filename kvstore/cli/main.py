@@ -21,7 +21,25 @@ from kvstore.client._common import parse_seeds
 from kvstore.config import SETTINGS, load_node_config
 from kvstore.errors import KvError
 
-DEFAULT_SEEDS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+# Where `kvstore local` puts its nodes: cluster ports 7101.., client ports 1000 higher.
+DEFAULT_SEEDS = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"
+DEFAULT_NODE = "127.0.0.1:7101"
+
+
+_NODE_HELP = (
+    "HOST:PORT (cluster port) of the node to ask (default: the first of $KVSTORE_SEEDS,"
+    " else 127.0.0.1:7101)"
+)
+
+
+def default_node() -> str:
+    """The node admin commands ask when --node is not given: the first of this machine's
+    node seeds ($KVSTORE_SEEDS, as a node's own settings give them: cluster addresses), or
+    the local cluster's first node."""
+    seeds = os.environ.get("KVSTORE_SEEDS", "")
+    return parse_seeds(seeds)[0] if seeds.strip() else DEFAULT_NODE
+
+
 _NODE_FLAGS = sorted(SETTINGS - {"sync_writes", "auto_join"})
 
 
@@ -48,8 +66,9 @@ def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds",
-        default=os.environ.get("KVSTORE_SEEDS", DEFAULT_SEEDS),
-        help="HOST:PORT,... of nodes to talk to (default: $KVSTORE_SEEDS or the local cluster)",
+        default=os.environ.get("KVSTORE_CLIENT_SEEDS", DEFAULT_SEEDS),
+        help="HOST:PORT,... of nodes' client ports (default: $KVSTORE_CLIENT_SEEDS or the"
+        " local cluster's)",
     )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -92,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     status = sub.add_parser("status", help="a node's view of the cluster")
-    status.add_argument("--node", help="HOST:PORT of the node to ask (default: the first seed)")
+    status.add_argument(
+        "--node",
+        help=_NODE_HELP,
+    )
     _add_client_options(status)
     join = sub.add_parser("join", help="make a standby node (not in its seeds) join the ring")
     join.add_argument("--node", required=True, help="HOST:PORT of the node that joins")
@@ -104,17 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
         "remove", help="take a dead member out of the ring (a live one should leave)"
     )
     remove.add_argument("address", help="HOST:PORT of the dead member")
-    remove.add_argument("--node", help="HOST:PORT of a live member to ask (default: first seed)")
+    remove.add_argument("--node", help=_NODE_HELP)
     _add_client_options(remove)
 
     locate = sub.add_parser("locate", help="the nodes a key lives on (by a node's ring)")
     locate.add_argument("key")
-    locate.add_argument("--node", help="HOST:PORT of the node to ask (default: the first seed)")
+    locate.add_argument(
+        "--node",
+        help=_NODE_HELP,
+    )
     _add_client_options(locate)
     health = sub.add_parser(
         "health", help="exit 0 if the node answers SERVING (grpc.health.v1; for probes)"
     )
-    health.add_argument("--node", help="HOST:PORT of the node to ask (default: the first seed)")
+    health.add_argument(
+        "--node",
+        help=_NODE_HELP,
+    )
     _add_client_options(health)
 
     debug = sub.add_parser("debug", help="operator tools")
@@ -198,14 +226,14 @@ def _print_status(status: pb.StatusResponse, as_json: bool) -> int:
 def _client_command(args: argparse.Namespace) -> int:
     with Client(args.seeds, timeout=args.timeout) as kv:
         if args.command == "status":
-            node = args.node or parse_seeds(args.seeds)[0]
+            node = args.node or default_node()
             return _print_status(kv.status(node), args.json)
         if args.command in ("join", "leave"):
             (kv.join if args.command == "join" else kv.leave)(args.node)
             print(f"ok: {args.node} asked to {args.command}; watch `kvstore status`")
             return 0
         if args.command == "locate":
-            where = kv.locate(args.node or parse_seeds(args.seeds)[0], args.key)
+            where = kv.locate(args.node or default_node(), args.key)
             if args.json:
                 print(json.dumps(MessageToDict(where, preserving_proto_field_name=True)))
             else:
@@ -214,11 +242,11 @@ def _client_command(args: argparse.Namespace) -> int:
                     print(f"after the pending change: {' '.join(where.pending_primaries)}")
             return 0
         if args.command == "health":
-            serving = kv.health(args.node or parse_seeds(args.seeds)[0])
+            serving = kv.health(args.node or default_node())
             print(serving)
             return 0 if serving == "SERVING" else 1
         if args.command == "remove":
-            kv.remove(args.address, via=args.node or parse_seeds(args.seeds)[0])
+            kv.remove(args.address, via=args.node or default_node())
             print(f"ok: {args.address} is being removed; watch `kvstore status`")
             return 0
         if args.command == "get":
@@ -272,7 +300,10 @@ def _local(args: argparse.Namespace) -> int:
         cluster.start()
         print(f"kvstore: {args.nodes} nodes running (data under {cluster.data_dir})")
         for node in cluster.nodes:
-            print(f"  {node.node_id}  {node.address}  pid {node.pid}  log {node.log_path}")
+            print(
+                f"  {node.node_id}  clients {node.client_address}  cluster {node.address}"
+                f"  pid {node.pid}  log {node.log_path}"
+            )
         print(f"try:  kvstore put hello world --seeds {cluster.seeds}")
         print(f"      kvstore get hello --seeds {cluster.seeds}")
         print("Ctrl-C stops the cluster.", flush=True)

@@ -220,10 +220,16 @@ class AsyncClient:
         request = pb.LocalGetRequest(key=key_bytes(key))
         deadline = self._requests.deadline_s
         response = await self._call(
-            lambda stub: stub.LocalGet(request, timeout=deadline, wait_for_ready=True),
+            lambda _: self._admin(node_address).LocalGet(
+                request, timeout=deadline, wait_for_ready=True
+            ),
             [node_address],
         )
         return self._requests.get_result(response, resolver=None)
+
+    def _admin(self, node_address: str) -> pb_grpc.AdminStub:
+        self._pool.stub(node_address)  # opens (or reuses) the channel to the node
+        return pb_grpc.AdminStub(self._pool.channels[node_address])
 
     async def close(self) -> None:
         streams, self._streams = list(self._streams.values()), {}

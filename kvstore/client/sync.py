@@ -150,7 +150,9 @@ class Client:
         request = pb.LocalGetRequest(key=key_bytes(key))
         deadline = self._requests.deadline_s
         response = self._call(
-            lambda stub: stub.LocalGet(request, timeout=deadline, wait_for_ready=True),
+            lambda _: self._admin(node_address).LocalGet(
+                request, timeout=deadline, wait_for_ready=True
+            ),
             [node_address],
         )
         return self._requests.get_result(response, resolver=None)

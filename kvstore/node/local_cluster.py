@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvstore.config import CLIENT_PORT_OFFSET
+
 READY_MARK = "ready on"
 
 
@@ -39,7 +41,9 @@ class ClusterError(RuntimeError):
 class LocalNode:
     index: int
     node_id: str
+    # The cluster address (peers, operators; the node's name in the ring) and the client one.
     address: str
+    client_address: str
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -70,12 +74,21 @@ class LocalCluster:
         ports: list[int] | None = None,
         founders: int | None = None,
         node_args: Callable[[int], Sequence[str]] | None = None,
+        client_ports: list[int] | None = None,
     ) -> None:
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
+        if client_ports is None:
+            # Beside a fixed base port, the config's default offset (what a user types);
+            # beside ports picked at random, ports picked at random too.
+            client_ports = (
+                free_ports(count, host)
+                if ports
+                else [base_port + CLIENT_PORT_OFFSET + i for i in range(count)]
+            )
         ports = ports or [base_port + i for i in range(count)]
-        if len(ports) != count:
-            raise ClusterError(f"{count} nodes need {count} ports, got {len(ports)}")
+        if len(ports) != count or len(client_ports) != count:
+            raise ClusterError(f"{count} nodes need {count} ports of each kind")
         # The first `founders` nodes are every node's seeds and start the ring; the others
         # start as standby members, to be joined (`kvstore join`).
         self.founders = count if founders is None else founders
@@ -91,6 +104,7 @@ class LocalCluster:
                 index=i,
                 node_id=f"node-{i}",
                 address=f"{host}:{ports[i]}",
+                client_address=f"{host}:{client_ports[i]}",
                 data_dir=self.data_dir / f"node-{i}",
                 log_path=self.data_dir / f"node-{i}.log",
             )
@@ -99,10 +113,28 @@ class LocalCluster:
 
     @property
     def addresses(self) -> list[str]:
+        """The nodes' cluster addresses: their names in the ring, where admin calls go."""
         return [n.address for n in self.nodes]
 
     @property
+    def client_addresses(self) -> list[str]:
+        return [n.client_address for n in self.nodes]
+
+    def client_of(self, address: str) -> str:
+        """The client address of the node named `address` (its cluster address)."""
+        return next(n.client_address for n in self.nodes if n.address == address)
+
+    def clients_of(self, addresses: Sequence[str]) -> list[str]:
+        return [self.client_of(a) for a in addresses]
+
+    @property
     def seeds(self) -> str:
+        """The founders' client addresses: what a client is given."""
+        return ",".join(self.client_addresses[: self.founders])
+
+    @property
+    def cluster_seeds(self) -> str:
+        """The founders' cluster addresses: every node's --seeds."""
         return ",".join(self.addresses[: self.founders])
 
     def command(self, node: LocalNode) -> list[str]:
@@ -110,8 +142,9 @@ class LocalCluster:
             sys.executable, "-m", "kvstore.cli.main", "serve",
             "--node-id", node.node_id,
             "--listen", node.address,
+            "--client-listen", node.client_address,
             "--data-dir", str(node.data_dir),
-            "--seeds", self.seeds,
+            "--seeds", self.cluster_seeds,
             *self.extra_args,
             *(self.node_args(node.index) if self.node_args else ()),
         ]  # fmt: skip

@@ -1,4 +1,10 @@
-"""The node's gRPC server: the three services, the standard health service, one port."""
+"""The node's gRPC servers, one per port (as Cassandra's native and storage ports):
+
+* the client port: the KV service, with a frame limit sized from max_value_bytes;
+* the cluster port: the Peer and Admin services, with frames sized for a peer's pages;
+
+and the standard health service on both. A firewall and a TLS policy can tell them apart:
+only members and operators have any business on the cluster port."""
 
 from __future__ import annotations
 
@@ -11,15 +17,21 @@ from kvstore.core.limits import DEFAULT_LIMITS, Limits
 from kvstore.rpc.peer import channel_options
 from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 
-# The names health is reported under: the whole server ("") and the client service.
-_HEALTH_SERVICES = ("", "kvstore.KV")
+# The names health is reported under: the whole server (""), the client service by its
+# full name, and the short name earlier versions used.
+_HEALTH_SERVICES = ("", "kvstore.v1.KV", "kvstore.KV")
 
 
 def server_options(
-    max_message_bytes: int, limits: Limits = DEFAULT_LIMITS
+    max_message_bytes: int, limits: Limits = DEFAULT_LIMITS, receive_bytes: int | None = None
 ) -> list[tuple[str, int]]:
+    """`receive_bytes`: the largest message taken in (default: `max_message_bytes`, the
+    largest sent)."""
+    options = dict(channel_options(max_message_bytes))
+    if receive_bytes is not None:
+        options["grpc.max_receive_message_length"] = receive_bytes
     return [
-        *channel_options(max_message_bytes),
+        *options.items(),
         # Connections past max_connections are closed at once (the client sees "failed to
         # connect": never sent, safe to send elsewhere); one with no call for
         # connection_idle_ms is closed (clients reconnect when they next call).
@@ -50,13 +62,18 @@ class GrpcServer:
         admin: AdminServicer,
         max_message_bytes: int,
         limits: Limits = DEFAULT_LIMITS,
+        client_receive_bytes: int | None = None,
     ) -> None:
-        self._server = grpc.aio.server(options=server_options(max_message_bytes, limits))
-        pb_grpc.add_KVServicer_to_server(kv, self._server)
-        pb_grpc.add_PeerServicer_to_server(peer, self._server)
-        pb_grpc.add_AdminServicer_to_server(admin, self._server)
+        self._client = grpc.aio.server(
+            options=server_options(max_message_bytes, limits, client_receive_bytes)
+        )
+        pb_grpc.add_KVServicer_to_server(kv, self._client)
+        self._cluster = grpc.aio.server(options=server_options(max_message_bytes, limits))
+        pb_grpc.add_PeerServicer_to_server(peer, self._cluster)
+        pb_grpc.add_AdminServicer_to_server(admin, self._cluster)
         self._health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        for server in (self._client, self._cluster):
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
 
     async def set_serving(self, serving: bool) -> None:
         """Probes (docker HEALTHCHECK, k8s readiness) pass once the node knows a ring and so
@@ -71,10 +88,27 @@ class GrpcServer:
         for service in _HEALTH_SERVICES:
             await self._health.set(service, status)
 
-    async def start(self, listen: str) -> None:
-        if self._server.add_insecure_port(listen) == 0:
-            raise OSError(f"cannot listen on {listen}")
-        await self._server.start()
+    async def start(
+        self,
+        client_listen: str,
+        cluster_listen: str,
+        client_credentials: grpc.ServerCredentials | None = None,
+        cluster_credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        for server, listen, credentials in (
+            (self._client, client_listen, client_credentials),
+            (self._cluster, cluster_listen, cluster_credentials),
+        ):
+            if credentials is None:
+                port = server.add_insecure_port(listen)
+            else:
+                port = server.add_secure_port(listen, credentials)
+            if port == 0:
+                raise OSError(f"cannot listen on {listen}")
+        await self._cluster.start()
+        await self._client.start()
 
     async def stop(self, grace_s: float) -> None:
-        await self._server.stop(grace=grace_s)
+        # Clients first: requests in flight may still need the peers to finish.
+        await self._client.stop(grace=grace_s)
+        await self._cluster.stop(grace=grace_s)

@@ -198,10 +198,14 @@ class KVServicer(pb_grpc.KVServicer):
         counters: Counter[str] | None = None,
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
         limits: Limits = DEFAULT_LIMITS,
+        receive_bytes: int = 0,
     ) -> None:
         self._coordinator = coordinator
         self._replica = replica
         self._max_message_bytes = max_message_bytes
+        # The client port's frame limit, announced to a stream's client (its messages of
+        # calls must fit); results may be larger (a key's every sibling).
+        self._receive_bytes = receive_bytes or max_message_bytes
         # Streams' messages and calls (client_stream_*): how well calls share messages.
         self._counters: Counter[str] = Counter() if counters is None else counters
         self._admission = Admission(
@@ -246,14 +250,6 @@ class KVServicer(pb_grpc.KVServicer):
 
         return await self._admitted(context, 1, request.ByteSize(), call)
 
-    async def LocalGet(
-        self, request: pb.LocalGetRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetResponse:
-        async def call() -> pb.GetResponse:
-            return translate.get_response(self._replica.local_get(request.key))
-
-        return await _answer(context, call)
-
     async def GetMany(
         self, request: pb.GetManyRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetManyResponse:
@@ -283,6 +279,7 @@ class KVServicer(pb_grpc.KVServicer):
             self._max_message_bytes,
             self._counters,
             "client_stream_",
+            announce_bytes=self._receive_bytes,
         )
         await session.serve(
             request_iterator, _client_calls, _client_cancel, _call_id, self._on_call
@@ -632,8 +629,17 @@ def _reply_merged_many(
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, admin: Administering) -> None:
+    def __init__(self, admin: Administering, replica: Replicating) -> None:
         self._admin = admin
+        self._replica = replica
+
+    async def LocalGet(
+        self, request: pb.LocalGetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetResponse:
+        async def call() -> pb.GetResponse:
+            return translate.get_response(self._replica.local_get(request.key))
+
+        return await _answer(context, call)
 
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext

@@ -56,8 +56,12 @@ class StreamSession(Generic[C, T]):
         max_message_bytes: int,
         counters: Counter[str] | None = None,
         counter_prefix: str = "",
+        announce_bytes: int = 0,
     ) -> None:
+        """`announce_bytes`: the receive limit told to the caller (default: the largest
+        message sent, `max_message_bytes`)."""
         self._context = context
+        self._announce_bytes = announce_bytes or max_message_bytes
         self._counters: Counter[str] = Counter() if counters is None else counters
         self._prefix = counter_prefix
         self._make_message = make_message
@@ -104,7 +108,7 @@ class StreamSession(Generic[C, T]):
     ) -> None:
         """Run until the caller ends the stream (or it breaks); then stop the work left."""
         # The caller sends nothing before this: until then no call has left (NeverSent).
-        await self._context.send_initial_metadata(((LIMIT_KEY, str(self._max_message_bytes)),))
+        await self._context.send_initial_metadata(((LIMIT_KEY, str(self._announce_bytes)),))
         writer = asyncio.get_running_loop().create_task(self._write())
         try:
             counters, prefix = self._counters, self._prefix

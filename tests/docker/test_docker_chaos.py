@@ -100,7 +100,7 @@ def _wait_for_ring(project: str, timeout_s: float) -> None:
     backend = DockerBackend(project)
     try:
         assert len(backend.nodes) == NODES, backend.nodes
-        seed = backend.reachable(next(n for n in backend.nodes if n.startswith("seed:")))
+        seed = backend.client_reachable(next(n for n in backend.nodes if n.startswith("seed:")))
         with Client([seed], timeout=2.0) as kv:
             while True:
                 try:

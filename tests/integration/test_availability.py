@@ -96,7 +96,7 @@ def test_writes_with_a_primary_down_reach_it_by_hinted_handoff(
     ring = ring_of(cluster)
     victim = 0
     others = live(cluster, victim)
-    with Client(others, timeout=5.0) as kv:
+    with Client(cluster.clients_of(others), timeout=5.0) as kv:
         if fault == "kill":
             cluster.kill_node(victim)
         else:
@@ -131,7 +131,7 @@ def test_writes_with_a_primary_down_reach_it_by_hinted_handoff(
                 cluster.start_node(victim)
             else:
                 cluster.signal_node(victim, signal.SIGCONT)
-        with Client(cluster.addresses, timeout=5.0) as every:
+        with Client(cluster.client_addresses, timeout=5.0) as every:
             wait_for("hints delivered", lambda: hints_pending(every, others) == 0, 30)
             wait_for("every key on its three primaries", on_all_primaries(every, ring, written), 30)
             assert_nothing_lost(every, written)
@@ -143,7 +143,7 @@ def test_a_wiped_replica_is_rebuilt_by_anti_entropy_alone(make_cluster: ClusterF
     cluster = make_cluster(5, (*FAST, "--anti-entropy-interval-ms", "20"))
     ring = ring_of(cluster)
     victim = 0
-    with Client(cluster.addresses, timeout=5.0) as kv:
+    with Client(cluster.client_addresses, timeout=5.0) as kv:
         written = write_keys(kv, "wipe", KEYS)
         wait_for("written everywhere", on_all_primaries(kv, ring, written), 30)
         cluster.stop_node(victim)
@@ -172,7 +172,7 @@ def test_one_get_repairs_a_stale_replica(make_cluster: ClusterFactory) -> None:
     primaries = ring.primaries(key.encode())
     stale = cluster.addresses.index(primaries[2])
     coordinator = primaries[0]
-    with Client([coordinator], timeout=2.0) as kv:
+    with Client([cluster.client_of(coordinator)], timeout=2.0) as kv:
         cluster.stop_node(stale)
         # Strict: only the two live primaries take it, no fallback keeps a hint.
         kv.put(key, b"fresh", sloppy=False)
@@ -199,7 +199,7 @@ def test_strict_write_refuses_fallbacks(make_cluster: ClusterFactory) -> None:
     key = "strict"
     primaries = ring.primaries(key.encode())
     down = [cluster.addresses.index(p) for p in primaries[1:]]
-    with Client([primaries[0]], timeout=3.0) as kv:
+    with Client([cluster.client_of(primaries[0])], timeout=3.0) as kv:
         for index in down:
             cluster.kill_node(index)
         with pytest.raises(Unavailable):
@@ -218,7 +218,7 @@ def test_tombstones_are_purged_only_once_every_replica_has_them(
     )  # fmt: skip
     cluster = make_cluster(3, (*FAST, *gc))
     nodes = cluster.addresses
-    with Client(nodes[:2], timeout=5.0) as kv:
+    with Client(cluster.clients_of(nodes[:2]), timeout=5.0) as kv:
         kv.put("everywhere", b"v", w=3)
         kv.put("missed", b"v", w=3)
         kv.delete("everywhere", context=kv.get("everywhere").context, w=3)

@@ -77,7 +77,7 @@ def test_async_client_round_trip(cluster: LocalCluster) -> None:
 def test_same_context_through_two_coordinators_gives_siblings(cluster: LocalCluster) -> None:
     key = unique("siblings")
     a, b = cluster.addresses[0], cluster.addresses[1]
-    with Client(a) as via_a, Client(b) as via_b:
+    with Client(cluster.client_of(a)) as via_a, Client(cluster.client_of(b)) as via_b:
         via_a.put(key, b"base")
         context = via_a.get(key).context
         via_a.put(key, b"from-a", context=context)
@@ -92,7 +92,7 @@ def test_same_context_through_two_coordinators_gives_siblings(cluster: LocalClus
 
 def test_same_context_through_one_coordinator_gives_siblings(cluster: LocalCluster) -> None:
     key = unique("one-coordinator")
-    with Client(cluster.addresses[2]) as kv:
+    with Client(cluster.client_addresses[2]) as kv:
         kv.put(key, b"base")
         context = kv.get(key).context
         kv.put(key, b"x", context=context)
@@ -112,7 +112,7 @@ def test_interleaved_writers_leave_at_most_one_sibling_each(cluster: LocalCluste
     own coordinator: siblings never exceed the number of writers (no sibling explosion)."""
     key = unique("interleaved")
     chooser = random.Random(7)
-    writers = [Client(address) for address in cluster.addresses]
+    writers = [Client(address) for address in cluster.client_addresses]
     try:
         contexts: list[bytes | None] = [None] * len(writers)
         for round_ in range(15):

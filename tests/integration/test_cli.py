@@ -87,10 +87,11 @@ def test_command_line_errors_are_typed_and_nonzero(cluster: LocalCluster) -> Non
 
 
 def test_serve_reads_toml_and_env_overrides_it(tmp_path: Path) -> None:
-    port = free_ports(1)[0]
+    cluster_port, port = free_ports(2)
     config = tmp_path / "node.toml"
     config.write_text(
-        f'node_id = "from-file"\nlisten = "127.0.0.1:{port}"\n'
+        f'node_id = "from-file"\nlisten = "127.0.0.1:{cluster_port}"\n'
+        f'client_listen = "127.0.0.1:{port}"\n'
         f'data_dir = "{tmp_path / "data"}"\nn = 1\nr = 1\nw = 1\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
@@ -132,7 +133,8 @@ def test_local_cluster_starts_prints_ports_and_stops_on_ctrl_c(tmp_path: Path) -
     base = ports[0]
     # `kvstore local` takes consecutive ports from --base-port; find three free ones.
     for candidate in range(base, base + 200):
-        if all(p not in _ports_in_use() for p in range(candidate, candidate + 3)):
+        wanted = [*range(candidate, candidate + 3), *range(candidate + 1000, candidate + 1003)]
+        if all(p not in _ports_in_use() for p in wanted):
             base = candidate
             break
     process = subprocess.Popen(
@@ -146,8 +148,8 @@ def test_local_cluster_starts_prints_ports_and_stops_on_ctrl_c(tmp_path: Path) -
         assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
         lines.append(process.stdout.readline())
     output = "".join(lines)
-    addresses = [f"127.0.0.1:{base + i}" for i in range(3)]
-    for address in addresses:
+    addresses = [f"127.0.0.1:{base + 1000 + i}" for i in range(3)]  # the client ports
+    for address in (*addresses, *(f"127.0.0.1:{base + i}" for i in range(3))):
         assert address in output
     node_pids = [int(line.split("pid")[1].split()[0]) for line in lines if " pid " in line]
     assert len(node_pids) == 3

@@ -34,7 +34,7 @@ turns = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(ACTIONS)), min_siz
 
 @pytest.fixture(scope="module")
 def clients(cluster: LocalCluster) -> Iterator[list[Client]]:
-    opened = [Client(address, timeout=5.0) for address in cluster.addresses]
+    opened = [Client(address, timeout=5.0) for address in cluster.client_addresses]
     yield opened
     for kv in opened:
         kv.close()

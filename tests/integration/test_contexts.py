@@ -41,14 +41,14 @@ def issue_sequence(via_b: Client, via_a1: Client, via_a2: Client, key: str) -> l
 def test_chaining_put_contexts_through_one_coordinator_keeps_the_unseen_write(
     cluster: LocalCluster,
 ) -> None:
-    with Client(cluster.addresses[0]) as kv:
+    with Client(cluster.client_addresses[0]) as kv:
         assert issue_sequence(kv, kv, kv, unique("one")) == [b"A2", b"B1"]
 
 
 def test_chaining_put_contexts_through_three_coordinators_keeps_the_unseen_write(
     cluster: LocalCluster,
 ) -> None:
-    a, b, c = (Client(address) for address in cluster.addresses)
+    a, b, c = (Client(address) for address in cluster.client_addresses)
     try:
         assert issue_sequence(a, b, c, unique("three")) == [b"A2", b"B1"]
         assert issue_sequence(c, a, b, unique("three")) == [b"A2", b"B1"]
@@ -65,7 +65,7 @@ def test_a_coordinator_that_missed_both_writes_keeps_the_unseen_one(
     # No anti-entropy, so the restarted node stays behind until the test reads the key.
     cluster = make_cluster(3, extra_args=("--anti-entropy-interval-ms", "0"))
     key = unique("stale")
-    first, second, late = cluster.addresses
+    first, second, late = cluster.client_addresses
     # A 1 s deadline: replication to the dead node gives up before it is back (a call to a
     # peer waits for its connection until the request's deadline, and would deliver).
     with (
@@ -96,7 +96,7 @@ def test_return_body_shows_the_concurrent_write_and_the_resolved_write_keeps_it(
     cluster: LocalCluster,
 ) -> None:
     key = unique("body")
-    a, b = Client(cluster.addresses[0]), Client(cluster.addresses[1])
+    a, b = Client(cluster.client_addresses[0]), Client(cluster.client_addresses[1])
     try:
         a.put(key, b"x0")
         ctx0 = a.get(key, r=3).context
@@ -118,7 +118,10 @@ def test_return_body_shows_the_concurrent_write_and_the_resolved_write_keeps_it(
 def test_return_body_with_a_resolver_merges_for_the_caller(cluster: LocalCluster) -> None:
     key = unique("resolver")
     join = lambda values: b"+".join(sorted(values))  # noqa: E731
-    with Client(cluster.addresses[2], resolver=join) as kv, Client(cluster.addresses[0]) as other:
+    with (
+        Client(cluster.client_addresses[2], resolver=join) as kv,
+        Client(cluster.client_addresses[0]) as other,
+    ):
         kv.put(key, b"a")
         other.put(key, b"b")  # blind: a sibling
         result = kv.put(key, b"c", return_body=True)  # blind too: three siblings now
@@ -138,7 +141,9 @@ def test_sibling_explosion(cluster: LocalCluster, coordinators: str) -> None:
     store on one key for 100 rounds, each resolving what its last put returned (return_body)
     and adding its number. Without exact contexts every write would pile up as a sibling."""
     key = unique("explosion")
-    addresses = cluster.addresses[:1] * 2 if coordinators == "one" else cluster.addresses[:2]
+    addresses = (
+        cluster.client_addresses[:1] * 2 if coordinators == "one" else cluster.client_addresses[:2]
+    )
     clients = [Client(address) for address in addresses]
     try:
         # Writer 0 starts with {0}, writer 1 with {1}; neither has a context yet.
@@ -183,7 +188,7 @@ def test_forged_and_oversized_contexts_are_refused_and_change_nothing(
     cluster: LocalCluster,
 ) -> None:
     key = unique("forged")
-    with Client(cluster.addresses[0]) as kv:
+    with Client(cluster.client_addresses[0]) as kv:
         first = kv.put(key, b"kept", w=3)
         # The coordinator's own actor at the top of uint64: the next dot would overflow and
         # every later write of the key through this node would fail for ever.
@@ -214,7 +219,7 @@ def test_contexts_cannot_grow_a_key_clock_past_its_limit(make_cluster: ClusterFa
     once the key's clock would pass max_clock_entries, the write is refused."""
     cluster = make_cluster(3, extra_args=("--max-clock-entries", "40"))
     key = unique("growth")
-    with Client(cluster.addresses[1]) as kv:
+    with Client(cluster.client_addresses[1]) as kv:
         kv.put(key, b"v0", w=3)
         accepted = refused = 0
         for batch in range(5):

@@ -57,7 +57,7 @@ def test_one_node_killed_quorum_of_two_still_serves(make_cluster: ClusterFactory
 
 def test_two_nodes_killed_quorum_of_two_fails(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    with Client(cluster.addresses[0], timeout=2.0) as kv:
+    with Client(cluster.client_addresses[0], timeout=2.0) as kv:
         cluster.kill_node(1)
         cluster.kill_node(2)
         with pytest.raises(Unavailable) as failed:
@@ -112,7 +112,7 @@ def test_non_replica_forwards_the_write_to_a_replica(make_cluster: ClusterFactor
     key = next(
         f"fwd-{i}" for i in range(1000) if outsider not in ring.primaries(f"fwd-{i}".encode())
     )
-    with Client(outsider) as kv:
+    with Client(cluster.client_of(outsider)) as kv:
         kv.put(key, b"forwarded")
         assert kv.get(key).values == [b"forwarded"]
         assert kv.local_get(outsider, key).found is False

@@ -158,7 +158,7 @@ def test_the_async_client_has_the_same_batch_api(cluster: LocalCluster) -> None:
 
 def test_concurrent_calls_share_one_stream_and_leave_together(cluster: LocalCluster) -> None:
     async def scenario() -> None:
-        async with AsyncClient(cluster.addresses[0]) as kv:
+        async with AsyncClient(cluster.client_addresses[0]) as kv:
             await kv.put("warm", b"1")
             stream = kv.stream(cluster.addresses[0])
             calls, messages = stream.calls_sent, stream.messages_sent
@@ -194,7 +194,7 @@ def test_a_node_that_cannot_be_reached_is_passed_over(cluster: LocalCluster) -> 
     from tests.conftest import free_ports
 
     nowhere = f"127.0.0.1:{free_ports(1)[0]}"
-    with Client([nowhere, *cluster.addresses], timeout=3.0) as kv:
+    with Client([nowhere, *cluster.client_addresses], timeout=3.0) as kv:
         for i in range(6):  # the rotation starts at the dead address every third call
             kv.put(f"passed-over-{i}", b"v")
             assert kv.get(f"passed-over-{i}").values == [b"v"]

@@ -90,7 +90,7 @@ def test_a_node_joins_then_one_leaves_under_writes(make_cluster: ClusterFactory)
     cluster: LocalCluster = make_cluster(4, (*FAST, "--anti-entropy-interval-ms", "0"), founders=3)
     founders, newcomer = cluster.addresses[:3], cluster.addresses[3]
     everyone = cluster.addresses
-    with Client(founders, timeout=5.0) as kv:
+    with Client(cluster.clients_of(founders), timeout=5.0) as kv:
         status = kv.status(newcomer)
         wait_for("the newcomer learns the ring", lambda: kv.status(newcomer).ring_epoch >= 1, 15)
         status = kv.status(newcomer)
@@ -101,7 +101,7 @@ def test_a_node_joins_then_one_leaves_under_writes(make_cluster: ClusterFactory)
             kv.put(key, value)
 
         # ---- join ----
-        with Writer(founders, "join") as writer:
+        with Writer(cluster.clients_of(founders), "join") as writer:
             time.sleep(1.0)
             kv.join(newcomer)
             took = wait_for("the join is committed", lambda: committed(kv, everyone, everyone), 60)
@@ -121,7 +121,7 @@ def test_a_node_joins_then_one_leaves_under_writes(make_cluster: ClusterFactory)
         # ---- leave ----
         leaver = founders[0]
         remaining = [a for a in everyone if a != leaver]
-        with Writer(remaining, "leave") as writer:
+        with Writer(cluster.clients_of(remaining), "leave") as writer:
             time.sleep(1.0)
             kv.leave(leaver)
             took = wait_for(
@@ -142,7 +142,7 @@ def test_a_node_joins_then_one_leaves_under_writes(make_cluster: ClusterFactory)
         # LEFT means safe to stop: it handed off every key and every hint it held.
         assert not [k for k in written if kv.local_get(leaver, k).values]
         assert kv.status(leaver).hints_pending == 0
-    with Client(remaining, timeout=5.0) as kv:
+    with Client(cluster.clients_of(remaining), timeout=5.0) as kv:
         assert_nothing_lost(kv, written)
 
 
@@ -164,7 +164,7 @@ def test_a_dead_member_blocks_no_join_and_is_removed(make_cluster: ClusterFactor
     dead = next(a for a in founders[1:] if a not in ringplan.receivers(join_plan, N))
     dead_index = cluster.addresses.index(dead)
     live = [a for a in cluster.addresses if a != dead]
-    with Client(live, timeout=5.0) as kv:
+    with Client(cluster.clients_of(live), timeout=5.0) as kv:
         wait_for("the newcomer learns the ring", lambda: kv.status(newcomer).ring_epoch >= 1, 15)
         preload = {f"pre-{i}": f"pre-v{i}".encode() for i in range(300)}
         for key, value in preload.items():
@@ -185,7 +185,7 @@ def test_a_dead_member_blocks_no_join_and_is_removed(make_cluster: ClusterFactor
 
         # ---- a join while a primary is dead ----
         with_newcomer = sorted(cluster.addresses)
-        with Writer(live, "join") as writer:
+        with Writer(cluster.clients_of(live), "join") as writer:
             time.sleep(1.0)
             kv.join(newcomer)
             took = wait_for("the join is committed", lambda: committed(kv, live, with_newcomer), 60)
@@ -197,7 +197,7 @@ def test_a_dead_member_blocks_no_join_and_is_removed(make_cluster: ClusterFactor
         written = {**preload, **writer.acknowledged}
 
         # ---- remove the dead member ----
-        with Writer(live, "remove") as writer:
+        with Writer(cluster.clients_of(live), "remove") as writer:
             time.sleep(1.0)
             kv.remove(dead, via=founders[0])
             kv.remove(dead, via=founders[0])  # asked twice: nothing more happens

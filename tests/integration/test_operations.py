@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_auto_join_health_and_locate(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3, (*FAST, "--auto-join"), founders=1)
     seed = cluster.addresses[0]
-    with Client([seed], timeout=3.0) as kv:
+    with Client([cluster.client_of(seed)], timeout=3.0) as kv:
 
         def all_active() -> bool:
             status = kv.status(seed)
@@ -50,7 +50,7 @@ def test_auto_join_health_and_locate(make_cluster: ClusterFactory) -> None:
 
 def test_a_standby_node_without_auto_join_stays_out(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(2, FAST, founders=1)
-    with Client(cluster.addresses[:1], timeout=3.0) as kv:
+    with Client(cluster.client_addresses[:1], timeout=3.0) as kv:
         wait_for(
             "the newcomer learns the ring", lambda: kv.health(cluster.addresses[1]) == "SERVING", 15
         )

@@ -43,7 +43,7 @@ def test_a_node_with_other_seeds_reports_the_disagreement(
         odd.send_signal(signal.SIGTERM)
         odd.wait(timeout=15)
     # The three agreeing nodes refused it: their ring is still theirs, without the odd node.
-    with Client(cluster.addresses) as kv:
+    with Client(cluster.client_addresses) as kv:
         for node in cluster.addresses:
             status = kv.status(node)
             assert status.ring_epoch == 1

@@ -28,6 +28,9 @@ NODES = [f"n{i}:7100" for i in range(1, 6)]
 class FakeBackend(Backend):
     name = "fake"
 
+    def client_reachable(self, node: str) -> str:
+        return node
+
     def __init__(self, nodes: list[str] | None = None) -> None:
         self.nodes = list(nodes or NODES)
         self.calls: list[tuple] = []

@@ -75,7 +75,8 @@ def container(sts: dict[str, Any]) -> dict[str, Any]:
 
 
 def container_port(sts: dict[str, Any]) -> int:
-    (port,) = container(sts)["ports"]
+    """The cluster port (named grpc; the other is the client port)."""
+    (port,) = [p for p in container(sts)["ports"] if p["name"] == "grpc"]
     return int(port["containerPort"])
 
 
@@ -103,8 +104,11 @@ def test_statefulset_uses_the_headless_service(k8s: dict[str, dict[str, Any]]) -
     labels = sts["spec"]["template"]["metadata"]["labels"]
     for selector in (service["spec"]["selector"], sts["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= labels.items()
-    (port,) = service["spec"]["ports"]
-    assert port["targetPort"] in (container_port(sts), container(sts)["ports"][0]["name"])
+    # The cluster port and the client port, each to a port the container declares.
+    declared = {p["name"] for p in container(sts)["ports"]} | {container_port(sts)}
+    ports = service["spec"]["ports"]
+    assert [p["name"] for p in ports] == ["grpc", "client"]
+    assert all(p["targetPort"] in declared for p in ports)
 
 
 def test_seeds_are_stable_names_of_existing_pods(k8s: dict[str, dict[str, Any]]) -> None:

@@ -92,7 +92,11 @@ def test_env_seeds_are_comma_separated() -> None:
 
 def test_members_include_advertise_once_and_sorted() -> None:
     config = load_node_config(
-        flags={"seeds": "10.0.0.9:7000,10.0.0.1:7000", "listen": "0.0.0.0:7000"},
+        flags={
+            "seeds": "10.0.0.9:7000,10.0.0.1:7000",
+            "listen": "0.0.0.0:7000",
+            "insecure": True,
+        },
         env={"KVSTORE_ADVERTISE": "10.0.0.5:7000"},
     )
     assert config.listen == "0.0.0.0:7000"
@@ -138,6 +142,17 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "tombstone_gc_interval_ms",
         "auto_join",
         "peer_routes",
+        "max_inflight_requests",
+        "max_inflight_request_bytes",
+        "max_connections",
+        "connection_idle_ms",
+        "client_listen",
+        "client_advertise",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+        "auth_tokens",
+        "insecure",
     } == SETTINGS
     path = toml(tmp_path, "max_siblings = 5\nrequest_timeout_ms = 700\n")
     config = load_node_config(
@@ -395,3 +410,34 @@ def test_peer_routes_from_a_toml_table(tmp_path: Path) -> None:
 def test_bad_peer_routes_are_config_errors(text: str) -> None:
     with pytest.raises(ConfigError, match=r"peer_routes|address"):
         load_node_config(env={"KVSTORE_PEER_ROUTES": text})
+
+
+# ---- the two ports and protected mode ----
+
+
+def test_the_client_port_defaults_to_the_cluster_port_plus_the_offset() -> None:
+    config = load_node_config(flags={"listen": "127.0.0.1:7101", "advertise": "127.0.0.1:7101"})
+    assert config.client_listen == "127.0.0.1:8101"
+    assert config.client_advertise == "127.0.0.1:8101"
+    with pytest.raises(ConfigError, match="client_listen must differ"):
+        load_node_config(flags={"listen": "127.0.0.1:7101", "client_listen": "127.0.0.1:7101"})
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:7101", "10.1.2.3:7101", "[::]:7101"])
+def test_no_tls_binds_loopback_only_unless_insecure(listen: str) -> None:
+    flags = {"listen": listen, "advertise": "10.1.2.3:7101"}
+    with pytest.raises(ConfigError, match="without TLS"):
+        load_node_config(flags=flags)
+    assert load_node_config(flags={**flags, "insecure": True}).security.insecure
+
+
+def test_a_client_port_off_loopback_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match="without TLS"):
+        load_node_config(flags={"listen": "127.0.0.1:7101", "client_listen": "0.0.0.0:8101"})
+
+
+def test_tls_material_goes_together_and_tokens_need_tls() -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        load_node_config(flags={"tls_ca": "ca.pem"})
+    with pytest.raises(ConfigError, match="needs TLS"):
+        load_node_config(flags={"auth_tokens": "tokens.txt"})

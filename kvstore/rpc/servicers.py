@@ -30,6 +30,7 @@ from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
 from kvstore.errors import ClusterRefused, InternalError, InvalidArgument, KvError, StorageError
 from kvstore.rpc import translate
+from kvstore.rpc.badinput import call_name, internal_error
 from kvstore.rpc.session import StreamSession
 from kvstore.rpc.status import abort, call_error
 from kvstore.rpc.wire import MAX_ITEMS_PER_CALL
@@ -98,7 +99,7 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
     except KvError as exc:
         await abort(context, exc)
     except Exception as exc:
-        log.exception("internal error")
+        internal_error(log, call_name(call), exc)  # rate-limited: a caller can trigger it
         await abort(context, InternalError(f"{type(exc).__name__}: {exc}"))
     raise AssertionError("abort returned")  # context.abort always raises
 
@@ -148,7 +149,7 @@ def _failure(exc: BaseException) -> pb.CallError:
         return call_error(exc)
     if isinstance(exc, asyncio.CancelledError):
         return pb.CallError(code="CANCELLED", message="cancelled by the caller")
-    log.error("internal error in a stream call", exc_info=exc)
+    internal_error(log, "a stream call", exc)  # rate-limited: a caller can trigger it
     return call_error(InternalError(f"{type(exc).__name__}: {exc}"))
 
 

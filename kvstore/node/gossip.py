@@ -14,13 +14,18 @@ from kvstore.errors import StorageUnavailable
 from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
 from kvstore.node.router import Router
+from kvstore.rpc.badinput import LogLimiter, clip
 from kvstore.storage.codec import encode_cluster
 from kvstore.storage.engine import Storage
 
 log = logging.getLogger(__name__)
 
-# Senders whose refused gossip was logged (once each, not once per round).
-_MAX_REPORTED = 256
+_REPORT_INTERVAL_S = 600.0
+_REPORTED_PEERS = 16
+
+
+def _more(held_back: int) -> str:
+    return f" ({held_back} more refusals not logged)" if held_back else ""
 
 
 class Gossip:
@@ -48,8 +53,11 @@ class Gossip:
         self._join = join
         self._rng = rng or random.Random()
         self._saved_revision = -1
-        # Peers whose cluster disagrees with ours, already reported (once each, not per round).
-        self._reported: set[str] = set()
+        # Peers whose cluster disagrees with ours, already reported (once each per 10 min, not
+        # per round). Bounded: `sender` is whatever a caller says, so a flood of made-up
+        # senders shares one line per interval instead of writing one line (and keeping one
+        # entry) each.
+        self._reported = LogLimiter(_REPORT_INTERVAL_S, clock.monotonic, _REPORTED_PEERS)
         # Called once, when this node first knows a ring (its health turns SERVING).
         self.on_ring_known: Callable[[], Awaitable[None]] | None = None
 
@@ -63,11 +71,10 @@ class Gossip:
         try:
             changed = self.membership.on_gossip(view, self._clock.monotonic())
         except (ClusterMismatch, InvalidView) as exc:
-            if sender not in self._reported:
-                if len(self._reported) >= _MAX_REPORTED:
-                    self._reported.clear()  # senders may be made up: keep the set bounded
-                self._reported.add(sender)
-                log.error("gossip from %s refused: %s", sender, exc)
+            held_back = self._reported.admit(sender)
+            if held_back is not None:
+                why = clip(str(exc), 1000)  # names the members the caller sent
+                log.error("gossip from %s refused: %s%s", clip(sender), why, _more(held_back))
             raise
         if changed:
             self._router.refresh()
@@ -126,9 +133,9 @@ class Gossip:
             )
             self.merge(reply, sender=peer)
         except PeerFailure as exc:
-            if exc.code == "FAILED_PRECONDITION" and peer not in self._reported:
-                self._reported.add(peer)
-                log.error("gossip with %s refused: %s", peer, exc)
+            held_back = self._reported.admit(peer) if exc.code == "FAILED_PRECONDITION" else None
+            if held_back is not None:
+                log.error("gossip with %s refused: %s%s", peer, exc, _more(held_back))
             log.debug("gossip with %s failed: %s", peer, exc)
         except (ClusterMismatch, ValueError):
             pass  # reported once by merge

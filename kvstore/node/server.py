@@ -27,6 +27,7 @@ from kvstore.node.router import Router
 from kvstore.node.storagewatch import StorageWatch
 from kvstore.node.tasks import TaskSet
 from kvstore.node.tombstones import TombstoneGC
+from kvstore.rpc.badinput import install_grpc_filter
 from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.server import GrpcServer
 from kvstore.rpc.servicers import (
@@ -237,6 +238,9 @@ def build_node(
 
 async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set or the process gets SIGTERM/SIGINT."""
+    # Before the port opens: from then on any caller can make grpc log (a traceback per
+    # undecodable request, unfiltered).
+    install_grpc_filter()
     storage = Storage(config.data_dir, sync=config.sync_writes)
     try:
         actor = storage.claim_identity(config.node_id)

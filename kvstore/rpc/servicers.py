@@ -40,6 +40,7 @@ from kvstore.errors import (
 )
 from kvstore.rpc import translate
 from kvstore.rpc.admission import Admission
+from kvstore.rpc.badinput import call_name, internal_error
 from kvstore.rpc.session import StreamSession
 from kvstore.rpc.status import abort, call_error
 from kvstore.rpc.wire import MAX_ITEMS_PER_CALL
@@ -108,7 +109,7 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
     except KvError as exc:
         await abort(context, exc)
     except Exception as exc:
-        log.exception("internal error")
+        internal_error(log, call_name(call), exc)  # rate-limited: a caller can trigger it
         await abort(context, InternalError(f"{type(exc).__name__}: {exc}"))
     raise AssertionError("abort returned")  # context.abort always raises
 
@@ -152,7 +153,7 @@ def _failure(exc: BaseException) -> pb.CallError:
         return call_error(exc)
     if isinstance(exc, asyncio.CancelledError):
         return pb.CallError(code="CANCELLED", message="cancelled by the caller")
-    log.error("internal error in a stream call", exc_info=exc)
+    internal_error(log, "a stream call", exc)  # rate-limited: a caller can trigger it
     return call_error(InternalError(f"{type(exc).__name__}: {exc}"))
 
 

@@ -36,7 +36,10 @@ from google.protobuf.message_factory import GetMessageClass
 from kvstore import Client
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.core.versions import KeyState
 from kvstore.node.local_cluster import LocalCluster
+from kvstore.rpc.peer import PeerClient
+from kvstore.storage.codec import state_to_proto
 from tests.conftest import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -69,20 +72,16 @@ _STATE_CHANGING_ADMIN = {
 # bytes, 100-199 byte-level and 200-299 value-level mutations), the same in every run; with
 # another seed or case count a run may miss one (XPASS) or find another.
 _KNOWN_DEFECTS: dict[str, str] = {
-    # Cases 206, 245: a record with the key's vector bumped and its sibling's value emptied
-    # or replaced is merged as a newer write: the client's value is gone.
-    "kvstore.v1.Peer.ReplicaMerge": "unauthenticated ReplicaMerge overwrites a client's data",
-    # Case 296: the same through the batch form.
+    # Case 296: a record with the key's vector bumped and its sibling's value replaced is
+    # merged as a newer write: the client's value is gone. A merge of a newer state is what
+    # a real member sends; only authenticating the sender (mTLS on the cluster port) tells
+    # the two apart.
     "kvstore.v1.Peer.ReplicaMergeBatch": "unauthenticated ReplicaMergeBatch overwrites data",
-    # Case 202: Purge deletes the key when the record sent equals the one stored, although
-    # that is a live value, not a tombstone (purge_tombstone compares, never checks it is a
-    # tombstone). The record is one unauthenticated ReplicaRead away.
-    "kvstore.v1.Peer.Purge": "unauthenticated Purge deletes a live value (any record it matches)",
-    # Cases 165, 262: the node's own state pushed back with a member's address altered adds
-    # that address as an active member; the node then plans a ring that hands half of its
-    # partitions to it (ring epoch 2, 128 partitions pending to a node that does not exist).
-    "kvstore.v1.Peer.Gossip": "unauthenticated Gossip adds forged members and moves the ring",
 }
+# Fixed since (no longer marked): Purge deleted a live value that matched the record sent
+# (now tombstones only); a gossip push with a member's address altered added it (now
+# addresses are validated and a ring only follows the claimant's plan); the unary
+# ReplicaMerge is gone (merges travel on the peer stream, checked against the write limits).
 
 _SERVICES = ("KV", "Peer", "Admin")
 _METHODS: list[MethodDescriptor] = [
@@ -107,7 +106,8 @@ class Target:
     next method must not be judged by that)."""
 
     cluster: LocalCluster
-    address: str
+    address: str  # the cluster port (Peer, Admin)
+    client_address: str  # the client port (KV)
     state: pb.ClusterState  # the node's real cluster state
 
 
@@ -139,17 +139,25 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             empty = pb.ClusterState(format=1, partitions=info.partitions, n=info.n)
             state = peer.Gossip(pb.GossipRequest(state=empty, sender="fuzz"), timeout=5).state
         assert state.has_ring
-        yield Target(cluster, address, state)
+        yield Target(cluster, address, cluster.client_addresses[0], state)
 
 
 def templates(target: Target, name: str) -> Templates:
     keys = [f"fuzz-data-{name}-{i}".encode() for i in range(_DATA_KEYS_PER_METHOD)]
     with Client(target.cluster.seeds, timeout=5.0) as kv:
         contexts = [kv.put(key, b"value of " + key).context for key in keys]
-    with grpc.insecure_channel(target.address) as channel:
-        read = pb_grpc.PeerStub(channel).ReplicaRead(pb.ReplicaReadRequest(key=keys[0]), timeout=5)
-    assert read.found
-    return Templates(target.address, keys, read.record, contexts[0], target.state)
+    # The stored record, read as a peer reads it (on the peer stream).
+    state = asyncio.run(_peer_read(target.address, keys[0]))
+    assert state is not None
+    return Templates(target.address, keys, state_to_proto(state), contexts[0], target.state)
+
+
+async def _peer_read(address: str, key: bytes) -> KeyState | None:
+    peers = PeerClient(64 * 1024 * 1024)
+    try:
+        return await peers.read(address, key, 5.0)
+    finally:
+        await peers.close()
 
 
 # ---- what the node holds, compared before and after ----
@@ -164,18 +172,17 @@ class Snapshot:
 def snapshot(address: str, keys: list[bytes]) -> Snapshot:
     with grpc.insecure_channel(address) as channel:
         read = channel.unary_unary(
-            "/kvstore.v1.Peer/ReplicaRead",
-            request_serializer=pb.ReplicaReadRequest.SerializeToString,
-            response_deserializer=pb.ReplicaReadResponse.FromString,
+            "/kvstore.v1.Admin/LocalGet",
+            request_serializer=pb.LocalGetRequest.SerializeToString,
+            response_deserializer=pb.GetResponse.FromString,
         )
         records = {}
         for key in keys:
-            # data_only: the client's data, not the hints the node keeps for others (a merge
-            # for another node is kept as one, and delivered or dropped later).
-            answer = read(pb.ReplicaReadRequest(key=key, data_only=True), timeout=5)
-            records[key] = (
-                answer.record.SerializeToString(deterministic=True) if answer.found else b""
-            )
+            # The node's own data (values and the context naming their exact versions), not
+            # the hints it keeps for others (a merge for another node is kept as one, and
+            # delivered or dropped later).
+            answer = read(pb.LocalGetRequest(key=key), timeout=5)
+            records[key] = answer.SerializeToString(deterministic=True)
         status = channel.unary_unary(
             "/kvstore.v1.Admin/Status",
             request_serializer=pb.StatusRequest.SerializeToString,
@@ -453,7 +460,8 @@ def test_fuzzed_method_leaves_the_node_as_it_was(target: Target, method: MethodD
     made = templates(target, _case_id(method))
     before = snapshot(target.address, made.keys)
     cases = fuzz_inputs(method, made, SEED)
-    outcomes = asyncio.run(run_cases(target.address, method, cases))
+    port = target.client_address if method.containing_service.name == "KV" else target.address
+    outcomes = asyncio.run(run_cases(port, method, cases))
     replay = f"seed {SEED}, method {method.full_name}"
     no_status = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, grpc.StatusCode)]
     assert not no_status, f"calls that ended without a gRPC status ({replay}): {no_status[:5]}"

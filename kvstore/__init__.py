@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kvstore import errors
-    from kvstore.client import AsyncClient, Client, GetResult, PutItem, PutResult
+    from kvstore.client import TLS, AsyncClient, Client, GetResult, PutItem, PutResult
 
-__all__ = ["AsyncClient", "Client", "GetResult", "PutItem", "PutResult", "errors"]
+__all__ = ["TLS", "AsyncClient", "Client", "GetResult", "PutItem", "PutResult", "errors"]
 __version__ = "0.1.0"
 
-_CLIENT_NAMES = frozenset({"AsyncClient", "Client", "GetResult", "PutItem", "PutResult"})
+_CLIENT_NAMES = frozenset({"TLS", "AsyncClient", "Client", "GetResult", "PutItem", "PutResult"})
 
 
 def __getattr__(name: str) -> Any:

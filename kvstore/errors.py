@@ -82,6 +82,20 @@ class HintsFull(KvError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unauthenticated(KvError):
+    """The call carried no credentials this node accepts (no client certificate from the
+    cluster CA, no known token)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(KvError):
+    """The caller is known but its role does not allow this call (a reader writing, a
+    client calling an admin verb, a member speaking for another)."""
+
+    code = "PERMISSION_DENIED"
+
+
 class Overloaded(KvError):
     """The node holds as many client requests (or request bytes) in flight as it may
     (max_inflight_requests, max_inflight_request_bytes): the request was refused before
@@ -141,6 +155,8 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         Unavailable,
         TransportError,
         HintsFull,
+        Unauthenticated,
+        PermissionDenied,
         Overloaded,
         ClusterRefused,
         Timeout,
@@ -159,4 +175,6 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
     "DEADLINE_EXCEEDED": Timeout,
     "INTERNAL": InternalError,
     "RESOURCE_EXHAUSTED": InvalidArgument,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": PermissionDenied,
 }

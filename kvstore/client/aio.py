@@ -26,6 +26,7 @@ from kvstore.client._common import (
     put_call,
     put_many_call,
 )
+from kvstore.client.credentials import TLS, channel_credentials, open_channel
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
 from kvstore.errors import (
     BatchTooLarge,
@@ -70,10 +71,15 @@ class AsyncClient:
         timeout: float = 5.0,
         resolver: Resolver | None = None,
         max_inflight_bytes: int = CLIENT_INFLIGHT_BYTES,
+        tls: TLS | str | None = None,
+        token: str | None = None,
     ) -> None:
+        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too);
+        `token`: a bearer token for the client port (needs `tls`)."""
         self._requests = RequestBuilder(seeds, timeout, resolver)
+        credentials = channel_credentials(tls, token)
         self._pool = ChannelPool(
-            lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+            lambda address: open_channel(address, credentials, CHANNEL_OPTIONS, aio=True),
             pb_grpc.KVStub,
         )
         self._streams: dict[str, CallStream[pb.ClientResult]] = {}

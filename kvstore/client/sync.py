@@ -26,6 +26,7 @@ from kvstore.client._common import (
 )
 from kvstore.client._loop import LoopThread
 from kvstore.client.aio import AsyncClient
+from kvstore.client.credentials import TLS, channel_credentials, open_channel
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
 from kvstore.errors import KvError
 from kvstore.rpc.channels import ChannelPool
@@ -46,16 +47,21 @@ class Client:
         seeds: str | Sequence[str],
         timeout: float = 5.0,
         resolver: Resolver | None = None,
+        tls: TLS | str | None = None,
+        token: str | None = None,
     ) -> None:
+        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too);
+        `token`: a bearer token for the client port (needs `tls`)."""
         self._requests = RequestBuilder(seeds, timeout, resolver)
+        credentials = channel_credentials(tls, token)
         self._pool = ChannelPool(
-            lambda address: grpc.insecure_channel(address, options=CHANNEL_OPTIONS),
+            lambda address: open_channel(address, credentials, CHANNEL_OPTIONS, aio=False),
             pb_grpc.KVStub,
         )
         self._closed = False
         self._loop = LoopThread()
         try:
-            self._async = self._loop.run(_async_client(seeds, timeout, resolver))
+            self._async = self._loop.run(_async_client(seeds, timeout, resolver, tls, token))
         except BaseException:
             self._loop.close()  # no thread left behind by a client that never was
             raise
@@ -238,7 +244,11 @@ class Client:
 
 
 async def _async_client(
-    seeds: str | Sequence[str], timeout: float, resolver: Resolver | None
+    seeds: str | Sequence[str],
+    timeout: float,
+    resolver: Resolver | None,
+    tls: TLS | str | None,
+    token: str | None,
 ) -> AsyncClient:
     """Made on the loop thread, so its channels belong to that loop."""
-    return AsyncClient(seeds, timeout, resolver)
+    return AsyncClient(seeds, timeout, resolver, tls=tls, token=token)

@@ -30,6 +30,7 @@ from kvstore.node.tombstones import TombstoneGC
 from kvstore.rpc.badinput import install_grpc_filter
 from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.server import GrpcServer
+from kvstore.rpc.tls import NodeTls
 from kvstore.rpc.servicers import (
     DEFAULT_MESSAGE_BYTES,
     AdminServicer,
@@ -247,7 +248,13 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         message_bytes = max_message_bytes(config)
         clock = SystemClock()
         counters: Counter[str] = Counter()
-        peers = PeerClient(message_bytes, dict(config.peer_routes), counters=counters)
+        tls = NodeTls.load(config.security)
+        peers = PeerClient(
+            message_bytes,
+            dict(config.peer_routes),
+            counters=counters,
+            credentials=tls.to_peers() if tls else None,
+        )
         node = build_node(
             config, storage, actor, peers, start_membership(config, storage, clock), clock, counters
         )
@@ -256,6 +263,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             max_message_bytes=message_bytes,
             limits=config.limits,
             client_receive_bytes=client_message_bytes(config),
+            guard=tls.guard() if tls else None,
         )
         health = Health(server)
         await health.update()
@@ -265,7 +273,12 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         watch = StorageWatch(
             storage, counters, lambda writable: health.update(storage_writable=writable)
         )
-        await server.start(config.client_listen, config.listen)
+        await server.start(
+            config.client_listen,
+            config.listen,
+            client_credentials=tls.client_port() if tls else None,
+            cluster_credentials=tls.cluster_port() if tls else None,
+        )
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -92,7 +92,10 @@ class PeerClient:
         routes: Mapping[str, str] | None = None,
         max_inflight_bytes: int = PEER_INFLIGHT_BYTES,
         counters: Counter[str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """`credentials`: this node's certificate and the cluster CA (mutual TLS with every
+        peer); None between nodes without TLS."""
         # Messages and calls sent on the peer streams (peer_stream_*_sent), for operators.
         self._counters = counters
         options = channel_options(max_message_bytes)
@@ -100,9 +103,14 @@ class PeerClient:
         self._max_inflight_bytes = max(max_inflight_bytes, max_message_bytes)
         # A peer is named by its advertised address; `routes` may say to dial another.
         dial = dict(routes or {})
+        def open_channel(address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+            target = dial.get(address, address)
+            if credentials is None:
+                return grpc.aio.insecure_channel(target, options=options)
+            return grpc.aio.secure_channel(target, credentials, options=options)
+
         self._pool = ChannelPool(
-            lambda address: grpc.aio.insecure_channel(dial.get(address, address), options=options),
-            lambda channel: channel,
+            lambda address: open_channel(address, options), lambda channel: channel
         )
         self._streams: dict[str, CallStream[pb.PeerResult]] = {}
         self._turns: dict[str, _Turn] = {}
@@ -115,10 +123,7 @@ class PeerClient:
         # (gRPC shares connections between channels of equal settings unless told not to.)
         control_options = [*options, ("grpc.use_local_subchannel_pool", 1)]
         self._control = ChannelPool(
-            lambda address: grpc.aio.insecure_channel(
-                dial.get(address, address), options=control_options
-            ),
-            pb_grpc.PeerStub,
+            lambda address: open_channel(address, control_options), pb_grpc.PeerStub
         )
 
     def stream(self, address: str) -> CallStream[pb.PeerResult]:

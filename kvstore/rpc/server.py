@@ -8,12 +8,15 @@ only members and operators have any business on the cluster port."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.core.limits import DEFAULT_LIMITS, Limits
+from kvstore.rpc.auth import Guard
 from kvstore.rpc.peer import channel_options
 from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 
@@ -63,14 +66,20 @@ class GrpcServer:
         max_message_bytes: int,
         limits: Limits = DEFAULT_LIMITS,
         client_receive_bytes: int | None = None,
+        guard: Guard | None = None,
     ) -> None:
+        """`guard`: who may call what (kvstore.rpc.auth); None on a node without TLS."""
+
+        def guarded(service: str, servicer: Any) -> Any:
+            return servicer if guard is None else guard.wrap(service, servicer)
+
         self._client = grpc.aio.server(
             options=server_options(max_message_bytes, limits, client_receive_bytes)
         )
-        pb_grpc.add_KVServicer_to_server(kv, self._client)
+        pb_grpc.add_KVServicer_to_server(guarded("KV", kv), self._client)
         self._cluster = grpc.aio.server(options=server_options(max_message_bytes, limits))
-        pb_grpc.add_PeerServicer_to_server(peer, self._cluster)
-        pb_grpc.add_AdminServicer_to_server(admin, self._cluster)
+        pb_grpc.add_PeerServicer_to_server(guarded("Peer", peer), self._cluster)
+        pb_grpc.add_AdminServicer_to_server(guarded("Admin", admin), self._cluster)
         self._health = HealthServicer()
         for server in (self._client, self._cluster):
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -36,9 +36,10 @@ from kvstore.errors import (
     InvalidArgument,
     KvError,
     Overloaded,
+    PermissionDenied,
     StorageError,
 )
-from kvstore.rpc import translate
+from kvstore.rpc import auth, translate
 from kvstore.rpc.admission import Admission
 from kvstore.rpc.badinput import call_name, internal_error
 from kvstore.rpc.session import StreamSession
@@ -301,8 +302,10 @@ class KVServicer(pb_grpc.KVServicer):
             return
         size = call.ByteSize()
         try:
+            if kind in ("put", "put_many"):
+                auth.require("write")  # the stream was opened by a reader at least
             self._admission.enter(items, size)
-        except Overloaded as exc:
+        except (Overloaded, PermissionDenied) as exc:
             session.reply(pb.ClientResult(id=call.id, error=call_error(exc)))
             return
         work: Awaitable[Any]
@@ -460,6 +463,7 @@ class PeerServicer(pb_grpc.PeerServicer):
                     call.merge_many.items, partial(_reply_merged_many, session, call_id)
                 )
             elif kind == "forward":
+                auth.require_node(call.forward.sender)
                 task = asyncio.ensure_future(
                     self._coordinator.forwarded_put(translate.forwarded_put(call.forward))
                 )
@@ -474,6 +478,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self, request: pb.GossipRequest, context: grpc.aio.ServicerContext
     ) -> pb.GossipResponse:
         async def call() -> pb.GossipResponse:
+            auth.require_node(request.sender)
             try:
                 view = cluster_from_proto(request.state)
                 return pb.GossipResponse(

@@ -34,7 +34,7 @@ from pathlib import Path
 LAYERS: list[list[str]] = [
     ["kvstore._pb", "kvstore._native", "kvstore.errors"],  # foundation
     ["kvstore.core"],
-    ["kvstore.storage", "kvstore.config"],
+    ["kvstore.storage", "kvstore.config", "kvstore.security"],
     ["kvstore.rpc"],
     ["kvstore.node"],
     ["kvstore.client"],
@@ -44,12 +44,14 @@ LAYERS: list[list[str]] = [
 
 # Third-party packages only some modules may import (the module or package named, or any
 # module under it): gRPC stays below the transport seam (kvstore.rpc, and the clients, which
-# are gRPC clients), RocksDB inside the storage engine. kvstore.bench.wire is kvbench's gRPC
-# to services that are not kvstore's (etcd's KV API, the floor's echo).
+# are gRPC clients), RocksDB inside the storage engine, X.509 and keys inside kvstore.security.
+# kvstore.bench.wire is kvbench's gRPC to services that are not kvstore's (etcd's KV API, the
+# floor's echo).
 CONFINED: dict[str, tuple[str, ...]] = {
     "grpc": ("kvstore.rpc", "kvstore.client", "kvstore._pb", "kvstore.bench.wire"),
     "grpc_health": ("kvstore.rpc", "kvstore.client"),
     "rocksdict": ("kvstore.storage.engine",),
+    "cryptography": ("kvstore.security",),
 }
 
 # Directories (relative to the package) of generated code: not parsed, their modules are leaves.

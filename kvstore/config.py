@@ -88,6 +88,10 @@ class Security:
     tls_cert: str = ""
     tls_key: str = ""
     auth_tokens: str = ""
+    # The client port requires a client certificate from the CA (its role then comes from
+    # the certificate). Off, the client port takes tokens: gRPC's Python server either
+    # requires client certificates or never asks for them, so one port cannot take both.
+    client_certs: bool = False
     insecure: bool = False
 
     @property
@@ -98,6 +102,8 @@ class Security:
         given = [bool(self.tls_ca), bool(self.tls_cert), bool(self.tls_key)]
         if any(given) and not all(given):
             raise ConfigError("tls_ca, tls_cert and tls_key go together: give all three or none")
+        if self.client_certs and not self.tls:
+            raise ConfigError("client_certs needs TLS (tls_ca, tls_cert, tls_key)")
         if self.auth_tokens and not self.tls:
             raise ConfigError(
                 "auth_tokens needs TLS (tls_ca, tls_cert, tls_key): a token sent in clear"
@@ -185,7 +191,7 @@ _INT_SETTINGS = {
     "max_request_timeout_ms",
     *(f.name for f in dataclasses.fields(Background)),
 }
-_BOOL_SETTINGS = {"sync_writes", "auto_join", "insecure"}
+_BOOL_SETTINGS = {"sync_writes", "auto_join", "insecure", "client_certs"}
 _STR_SETTINGS = {
     "node_id",
     "listen",

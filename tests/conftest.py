@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from kvstore.node.local_cluster import LocalCluster, free_ports
+from kvstore.node.local_cluster import (
+    LocalCluster,
+    credentials_env,
+    free_ports,
+    local_material,
+)
 
 __all__ = ["free_ports"]  # tests import it from here
 
@@ -14,9 +20,33 @@ __all__ = ["free_ports"]  # tests import it from here
 ClusterFactory = Callable[..., LocalCluster]
 
 
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CA for the session's secure clusters: each cluster's node certificates are
+    issued from it, so one client identity (the admin certificate and token) reaches all."""
+    path = tmp_path_factory.mktemp("tls")
+    local_material(path)
+    return path
+
+
 @pytest.fixture
-def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
-    """Start local clusters; every process a test started is stopped by pid afterwards."""
+def secure_client_env(tls_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """KVSTORE_TLS_* and KVSTORE_TOKEN for the admin identity, set in the environment: every
+    Client (and CLI, kvbench or kvchaos process) a test starts then speaks TLS and
+    authenticates, as a user of a secure cluster does."""
+    material, tokens = local_material(tls_dir)
+    env = credentials_env(material, tokens)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def make_cluster(
+    tmp_path_factory: pytest.TempPathFactory, tls_dir: Path
+) -> Iterator[ClusterFactory]:
+    """Start local clusters (secure: TLS, certificates and tokens from `tls_dir`); every
+    process a test started is stopped by pid afterwards."""
     started: list[LocalCluster] = []
 
     def make(
@@ -28,6 +58,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFa
             ports=free_ports(count),
             extra_args=extra_args,
             founders=founders,
+            tls_dir=tls_dir,
         )
         started.append(cluster)
         cluster.start()

@@ -26,7 +26,10 @@ class LocalBackend(Backend):
         data_dir: str | Path,
         node_args: tuple[str, ...] = (),
         ready_timeout_s: float = 60.0,
+        tls_dir: str | Path | None = None,
     ) -> None:
+        """`tls_dir`: run the nodes secure (see LocalCluster); the harness's clients then
+        need the matching KVSTORE_TLS_* / KVSTORE_TOKEN in their environment."""
         if not 1 <= count <= 16:
             raise ChaosError("the local backend runs 1..16 nodes")
         # Every port at once (held together, so all distinct): the nodes' and the links'.
@@ -49,6 +52,7 @@ class LocalBackend(Backend):
             ports=ports,
             extra_args=node_args,
             node_args=lambda i: ("--peer-routes", ",".join(routes[i])),
+            tls_dir=tls_dir,
         )
         self._ready_timeout_s = ready_timeout_s
         self._cut: set[str] = set()

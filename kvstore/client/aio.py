@@ -33,8 +33,10 @@ from kvstore.errors import (
     InvalidArgument,
     InvalidKey,
     KvError,
+    PermissionDenied,
     Timeout,
     TransportError,
+    Unauthenticated,
     ValueTooLarge,
 )
 from kvstore.rpc.channels import ChannelPool
@@ -56,6 +58,12 @@ _TOO_LARGE: dict[str, type[InvalidArgument]] = {
 }
 
 
+_REFUSED_CREDENTIALS: dict[str, type[KvError]] = {
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": PermissionDenied,
+}
+
+
 class AsyncClient:
     """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
 
@@ -71,11 +79,12 @@ class AsyncClient:
         timeout: float = 5.0,
         resolver: Resolver | None = None,
         max_inflight_bytes: int = CLIENT_INFLIGHT_BYTES,
-        tls: TLS | str | None = None,
+        tls: TLS | str | bool | None = None,
         token: str | None = None,
     ) -> None:
-        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too);
-        `token`: a bearer token for the client port (needs `tls`)."""
+        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too; None:
+        from KVSTORE_TLS_* if set, False: plaintext); `token`: a bearer token for the
+        client port (needs `tls`; None: KVSTORE_TOKEN if set)."""
         self._requests = RequestBuilder(seeds, timeout, resolver)
         credentials = channel_credentials(tls, token)
         self._pool = ChannelPool(
@@ -111,6 +120,9 @@ class AsyncClient:
             try:
                 result = await self.stream(address).call(body, deadline, fail_fast=True)
             except NeverSent as exc:
+                if exc.code in _REFUSED_CREDENTIALS:
+                    # Every node of the cluster checks the same credentials: say so now.
+                    raise _REFUSED_CREDENTIALS[exc.code](str(exc)) from None
                 errors.append(TransportError(f"cannot reach node ({address}): {exc}"))
                 continue
             except OutcomeUnknown as exc:

@@ -6,11 +6,16 @@ a client certificate for its role.
 
 Admin verbs (status, join, leave, remove, locate, local_get) go to a node's cluster port,
 which takes certificates only: an operator's client certificate with the admin role.
+
+Not given (None), `tls` and `token` come from the environment as the CLI reads them:
+KVSTORE_TLS_CA (with KVSTORE_TLS_CERT and KVSTORE_TLS_KEY for a certificate) and
+KVSTORE_TOKEN; `tls=False` means plaintext whatever the environment says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +42,27 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
 
 
-def channel_credentials(tls: TLS | str | None, token: str | None) -> grpc.ChannelCredentials | None:
+def from_environment(
+    tls: TLS | str | bool | None, token: str | None, env: Mapping[str, str] | None = None
+) -> tuple[TLS | str | None, str | None]:
+    """`tls` and `token` as given, or from KVSTORE_TLS_* / KVSTORE_TOKEN where None."""
+    env = os.environ if env is None else env
+    if tls is None and env.get("KVSTORE_TLS_CA"):
+        tls = TLS(
+            env["KVSTORE_TLS_CA"], env.get("KVSTORE_TLS_CERT", ""), env.get("KVSTORE_TLS_KEY", "")
+        )
+    if token is None:
+        token = env.get("KVSTORE_TOKEN") or None
+    return (None if isinstance(tls, bool) else tls), token
+
+
+def channel_credentials(
+    tls: TLS | str | bool | None, token: str | None
+) -> grpc.ChannelCredentials | None:
     """The credentials of every channel a client opens (None: plaintext)."""
+    if tls is True:
+        raise ConfigError("tls=True names no CA: give the CA's PEM file, or a TLS(...)")
+    tls, token = from_environment(tls, token)
     if tls is None:
         if token:
             raise ConfigError(

@@ -47,11 +47,12 @@ class Client:
         seeds: str | Sequence[str],
         timeout: float = 5.0,
         resolver: Resolver | None = None,
-        tls: TLS | str | None = None,
+        tls: TLS | str | bool | None = None,
         token: str | None = None,
     ) -> None:
-        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too);
-        `token`: a bearer token for the client port (needs `tls`)."""
+        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too; None:
+        from KVSTORE_TLS_* if set, False: plaintext); `token`: a bearer token for the
+        client port (needs `tls`; None: KVSTORE_TOKEN if set)."""
         self._requests = RequestBuilder(seeds, timeout, resolver)
         credentials = channel_credentials(tls, token)
         self._pool = ChannelPool(
@@ -247,7 +248,7 @@ async def _async_client(
     seeds: str | Sequence[str],
     timeout: float,
     resolver: Resolver | None,
-    tls: TLS | str | None,
+    tls: TLS | str | bool | None,
     token: str | None,
 ) -> AsyncClient:
     """Made on the loop thread, so its channels belong to that loop."""

@@ -10,11 +10,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from kvstore.config import CLIENT_PORT_OFFSET
+from kvstore.security import ClusterMaterial, write_cluster_material
+
+# Client certificates a secure local cluster makes: one per role, for tests and operators.
+_CLIENTS: Mapping[str, str] = MappingProxyType(
+    {"admin": "admin", "writer": "write", "reader": "read"}
+)
 
 READY_MARK = "ready on"
 
@@ -75,7 +82,12 @@ class LocalCluster:
         founders: int | None = None,
         node_args: Callable[[int], Sequence[str]] | None = None,
         client_ports: list[int] | None = None,
+        tls_dir: str | os.PathLike[str] | None = None,
+        clients: Mapping[str, str] = _CLIENTS,
     ) -> None:
+        """`tls_dir`: run secure, with the CA, certificates and tokens kept there (made on
+        first use, reused after: several clusters may share one CA); None: plaintext on
+        loopback. `clients`: the client certificates to make (name -> role)."""
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
         if client_ports is None:
@@ -95,6 +107,7 @@ class LocalCluster:
         if not 1 <= self.founders <= count:
             raise ClusterError(f"founders must be in 1..{count}")
         self.data_dir = Path(data_dir).resolve()
+        self.host = host
         self.extra_args = extra_args
         # Arguments for one node only (by index), e.g. its own routes to its peers.
         self.node_args = node_args
@@ -110,6 +123,11 @@ class LocalCluster:
             )
             for i in range(count)
         ]
+        self.tls: ClusterMaterial | None = None
+        # role -> token, for clients of this local cluster.
+        self.tokens: dict[str, str] = {}
+        if tls_dir is not None:
+            self.tls, self.tokens = local_material(tls_dir, self.addresses, host, clients)
 
     @property
     def addresses(self) -> list[str]:
@@ -145,9 +163,29 @@ class LocalCluster:
             "--client-listen", node.client_address,
             "--data-dir", str(node.data_dir),
             "--seeds", self.cluster_seeds,
+            *self._tls_args(node),
             *self.extra_args,
             *(self.node_args(node.index) if self.node_args else ()),
         ]  # fmt: skip
+
+    def _tls_args(self, node: LocalNode) -> list[str]:
+        tls = self.tls
+        if tls is None:
+            return []
+        return [
+            "--tls-ca", str(tls.ca),
+            "--tls-cert", str(tls.node_cert(node.address)),
+            "--tls-key", str(tls.node_key(node.address)),
+            "--auth-tokens", str(tls.tokens_file),
+        ]  # fmt: skip
+
+    def client_credentials(self, name: str = "admin", role: str = "admin") -> dict[str, str]:
+        """For a client or the CLI, as KVSTORE_* settings: the CA, the client certificate
+        `name` (for admin verbs on the cluster port) and the token of `role` (for the
+        client port). Empty without TLS."""
+        if self.tls is None:
+            return {}
+        return credentials_env(self.tls, self.tokens, name, role)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every node (founders and standby ones) and wait until each is serving."""
@@ -250,3 +288,48 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def local_material(
+    tls_dir: str | os.PathLike[str],
+    addresses: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    clients: Mapping[str, str] = _CLIENTS,
+) -> tuple[ClusterMaterial, dict[str, str]]:
+    """A local cluster's CA, certificates (node ones for `addresses`) and tokens in clear
+    (role -> token), made on first use and reused after."""
+    hosts = sorted({host, "127.0.0.1", "localhost"})
+    material = write_cluster_material(tls_dir, addresses, hosts, clients)
+    return material, _local_tokens(material)
+
+
+def credentials_env(
+    material: ClusterMaterial, tokens: Mapping[str, str], name: str = "admin", role: str = "admin"
+) -> dict[str, str]:
+    """KVSTORE_* settings a client or the CLI reads: the CA, client certificate `name`, and
+    the token of `role`."""
+    return {
+        "KVSTORE_TLS_CA": str(material.ca),
+        "KVSTORE_TLS_CERT": str(material.client_cert(name)),
+        "KVSTORE_TLS_KEY": str(material.client_key(name)),
+        "KVSTORE_TOKEN": tokens[role],
+    }
+
+
+# A local cluster's tokens in clear, beside the digests the nodes check: a development
+# cluster must hand its tokens to clients across restarts. A deployment keeps only digests.
+_LOCAL_TOKENS = "local-tokens.txt"
+
+
+def _local_tokens(material: ClusterMaterial) -> dict[str, str]:
+    path = material.directory / _LOCAL_TOKENS
+    if material.tokens:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.writelines(f"{role} {token}\n" for role, token in material.tokens.items())
+        return dict(material.tokens)
+    tokens = {}
+    for line in path.read_text().splitlines():
+        role, _, token = line.partition(" ")
+        tokens[role] = token
+    return tokens

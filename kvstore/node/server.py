@@ -15,6 +15,7 @@ from kvstore.core.failure import PhiAccrualDetector
 from kvstore.core.limits import Limits
 from kvstore.core.membership import Membership
 from kvstore.core.transport import PeerTransport
+from kvstore.errors import ConfigError
 from kvstore.node.admin import Admin
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.clock import Clock, SystemClock
@@ -30,13 +31,14 @@ from kvstore.node.tombstones import TombstoneGC
 from kvstore.rpc.badinput import install_grpc_filter
 from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.server import GrpcServer
-from kvstore.rpc.tls import NodeTls
 from kvstore.rpc.servicers import (
     DEFAULT_MESSAGE_BYTES,
     AdminServicer,
     KVServicer,
     PeerServicer,
 )
+from kvstore.rpc.tls import NodeTls
+from kvstore.security import identity_from_cert
 from kvstore.storage.codec import decode_cluster
 from kvstore.storage.engine import Storage
 
@@ -249,6 +251,15 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         clock = SystemClock()
         counters: Counter[str] = Counter()
         tls = NodeTls.load(config.security)
+        if tls is not None:
+            speaks_for = identity_from_cert(tls.cert).node
+            if speaks_for != config.advertise:
+                # Peers check that a member speaks only for the address its certificate
+                # names: a node advertising another would be refused by all of them.
+                raise ConfigError(
+                    f"tls_cert is for member {speaks_for!r}, but this node advertises"
+                    f" {config.advertise!r}: give it the certificate issued for its address"
+                )
         peers = PeerClient(
             message_bytes,
             dict(config.peer_routes),

@@ -103,6 +103,7 @@ class PeerClient:
         self._max_inflight_bytes = max(max_inflight_bytes, max_message_bytes)
         # A peer is named by its advertised address; `routes` may say to dial another.
         dial = dict(routes or {})
+
         def open_channel(address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel:
             target = dial.get(address, address)
             if credentials is None:

@@ -100,7 +100,13 @@ class StreamFailure(Exception):
 
 class NeverSent(StreamFailure):
     """The call never left this process: no stream to the peer was open in time (it is down,
-    or refused), or the call waited for room past its deadline. It may be sent elsewhere."""
+    or refused), or the call waited for room past its deadline. It may be sent elsewhere.
+    `code`: the status the receiver refused the stream with, when it did (UNAUTHENTICATED:
+    the credentials, which no other node of the cluster takes either)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OutcomeUnknown(StreamFailure):
@@ -422,8 +428,9 @@ class CallStream(Generic[R]):
                 await self._await_established(stream)
             metadata = await stream.initial_metadata()
             if stream.done():
+                code = (await stream.code()).name
                 detail = await _describe_end(stream)
-                self._fail_queued(NeverSent(f"{self.name}: cannot open a stream: {detail}"))
+                self._fail_queued(NeverSent(f"{self.name}: cannot open a stream: {detail}", code))
                 return
         except asyncio.CancelledError:
             if stream is not None:

@@ -4,8 +4,8 @@ same certificate presented to peers (mutual TLS between members).
 * cluster port: a client certificate from the cluster CA is required (gRPC refuses the
   handshake otherwise); the Peer service then takes only member certificates, the Admin
   service only operators' (kvstore.rpc.auth);
-* client port: server TLS; a client is known by a token or, if it presents one, a client
-  certificate (checked against the CA by kvstore.rpc.auth).
+* client port: server TLS; a client is known by its token, or (with `client_certs`) by
+  the client certificate the port then requires.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class NodeTls:
     cert: bytes
     key: bytes
     tokens: TokenTable | None
+    client_certs: bool = False
 
     @classmethod
     def load(cls, security: Security) -> NodeTls | None:
@@ -39,6 +40,7 @@ class NodeTls:
             cert=_read(security.tls_cert, "tls_cert"),
             key=_read(security.tls_key, "tls_key"),
             tokens=tokens,
+            client_certs=security.client_certs,
         )
 
     def guard(self) -> Guard:
@@ -46,7 +48,9 @@ class NodeTls:
 
     def client_port(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
-            [(self.key, self.cert)], root_certificates=self.ca, require_client_auth=False
+            [(self.key, self.cert)],
+            root_certificates=self.ca,
+            require_client_auth=self.client_certs,
         )
 
     def cluster_port(self) -> grpc.ServerCredentials:

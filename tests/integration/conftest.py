@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,10 +12,19 @@ from tests.conftest import free_ports
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def _secure_clients(secure_client_env: dict[str, str]) -> None:
+    """The integration tier runs secure, as `kvstore local` and the docker cluster do: every
+    client of its tests authenticates (admin certificate and token)."""
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A 3-node cluster (N=3 R=2 W=2) shared by the tests of one module that kill nothing."""
-    with LocalCluster(3, tmp_path_factory.mktemp("shared"), ports=free_ports(3)) as started:
+def cluster(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[LocalCluster]:
+    """A 3-node secure cluster (N=3 R=2 W=2) shared by the tests of one module that kill
+    nothing."""
+    with LocalCluster(
+        3, tmp_path_factory.mktemp("shared"), ports=free_ports(3), tls_dir=tls_dir
+    ) as started:
         started.start()
         yield started
 

@@ -18,8 +18,10 @@ REPORTS = Path(os.environ.get("KVCHAOS_REPORTS", "build/chaos-reports"))
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_scenario_on_local_processes(name: str, tmp_path: Path) -> None:
-    backend = LocalBackend(5, tmp_path / "nodes", node_args=cli_args(FAST_SETTINGS))
+def test_scenario_on_local_processes(name: str, tmp_path: Path, tls_dir: Path) -> None:
+    backend = LocalBackend(
+        5, tmp_path / "nodes", node_args=cli_args(FAST_SETTINGS), tls_dir=tls_dir
+    )
     try:
         report = run(backend, SCENARIOS[name], keep_history=True)
         links = backend.link_states()

@@ -153,6 +153,7 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "tls_key",
         "auth_tokens",
         "insecure",
+        "client_certs",
     } == SETTINGS
     path = toml(tmp_path, "max_siblings = 5\nrequest_timeout_ms = 700\n")
     config = load_node_config(

@@ -11,12 +11,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client import Client, GetResult, PutResult
+from kvstore.client import TLS, Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
 from kvstore.config import SETTINGS, load_node_config
 from kvstore.errors import KvError
@@ -40,7 +41,13 @@ def default_node() -> str:
     return parse_seeds(seeds)[0] if seeds.strip() else DEFAULT_NODE
 
 
-_NODE_FLAGS = sorted(SETTINGS - {"sync_writes", "auto_join"})
+_SWITCHES = {
+    "sync_writes": "fsync the WAL once per group commit",
+    "auto_join": "join the ring by itself once it has learned it",
+    "insecure": "serve without TLS on addresses beyond loopback (an open cluster, on purpose)",
+    "client_certs": "the client port requires client certificates from the CA (not tokens)",
+}
+_NODE_FLAGS = sorted(SETTINGS - set(_SWITCHES))
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,10 +55,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--config", help="TOML file of settings (KVSTORE_* env and flags override it)")
     for name in _NODE_FLAGS:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
-    p.add_argument("--sync-writes", dest="sync_writes", action="store_const", const=True,
-                   default=None, help="fsync the WAL once per group commit")  # fmt: skip
-    p.add_argument("--auto-join", dest="auto_join", action="store_const", const=True,
-                   default=None, help="join the ring by itself once it has learned it")  # fmt: skip
+    for name, help_text in _SWITCHES.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_const",
+                       const=True, default=None, help=help_text)  # fmt: skip
     p.add_argument("--log-level", default="INFO")
 
 
@@ -61,6 +67,11 @@ def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--base-port", type=int, default=7101)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--data-dir", default="./data")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, no credentials (default: TLS, certificates and tokens under DATA_DIR/tls)",
+    )
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
@@ -72,6 +83,16 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--tls-ca", help="the cluster CA's PEM file (default: $KVSTORE_TLS_CA)")
+    p.add_argument(
+        "--tls-cert",
+        help="a client certificate (PEM), for admin verbs (default: $KVSTORE_TLS_CERT)",
+    )
+    p.add_argument("--tls-key", help="its key (PEM) (default: $KVSTORE_TLS_KEY)")
+    p.add_argument("--token", help="a bearer token for the client port (default: $KVSTORE_TOKEN)")
+    p.add_argument(
+        "--plaintext", action="store_true", help="no TLS (a node started without TLS material)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +245,7 @@ def _print_status(status: pb.StatusResponse, as_json: bool) -> int:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    with Client(args.seeds, timeout=args.timeout) as kv:
+    with Client(args.seeds, timeout=args.timeout, tls=_tls(args), token=args.token) as kv:
         if args.command == "status":
             node = args.node or default_node()
             return _print_status(kv.status(node), args.json)
@@ -269,6 +290,18 @@ def _client_command(args: argparse.Namespace) -> int:
         return _print_put(result, args.json, args.command == "put" and args.return_body)
 
 
+def _tls(args: argparse.Namespace) -> TLS | bool | None:
+    """The flags' TLS, else None (the client reads KVSTORE_TLS_*), or False (--plaintext)."""
+    if args.plaintext:
+        return False
+    ca = args.tls_ca or os.environ.get("KVSTORE_TLS_CA")
+    if not ca:
+        return None
+    cert = args.tls_cert or os.environ.get("KVSTORE_TLS_CERT", "")
+    key = args.tls_key or os.environ.get("KVSTORE_TLS_KEY", "")
+    return TLS(ca, cert, key)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from kvstore.node.server import run
 
@@ -285,7 +318,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _local(args: argparse.Namespace) -> int:
     from kvstore.node.local_cluster import ClusterError, LocalCluster
 
-    cluster = LocalCluster(args.nodes, args.data_dir, base_port=args.base_port, host=args.host)
+    tls_dir = None if args.insecure else Path(args.data_dir) / "tls"
+    cluster = LocalCluster(
+        args.nodes, args.data_dir, base_port=args.base_port, host=args.host, tls_dir=tls_dir
+    )
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -304,8 +340,17 @@ def _local(args: argparse.Namespace) -> int:
                 f"  {node.node_id}  clients {node.client_address}  cluster {node.address}"
                 f"  pid {node.pid}  log {node.log_path}"
             )
+        if cluster.tls is not None:
+            env_file = cluster.tls.directory / "client.env"
+            env = cluster.client_credentials()
+            _write_private(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
+            print(f"secure: TLS, certificates and tokens under {cluster.tls.directory}.")
+            print(f"For the CLI and clients (admin identity):  source {env_file}")
+        else:
+            print("insecure: plaintext on loopback (--insecure).")
         print(f"try:  kvstore put hello world --seeds {cluster.seeds}")
         print(f"      kvstore get hello --seeds {cluster.seeds}")
+        print(f"      kvstore status --node {cluster.addresses[0]}")
         print("Ctrl-C stops the cluster.", flush=True)
         while not stopping:
             time.sleep(0.5)
@@ -321,6 +366,12 @@ def _local(args: argparse.Namespace) -> int:
         cluster.stop()
         print("kvstore: stopped.")
     return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

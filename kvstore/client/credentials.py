@@ -51,7 +51,7 @@ def from_environment(
         tls = TLS(
             env["KVSTORE_TLS_CA"], env.get("KVSTORE_TLS_CERT", ""), env.get("KVSTORE_TLS_KEY", "")
         )
-    if token is None:
+    if token is None and tls is not False:  # plaintext asked for: no credentials from env
         token = env.get("KVSTORE_TOKEN") or None
     return (None if isinstance(tls, bool) else tls), token
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import Client
+from kvstore import TLS, Client
+from kvstore.errors import KvError
 from kvstore.node.local_cluster import LocalCluster
 from tests.conftest import free_ports
 
@@ -111,7 +112,7 @@ def test_serve_reads_toml_and_env_overrides_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         assert "kvstore node from-env ready" in log.read_text()
-        with Client(f"127.0.0.1:{port}") as kv:
+        with Client(f"127.0.0.1:{port}", tls=False) as kv:  # no TLS material given
             kv.put("single", b"node")
             assert kv.get("single").values == [b"node"]
     finally:
@@ -153,9 +154,19 @@ def test_local_cluster_starts_prints_ports_and_stops_on_ctrl_c(tmp_path: Path) -
         assert address in output
     node_pids = [int(line.split("pid")[1].split()[0]) for line in lines if " pid " in line]
     assert len(node_pids) == 3
-    with Client(",".join(addresses)) as kv:
+    # Secure by default: the CA, client certificates and tokens it made, in client.env.
+    assert "source " in output
+    env = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in (tmp_path / "tls" / "client.env").read_text().splitlines()
+    )
+    with Client(
+        ",".join(addresses), tls=TLS(env["KVSTORE_TLS_CA"]), token=env["KVSTORE_TOKEN"]
+    ) as kv:
         kv.put("local", b"works")
         assert kv.get("local").values == [b"works"]
+    with Client(",".join(addresses), tls=False) as plain, pytest.raises(KvError):
+        plain.get("local")
 
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=30)

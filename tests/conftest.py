@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kvstore import TLS
 from kvstore.node.local_cluster import (
     LocalCluster,
     credentials_env,
@@ -18,6 +20,16 @@ __all__ = ["free_ports"]  # tests import it from here
 
 
 ClusterFactory = Callable[..., LocalCluster]
+
+
+def credentials(cluster: LocalCluster) -> dict[str, Any]:
+    """Client(..., **credentials(cluster)): the admin identity of a secure cluster, for
+    clients made where the environment is not set (module-scoped fixtures)."""
+    env = cluster.client_credentials()
+    if not env:
+        return {"tls": False}
+    tls = TLS(env["KVSTORE_TLS_CA"], env["KVSTORE_TLS_CERT"], env["KVSTORE_TLS_KEY"])
+    return {"tls": tls, "token": env["KVSTORE_TOKEN"]}
 
 
 @pytest.fixture(scope="session")

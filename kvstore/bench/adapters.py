@@ -32,7 +32,7 @@ class KvstoreStore:
     name = "kvstore"
     supported = frozenset({Op.READ, Op.UPDATE, Op.INSERT, Op.READ_MODIFY_WRITE})
 
-    default_seeds = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+    default_seeds = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"  # `make run`'s client ports
 
     def __init__(
         self,

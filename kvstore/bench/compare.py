@@ -34,11 +34,12 @@ from kvstore.bench.redis_local import RedisReplicaSet, RedisUnavailable, ensure_
 from kvstore.bench.workloads import CORE_WORKLOADS
 from kvstore.node.local_cluster import ClusterError, LocalCluster, free_ports
 
-STORES = ("kvstore", "kvstore-sync", "redis", "etcd")  # the order of the table's rows
+STORES = ("kvstore", "kvstore-sync", "kvstore-tls", "redis", "etcd")  # the table's row order
 DEFAULT_STORES = ("kvstore", "redis", "etcd")
 LABELS = {
     "kvstore": "kvstore",
     "kvstore-sync": "kvstore with sync_writes",
+    "kvstore-tls": "kvstore with TLS and a token",
     "redis": "Redis",
     "etcd": "etcd",
 }
@@ -64,8 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stores",
         default=",".join(DEFAULT_STORES),
-        help="which of kvstore,kvstore-sync,redis,etcd to run (all but kvstore-sync: a second"
-        " kvstore cluster with sync_writes = true)",
+        help="which of kvstore,kvstore-sync,kvstore-tls,redis,etcd to run (default: all but"
+        " kvstore-sync, a second kvstore cluster with sync_writes = true, and kvstore-tls, a"
+        " secure one)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
@@ -91,9 +93,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def kvbench(arguments: list[str], timeout: float) -> None:
+# The settings a client takes its credentials from (kvstore.client.credentials).
+_CREDENTIALS = ("KVSTORE_TLS_CA", "KVSTORE_TLS_CERT", "KVSTORE_TLS_KEY", "KVSTORE_TOKEN")
+
+
+def kvbench(arguments: list[str], timeout: float, credentials: Mapping[str, str]) -> None:
+    """Run kvbench with exactly `credentials` (none for a plaintext cluster) in its env."""
+    env = {k: v for k, v in os.environ.items() if k not in _CREDENTIALS}
+    env.update(credentials)
     done = subprocess.run([*KVBENCH, *arguments, "--quiet"], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+                          timeout=timeout, env=env)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"kvbench {' '.join(arguments[:3])} failed:\n{done.stderr[-3000:]}")
 
@@ -135,6 +144,8 @@ def describe_stores(stores: Sequence[str]) -> str:
         "kvstore": "kvstore: 3 nodes, N=3 R=2 W=2.",
         "kvstore-sync": "kvstore-sync: the same, with sync_writes = true (an fsync per group"
         " commit).",
+        "kvstore-tls": "kvstore-tls: the same as kvstore, secure: mutual TLS between nodes, TLS"
+        " and a write token from the client.",
         "redis": "Redis: a primary and two replicas, SET + WAIT 1 pipelined, reads from the"
         " primary, AOF without fsync (like kvstore's WAL).",
         "etcd": "etcd: 3 members (Raft, fsync on every commit, its default), linearizable Range"
@@ -265,6 +276,7 @@ def measure_floor(
                 *targets["kvstore"],
             ],
             timeout=args.floor_duration + 120,
+            credentials={},
         )
         result["kvstore"] = {
             "async": floor.kvbench_rows(json.loads(path.read_text())),
@@ -290,10 +302,11 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
     shape = ["--records", str(args.records), "--value-size", str(args.value_size),
              "--concurrency", str(args.concurrency)]  # fmt: skip
     # All ports in one call: two calls could hand out the same port twice.
-    ports = free_ports(3 + 3 + 6 + 3)
+    ports = free_ports(3 + 3 + 6 + 3 + 3)
     floor_result: dict[str, Any] | None = None
     with contextlib.ExitStack() as started:  # stops whatever was started, in reverse order
         targets: dict[str, list[str]] = {}
+        credentials: dict[str, dict[str, str]] = {}
         seeds = None
         if "kvstore" in stores:
             cluster = started.enter_context(LocalCluster(3, work / "kvstore", ports=ports[:3]))
@@ -310,6 +323,18 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
             durable.start()
             nodes = {f"sync-node-{n.index}": n.pid or 0 for n in durable.nodes}
             targets["kvstore-sync"] = store_arguments("kvstore", durable.seeds, nodes)
+        if "kvstore-tls" in stores:
+            secure = started.enter_context(
+                LocalCluster(3, work / "kvstore-tls", ports=ports[15:18], tls_dir=work / "tls")
+            )
+            secure.start()
+            nodes = {f"tls-node-{n.index}": n.pid or 0 for n in secure.nodes}
+            targets["kvstore-tls"] = store_arguments("kvstore", secure.seeds, nodes)
+            credentials["kvstore-tls"] = {
+                k: v
+                for k, v in secure.client_credentials(role="write").items()
+                if k in ("KVSTORE_TLS_CA", "KVSTORE_TOKEN")
+            }
         if "redis" in stores:
             redis = started.enter_context(RedisReplicaSet(work / "redis", ports[3:6]))
             redis.start()
@@ -319,7 +344,11 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
             etcd.start()
             targets["etcd"] = store_arguments("etcd", etcd.endpoints, etcd.pids)
         for store in stores:
-            kvbench(["load", *shape, *targets[store]], timeout=per_run + args.records / 50)
+            kvbench(
+                ["load", *shape, *targets[store]],
+                timeout=per_run + args.records / 50,
+                credentials=credentials.get(store, {}),
+            )
         if not args.no_floor:
             floor_result = measure_floor(args, targets, seeds, raw)
         results: dict[str, dict[str, list[Result]]] = {}
@@ -333,6 +362,7 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
                          "--warmup", str(args.warmup), "--json", str(path), *shape,
                          *targets[store]],
                         timeout=per_run,
+                        credentials=credentials.get(store, {}),
                     )  # fmt: skip
                     results[workload][store].append(json.loads(path.read_text()))
         if args.rate_sweep:
@@ -342,6 +372,7 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
                      "--warmup", str(args.warmup), "--rate-sweep", args.rate_sweep,
                      "--json", str(raw / f"sweep-{store}.json"), *shape, *targets[store]],
                     timeout=per_run * (args.rate_sweep.count(",") + 1),
+                    credentials=credentials.get(store, {}),
                 )  # fmt: skip
 
     rows = {

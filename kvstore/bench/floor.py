@@ -97,7 +97,7 @@ def sync_client_loop(
     rng = random.Random(seed)
     value = rng.randbytes(value_size)
     recorder = LatencyRecorder()
-    with Client(seeds, timeout=5.0) as kv:
+    with Client(seeds, timeout=5.0, tls=False) as kv:  # compare's plaintext cluster
         began = time.perf_counter()
         record_from, stop_at = began + warmup, began + warmup + duration
         for _ in range(MAX_SYNC_OPS):

@@ -22,7 +22,6 @@ from kvstore.core import ringplan
 from kvstore.core.cluster import (
     MAX_MEMBER_RECORDS,
     ClusterView,
-    InvalidView,
     Member,
     MemberStatus,
     RingState,
@@ -116,15 +115,28 @@ class Membership:
         view out of bounds or a ring no claimant made (`ringplan.check_successor`)."""
         self._check(view)
         check_view(view)
-        newer = {
-            address: theirs
-            for address, theirs in view.members.items()
-            if address != self.address
-            and (address not in self.members or theirs.age > self.members[address].age)
-        }
-        if len(self.members) + sum(a not in self.members for a in newer) > MAX_MEMBER_RECORDS:
-            raise InvalidView(
-                f"the view would make this node track over {MAX_MEMBER_RECORDS} members"
+        newer: dict[str, Member] = {}
+        implausible = crowded = 0
+        for address, theirs in view.members.items():
+            ours = self.members.get(address)
+            if ours is not None and theirs.age <= ours.age:
+                continue
+            if not _plausible(theirs, ours):
+                # A counter made up to win (or to push a member's own record out of range
+                # when it answers): this record is dropped, the rest of the view merges.
+                implausible += 1
+                continue
+            if ours is None and len(self.members) + len(newer) >= MAX_MEMBER_RECORDS:
+                crowded += 1  # the table is full: known members still update
+                continue
+            newer[address] = theirs
+        if implausible or crowded:
+            log.warning(
+                "gossip: dropped %d records with implausible counters and %d new members past"
+                " the %d this node tracks",
+                implausible,
+                crowded,
+                MAX_MEMBER_RECORDS,
             )
         if (
             view.ring is not None
@@ -141,12 +153,15 @@ class Membership:
             )
         changed = False
         if view.ring is not None and (self.ring is None or view.ring.newer_than(self.ring)):
-            ringplan.check_successor(self.ring, view.ring, {**self.members, **newer}, self.n)
+            known = {**self.members, **newer}
+            known.pop(self.address, None)
+            known[self.address] = self.me
+            ringplan.check_successor(self.ring, view.ring, known, self.n)
             changed = True
             # The ring first: whether a member's record may bring it back depends on it.
             self.ring = view.ring
             self.revision += 1
-        for address, theirs in view.members.items():
+        for address, theirs in newer.items():
             if address == self.address:
                 self._hear_of_me(theirs)
                 continue
@@ -213,6 +228,15 @@ class Membership:
             self.set_status(MemberStatus.LEFT)
 
     # ---- questions ----
+
+    def is_removed(self, address: str) -> bool:
+        """Whether the member left or was removed (and is not in the ring any more)."""
+        ring = self.ring
+        in_ring = ring is not None and (
+            address in ring.current.members
+            or (ring.pending is not None and address in ring.pending.members)
+        )
+        return self._left(address) and not in_ring
 
     def contacts(self) -> set[str]:
         """The peers this node may talk to: members not LEFT, everyone in the ring (a removed
@@ -314,6 +338,24 @@ class Membership:
         # Someone holds a newer record of us (from before a restart with a clock that went
         # back): outdo it, or our news would never win at peers.
         self._set_me(incarnation=theirs.incarnation, version=theirs.version + 1, persist=False)
+
+
+# How far a record of a member may lead the one this node holds (same incarnation): more
+# than any honest gap (heartbeats at 5 a second for years, a removal's lead), far less than
+# the room left below check_view's bound, so no forged record can push a member's counters
+# (and its answer to them) out of range. A record of a member not known yet, or of a new
+# incarnation, starts low: versions count heartbeats, incarnations wall milliseconds.
+MAX_VERSION_LEAD = 1 << 30
+_MAX_FIRST_VERSION = 1 << 40
+_MAX_INCARNATION = 1 << 50
+
+
+def _plausible(theirs: Member, ours: Member | None) -> bool:
+    if theirs.incarnation > _MAX_INCARNATION:
+        return False
+    if ours is not None and theirs.incarnation == ours.incarnation:
+        return theirs.version - ours.version <= MAX_VERSION_LEAD
+    return theirs.version <= _MAX_FIRST_VERSION
 
 
 # Statuses of a member that is, or is about to be, in the ring.

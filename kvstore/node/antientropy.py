@@ -205,10 +205,11 @@ class AntiEntropy:
                 peer, partition, segments, after, timeout
             )
             check_page_advances(peer, len(theirs), last, after, done)
-            check_page_records(peer, theirs, self._limits, partial(_in_ranges, ranges))
+            taken = check_page_records(peer, theirs, self._limits, partial(_in_ranges, ranges))
+            self._counters["records_refused"] += len(theirs) - len(taken)
             # The peer's page covers (after, last]; its last page covers everything after.
             repaired = await self._repair_interval(
-                peer, ranges, dict(theirs), after, None if done else last, timeout
+                peer, ranges, dict(taken), after, None if done else last, timeout
             )
             # Counted page by page: an exchange that fails midway still repaired these.
             self._counters["ae_keys_repaired"] += repaired

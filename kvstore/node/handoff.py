@@ -155,14 +155,15 @@ class Handoff:
                             source, partition, after, PAGE, timeout
                         )
                         check_page_advances(source, len(records), last, after, done)
-                        check_page_records(
+                        taken = check_page_records(
                             source,
                             records,
                             self._limits,
                             partial(_in_partition, ring, partition),
                         )
+                        self._counters["records_refused"] += len(records) - len(taken)
                         after = last
-                        self._storage.merge_many(records)
+                        self._storage.merge_many(taken)
                         self._counters["handoff_keys_received"] += len(records)
                         if done:
                             break

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterator
 
 from kvstore.core.cluster import MemberStatus
 from kvstore.core.membership import Membership
@@ -19,6 +20,7 @@ from kvstore.node.periodic import run_every
 from kvstore.node.router import Router
 from kvstore.storage.codec import DecodedHint, encode_record
 from kvstore.storage.engine import Storage
+from kvstore.storage.paging import PAGE_BYTES, RECORD_FRAMING_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +90,25 @@ class HintDelivery:
                 stranded.append(hint)
         delivered = 0
         timeout = self._timeout_s
-        for targets, hints in batches.items():
-            items: list[tuple[bytes, KeyState]] = [(h.key, h.state) for h in hints]
-            if self.address in targets:  # this node is now a primary of the keys itself
-                storage.merge_many(items)
-            others = [t for t in targets if t != self.address]
-            try:
-                await asyncio.gather(
-                    *(self._transport.merge_batch(t, items, timeout) for t in others)
-                )
-            except PeerFailure as exc:
-                log.info("hint delivery to %s failed: %s", ", ".join(targets), exc)
-                continue
-            for hint in hints:
-                if storage.delete_hint(hint):
-                    delivered += 1
+        for targets, held in batches.items():
+            # Page by page, each on its own: a page that fails (a record the target's frame
+            # cannot take, the target gone mid-way) holds back only its own hints.
+            for hints in _pages(held):
+                items: list[tuple[bytes, KeyState]] = [(h.key, h.state) for h in hints]
+                if self.address in targets:  # this node is now a primary of the keys itself
+                    storage.merge_many(items)
+                others = [t for t in targets if t != self.address]
+                try:
+                    await asyncio.gather(
+                        *(self._transport.merge_batch(t, items, timeout) for t in others)
+                    )
+                except PeerFailure as exc:
+                    self._counters["hint_pages_failed"] += 1
+                    log.info("hint delivery to %s failed: %s", ", ".join(targets), exc)
+                    continue
+                for hint in hints:
+                    if storage.delete_hint(hint):
+                        delivered += 1
         self._counters["hints_delivered"] += delivered
         for hint in stranded:
             await self._pass_on(hint, timeout)
@@ -132,3 +138,18 @@ class HintDelivery:
 
     async def run(self) -> None:
         await run_every(self._clock, self._interval_s, self.round, "hint delivery")
+
+
+def _pages(hints: list[DecodedHint]) -> Iterator[list[DecodedHint]]:
+    """Hints in pages of at most PAGE_BYTES of records (at least one hint each)."""
+    page: list[DecodedHint] = []
+    size = 0
+    for hint in hints:
+        cost = len(hint.key) + len(encode_record(hint.state)) + RECORD_FRAMING_BYTES
+        if page and size + cost > PAGE_BYTES:
+            yield page
+            page, size = [], 0
+        page.append(hint)
+        size += cost
+    if page:
+        yield page

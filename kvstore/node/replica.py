@@ -19,7 +19,7 @@ from kvstore.core.limits import Limits
 from kvstore.core.requests import NOT_FOUND, GetAnswer
 from kvstore.core.ring import RoutedKey, routed
 from kvstore.core.versions import EMPTY, KeyState
-from kvstore.errors import InvalidArgument, StorageError, TooManySiblings
+from kvstore.errors import InvalidArgument, KvError, StorageError, TooManySiblings
 from kvstore.node.clock import Clock
 from kvstore.node.commits import GroupCommit
 from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context, encode_record
@@ -122,12 +122,15 @@ class Replica:
         return self._commits.durable()
 
     def merge_batch(self, items: Iterable[tuple[bytes, KeyState]]) -> asyncio.Future[None]:
-        """Merge many states, all or none (a key or state out of bounds fails the batch
-        before any is staged); done once all are durable."""
-        items = list(items)
+        """Merge many states (hint delivery, anti-entropy pushes); done once all are durable.
+        A state out of bounds is skipped and counted (`merges_refused`), not the batch: one
+        record no replica takes must not block every other one behind it for ever."""
         for key, state in items:
-            self._limits.check_state(key, state)
-        for key, state in items:
+            try:
+                self._limits.check_state(key, state)
+            except KvError:
+                self._counters["merges_refused"] += 1
+                continue
             self._storage.stage_merge(key, state)
         return self._commits.durable()
 

@@ -274,7 +274,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             max_message_bytes=message_bytes,
             limits=config.limits,
             client_receive_bytes=client_message_bytes(config),
-            guard=tls.guard() if tls else None,
+            guard=tls.guard(node.membership.is_removed) if tls else None,
         )
         health = Health(server)
         await health.update()

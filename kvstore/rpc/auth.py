@@ -58,6 +58,7 @@ _ROLES: dict[str, dict[str, str]] = {
 _caller: contextvars.ContextVar[Identity] = contextvars.ContextVar("kvstore_caller", default=OPEN)
 
 _BEARER = "bearer "
+_VERIFIED_CACHE = 1024
 
 
 def caller() -> Identity:
@@ -94,9 +95,20 @@ class Guard:
     certificates on a port where gRPC did not (the client port does not require them);
     `tokens`: the bearer tokens the client port takes (None: none)."""
 
-    def __init__(self, ca_pem: bytes, tokens: TokenTable | None = None) -> None:
+    def __init__(
+        self,
+        ca_pem: bytes,
+        tokens: TokenTable | None = None,
+        removed: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`removed(address)`: whether that member left or was removed: its certificate
+        stays valid (no revocation list), but its calls are refused."""
         self._ca = ca_pem
         self._tokens = tokens
+        self._removed = removed
+        # Certificates already checked against the CA (one signature check each, not one
+        # per call); bounded, as callers choose what they present.
+        self._verified: dict[bytes, bool] = {}
 
     def identify(self, context: grpc.aio.ServicerContext) -> Identity:
         auth = context.auth_context() or {}
@@ -107,14 +119,22 @@ class Guard:
                 pem = pem.encode()
             # gRPC checked the chain where the port requires certificates; checked again
             # here (cached per certificate) so no port ever trusts one it did not verify.
-            if not verify_issued_by(pem, self._ca):
+            verified = self._verified.get(pem)
+            if verified is None:
+                if len(self._verified) >= _VERIFIED_CACHE:
+                    self._verified.clear()
+                verified = self._verified[pem] = verify_issued_by(pem, self._ca)
+            if not verified:
                 raise Unauthenticated("the client certificate is not from the cluster's CA")
-            return identity_from_cert(pem)
+            identity = identity_from_cert(pem)
+            if identity.node is not None and self._removed and self._removed(identity.node):
+                raise PermissionDenied(f"{identity.node} left the cluster or was removed")
+            return identity
         token = _bearer(context.invocation_metadata() or ())
         if token is not None and self._tokens is not None:
-            identity = self._tokens.identify(token)
-            if identity is not None:
-                return identity
+            known = self._tokens.identify(token)
+            if known is not None:
+                return known
             raise Unauthenticated("unknown token")
         raise Unauthenticated(
             "no credentials: give a token (authorization: Bearer ...) or a client certificate"

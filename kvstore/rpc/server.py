@@ -39,6 +39,10 @@ def server_options(
         # connect": never sent, safe to send elsewhere); one with no call for
         # connection_idle_ms is closed (clients reconnect when they next call).
         ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        # A connection counts against that bound from its first byte, before its TLS
+        # handshake: one that has not finished the handshake in 5 s is dropped, so idle
+        # sockets from anyone cannot hold the bound (gRPC's default waits 120 s).
+        ("grpc.server_handshake_timeout_ms", 5_000),
         ("grpc.max_connection_idle_ms", limits.connection_idle_ms),
         # gRPC itself cancels calls that wait for the application past 1,000 (CANCELLED: a
         # burst of 2,000 lost ~10%, outcome unknown to the caller). Let them reach the

@@ -10,6 +10,7 @@ same certificate presented to peers (mutual TLS between members).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,8 @@ class NodeTls:
             client_certs=security.client_certs,
         )
 
-    def guard(self) -> Guard:
-        return Guard(self.ca, self.tokens)
+    def guard(self, removed: Callable[[str], bool] | None = None) -> Guard:
+        return Guard(self.ca, self.tokens, removed)
 
     def client_port(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(

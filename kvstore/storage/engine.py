@@ -369,14 +369,18 @@ class Storage:
             callbacks, self._committed_callbacks = self._committed_callbacks, []
             error: StorageError | None = None
             if staged:
-                batch = rocksdict.WriteBatch(raw_mode=True)
-                for dk, (_, raw) in staged.items():
-                    batch.put(dk, raw, column_family=self._data_handle)
                 try:
+                    batch = rocksdict.WriteBatch(raw_mode=True)
+                    for dk, (_, raw) in staged.items():
+                        batch.put(dk, raw, column_family=self._data_handle)
                     self._write(lambda: self._db.write(batch, write_opt=self._write_options))
                     self.commits += 1
                 except StorageError as exc:
                     error = exc
+                except Exception as exc:  # a handle lost in a failed reopen, say
+                    # Those waiting must hear of it whatever failed: a callback never called
+                    # would leave the group commit waiting for ever (every later write too).
+                    error = StorageError(f"commit failed: {type(exc).__name__}: {exc}")
         for callback in callbacks:
             callback(error)
         if error is not None:

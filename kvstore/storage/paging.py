@@ -71,15 +71,20 @@ def check_page_records(
     records: Sequence[tuple[bytes, KeyState]],
     limits: Limits,
     asked_for: Callable[[bytes], bool],
-) -> None:
-    """A page a peer sent is merged only whole and only if every record is one this node
-    asked for (its key in the partition or segments requested) and within the limits a
-    client's write obeys: a forged page would otherwise plant keys anywhere in the ring or
-    values past max_value_bytes."""
+) -> list[tuple[bytes, KeyState]]:
+    """The records of a page a peer sent that may be merged: a page holding a key this node
+    did not ask for (outside the partition or segments requested) is forged and refused
+    whole (PeerFailure); a record past the limits a client's write obeys (a value past
+    max_value_bytes, too many siblings: forged, or written before the limits were lowered)
+    is left out alone, so that one record never blocks a transfer. Returns the records to
+    merge (the caller counts those left out)."""
+    taken = []
     for key, state in records:
-        try:
-            limits.check_state(key, state)
-        except KvError as exc:
-            raise PeerFailure(f"{source} sent a record out of bounds: {exc}") from None
         if not asked_for(key):
             raise PeerFailure(f"{source} sent a record of a key outside the range asked for")
+        try:
+            limits.check_state(key, state)
+        except KvError:
+            continue
+        taken.append((key, state))
+    return taken

@@ -22,6 +22,7 @@ from kvstore.chaos.history import History
 from kvstore.chaos.workloads import Process
 from kvstore.node.local_cluster import LocalCluster
 from kvstore.storage.codec import decode_context, describe_clock
+from tests.conftest import credentials
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,9 @@ turns = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(ACTIONS)), min_siz
 
 @pytest.fixture(scope="module")
 def clients(cluster: LocalCluster) -> Iterator[list[Client]]:
-    opened = [Client(address, timeout=5.0) for address in cluster.client_addresses]
+    opened = [
+        Client(address, timeout=5.0, **credentials(cluster)) for address in cluster.client_addresses
+    ]
     yield opened
     for kv in opened:
         kv.close()

@@ -80,7 +80,7 @@ def test_a_coordinator_that_missed_both_writes_keeps_the_unseen_one(
         ra = via_a.put(key, b"A1", context=ctx0)
         time.sleep(1.5)
         cluster.start_node(2)
-        assert via_c.local_get(late, key).values == [b"x0"]  # it missed B1 and A1
+        assert via_c.local_get(cluster.addresses[2], key).values == [b"x0"]  # missed B1, A1
         chained = via_c.put(key, b"A2", context=ra.context)
         # Read through the node that missed the writes (its peers' channels to it may still
         # be reconnecting): r=3 meets every replica, and read repair brings them along.

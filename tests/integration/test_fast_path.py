@@ -162,7 +162,7 @@ def test_concurrent_calls_share_one_stream_and_leave_together(cluster: LocalClus
     async def scenario() -> None:
         async with AsyncClient(cluster.client_addresses[0]) as kv:
             await kv.put("warm", b"1")
-            stream = kv.stream(cluster.addresses[0])
+            stream = kv.stream(cluster.client_addresses[0])
             calls, messages = stream.calls_sent, stream.messages_sent
             results = await asyncio.gather(*(kv.put(f"shared-{i}", b"v") for i in range(100)))
             assert len(results) == 100

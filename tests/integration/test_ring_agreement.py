@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvstore import Client
+from kvstore.node.local_cluster import local_material
 from tests.conftest import ClusterFactory, free_ports
 
 pytestmark = pytest.mark.integration
@@ -19,17 +20,20 @@ PROBLEM = "place keys differently"
 
 
 def test_a_node_with_other_seeds_reports_the_disagreement(
-    make_cluster: ClusterFactory, tmp_path: Path
+    make_cluster: ClusterFactory, tmp_path: Path, tls_dir: Path
 ) -> None:
     cluster = make_cluster(3)
     address = f"127.0.0.1:{free_ports(1)[0]}"
+    material, _ = local_material(tls_dir, [address])  # a member's certificate: the same CA
     log = tmp_path / "odd.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
     with open(log, "wb") as out:
         odd = subprocess.Popen(
             [sys.executable, "-m", "kvstore.cli.main", "serve", "--node-id", "odd",
              "--listen", address, "--data-dir", str(tmp_path / "odd"),
-             "--seeds", f"{cluster.seeds},{address}"],
+             "--seeds", f"{cluster.cluster_seeds},{address}",
+             "--tls-ca", str(material.ca), "--tls-cert", str(material.node_cert(address)),
+             "--tls-key", str(material.node_key(address))],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:

@@ -111,23 +111,36 @@ def test_a_flood_of_members_is_refused_whole() -> None:
     refused(m, forged(m, members={**m.members, **flood}), "member records")
 
 
-def test_members_past_the_bound_across_exchanges_are_refused() -> None:
+def test_members_past_the_bound_are_not_taken_but_known_ones_still_update() -> None:
     m = node()
     batch = MAX_MEMBER_RECORDS // 2
     first = {
-        f"10.8.{i // 250}.{i % 250}:7101": member(
-            f"10.8.{i // 250}.{i % 250}:7101", MemberStatus.STANDBY
-        )
+        f"10.8.{i // 250}.{i % 250}:7101": member(f"10.8.{i // 250}.{i % 250}:7101")
         for i in range(batch)
     }
-    m.on_gossip(forged(m, members={**m.members, **first}), 1.0)
+    m.on_gossip(forged(m, members={**m.members, **first, B: member(B, version=5)}), 1.0)
     second = {
-        f"10.7.{i // 250}.{i % 250}:7101": member(
-            f"10.7.{i // 250}.{i % 250}:7101", MemberStatus.STANDBY
-        )
+        f"10.7.{i // 250}.{i % 250}:7101": member(f"10.7.{i // 250}.{i % 250}:7101")
         for i in range(batch)
     }
-    refused(m, forged(m, members=second), "track over")
+    heartbeat = member(B, version=9)
+    m.on_gossip(forged(m, members={**second, B: heartbeat}), 2.0)
+    assert len(m.members) == MAX_MEMBER_RECORDS
+    assert m.members[B].version == 9  # a member already known still updates
+
+
+def test_a_forged_counter_is_dropped_alone_and_cannot_poison_a_member() -> None:
+    """A relayed record of B with its version near the bound would make B answer with a
+    record past it, refused by everyone: B cut off for good. It is dropped instead."""
+    m = node()
+    m.on_gossip(forged(m, members={**m.members, B: member(B, version=5)}), 1.0)
+    poison = member(B, version=MAX_COUNTER - 1)
+    about_me = dataclasses.replace(m.me, version=MAX_COUNTER - 1)
+    fresh = member(D, MemberStatus.STANDBY)
+    m.on_gossip(forged(m, members={B: poison, A: about_me, D: fresh}), 2.0)
+    assert m.members[B].version == 5
+    assert m.me.version < 1 << 32
+    assert D in m.members  # the rest of the view merged
 
 
 @pytest.mark.parametrize(

@@ -109,3 +109,38 @@ def test_a_node_that_stays_keeps_the_hint_for_its_primary(
     asyncio.run(delivery(storage, status, peers, Counter()).round())
     assert peers.merged == []
     assert storage.hint_count == 1
+
+
+@dataclass
+class PagePeers(FakePeers):
+    """Takes every page but one holding `poison` (a record the target cannot take)."""
+
+    poison: bytes = b""
+    pages: list[list[bytes]] = field(default_factory=list)
+
+    async def merge_batch(self, address: str, items: object, timeout: float) -> None:
+        keys = [key for key, _ in cast(list[tuple[bytes, Any]], items)]
+        if self.poison in keys:
+            raise PeerFailure("RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED")
+        self.pages.append(keys)
+
+
+def test_one_hint_that_cannot_be_delivered_does_not_hold_back_the_others(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path / "db")
+    now = time.time_ns() // 1_000_000
+    big, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"x" * 700_000, timestamp_ms=1)
+    small, _ = write(EMPTY, EMPTY_CLOCK, "a/1", b"v", timestamp_ms=1)
+    keys = [k for k in (f"key-{i}".encode() for i in range(1000)) if UP_A in RING.primaries(k)]
+    poison, others = keys[0], keys[1:4]
+    storage.store_hint(UP_A, poison, big, now, 8 * MAX_BYTES)
+    for key in others:
+        storage.store_hint(UP_A, key, big, now, 8 * MAX_BYTES)
+    storage.store_hint(UP_A, keys[4], small, now, 8 * MAX_BYTES)
+    peers = PagePeers(poison=poison)
+    counters: Counter[str] = Counter()
+    delivered = asyncio.run(delivery(storage, MemberStatus.ACTIVE, peers, counters).round())
+    assert delivered == 4 and storage.hint_count == 1  # all but the poisoned page
+    assert counters["hint_pages_failed"] == 1
+    assert all(len(page) <= 2 for page in peers.pages)  # pages of at most 1 MiB of records

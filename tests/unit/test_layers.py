@@ -249,9 +249,9 @@ def test_importing_the_core_loads_no_client_rpc_node_or_grpc() -> None:
 def test_the_public_surface_still_works() -> None:
     out = _run(
         "import kvstore\n"
-        "from kvstore import AsyncClient, Client, GetResult, PutItem, PutResult, errors\n"
-        "assert kvstore.__all__ == ['AsyncClient', 'Client', 'GetResult', 'PutItem', 'PutResult',"
-        " 'errors']\n"
+        "from kvstore import TLS, AsyncClient, Client, GetResult, PutItem, PutResult, errors\n"
+        "assert kvstore.__all__ == ['TLS', 'AsyncClient', 'Client', 'GetResult', 'PutItem',"
+        " 'PutResult', 'errors']\n"
         "assert kvstore.__version__ == '0.1.0'\n"
         "assert errors is kvstore.errors and issubclass(errors.KvError, Exception)\n"
         "assert Client is kvstore.Client and Client.__module__ == 'kvstore.client.sync'\n"

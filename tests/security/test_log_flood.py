@@ -25,7 +25,7 @@ CALLS = 600
 _TARGETS = (
     ("/kvstore.v1.KV/Put", False),
     ("/kvstore.v1.KV/Get", False),
-    ("/kvstore.v1.Peer/ReplicaMerge", False),
+    ("/kvstore.v1.Peer/ReplicaMergeBatch", False),
     ("/kvstore.v1.KV/Stream", True),
 )
 
@@ -41,12 +41,14 @@ def _log_lines(cluster: LocalCluster) -> list[str]:
     return cluster.nodes[0].log_path.read_text(errors="replace").splitlines()
 
 
-async def _flood(address: str) -> list[grpc.StatusCode]:
+async def _flood(node: LocalCluster) -> list[grpc.StatusCode]:
     gate = asyncio.Semaphore(32)
 
     async def one(index: int) -> grpc.StatusCode:
         path, streaming = _TARGETS[index % len(_TARGETS)]
         async with gate:
+            # KV on the client port, Peer on the cluster port.
+            channel = clients if path.startswith("/kvstore.v1.KV/") else peers
             try:
                 if streaming:
                     call = channel.stream_stream(path)(iter([GARBAGE]), timeout=5)
@@ -58,13 +60,16 @@ async def _flood(address: str) -> list[grpc.StatusCode]:
             except grpc.aio.AioRpcError as exc:
                 return exc.code()
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with (
+        grpc.aio.insecure_channel(node.client_addresses[0]) as clients,
+        grpc.aio.insecure_channel(node.addresses[0]) as peers,
+    ):
         return list(await asyncio.gather(*(one(i) for i in range(CALLS))))
 
 
 def test_garbage_calls_log_one_line_per_method(node: LocalCluster) -> None:
     before = len(_log_lines(node))
-    codes = asyncio.run(_flood(node.addresses[0]))
+    codes = asyncio.run(_flood(node))
     assert grpc.StatusCode.OK not in codes  # every one was refused
     added = _log_lines(node)[before:]
     # One line per method (the interval is 10 s; the flood takes far less), no traceback.

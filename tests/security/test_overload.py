@@ -37,7 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 def test_a_burst_past_the_bound_is_refused_with_a_retry_hint(cluster: LocalCluster) -> None:
     async def burst() -> tuple[Counter[str], list[grpc.aio.AioRpcError]]:
-        async with grpc.aio.insecure_channel(cluster.addresses[0]) as channel:
+        async with grpc.aio.insecure_channel(cluster.client_addresses[0]) as channel:
             stub = pb_grpc.KVStub(channel)
             # Batches of 10 (a batch counts per item): a few in flight fill the bound.
             calls = [

@@ -100,8 +100,9 @@ def _wait_for_ring(project: str, timeout_s: float) -> None:
     backend = DockerBackend(project)
     try:
         assert len(backend.nodes) == NODES, backend.nodes
-        seed = backend.client_reachable(next(n for n in backend.nodes if n.startswith("seed:")))
-        with Client([seed], timeout=2.0) as kv:
+        node = next(n for n in backend.nodes if n.startswith("seed:"))
+        seed = backend.reachable(node)  # the cluster port, for the admin call
+        with Client([backend.client_reachable(node)], timeout=2.0) as kv:
             while True:
                 try:
                     status = kv.status(seed)

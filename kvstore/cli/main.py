@@ -166,6 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_options(health)
 
+    certs = sub.add_parser(
+        "certs",
+        help="make (or complete) a cluster's CA, node and client certificates and tokens",
+        description="Idempotent: an existing CA in --dir is reused and only what is missing is"
+        " issued. Prints new tokens once (the tokens file keeps digests only).",
+    )
+    certs.add_argument("--dir", required=True, help="where the material lives (keys are 0600)")
+    certs.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        help="HOST:PORT cluster address of a node to issue a certificate for (repeatable)",
+    )
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a DNS name or IP the nodes are dialled by (repeatable; default 127.0.0.1 and"
+        " localhost, plus each --node's host)",
+    )
+    certs.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        help="NAME=ROLE: a client certificate (role read, write or admin; repeatable;"
+        " default admin=admin)",
+    )
+
     debug = sub.add_parser("debug", help="operator tools")
     debug_sub = debug.add_subparsers(dest="debug_command", required=True)
     local_get = debug_sub.add_parser("local-get", help="one node's own stored versions of a key")
@@ -368,6 +396,28 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from kvstore.security import write_cluster_material
+
+    clients = (
+        dict(item.split("=", 1) for item in args.client) if args.client else {"admin": "admin"}
+    )
+    hosts = sorted(
+        {*(args.host or ("127.0.0.1", "localhost")), *(n.rpartition(":")[0] for n in args.node)}
+    )
+    material = write_cluster_material(args.dir, args.node, hosts, clients)
+    print(f"CA: {material.ca}")
+    for node in args.node:
+        cert, key = material.node_cert(node), material.node_key(node)
+        print(f"node {node}: --tls-cert {cert} --tls-key {key}")
+    for name in clients:
+        print(f"client {name}: {material.client_cert(name)} {material.client_key(name)}")
+    print(f"tokens (digests, for --auth-tokens): {material.tokens_file}")
+    for role, token in material.tokens.items():
+        print(f"new {role} token (shown once): {token}")
+    return 0
+
+
 def _write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
@@ -381,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "local":
             return _local(args)
+        if args.command == "certs":
+            return _certs(args)
         return _client_command(args)
     except KvError as exc:
         print(f"kvstore: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -197,3 +197,45 @@ def _ports_in_use() -> set[int]:
         for row in rows:
             used.add(int(row.split()[1].rsplit(":", 1)[1], 16))
     return used
+
+
+def test_certs_makes_material_a_node_starts_with(tmp_path: Path) -> None:
+    """`kvstore certs` (what the protected-mode refusal points to) makes a CA, a node
+    certificate and tokens a node serves with; a second run reuses them."""
+    cluster_port, client_port = free_ports(2)
+    address = f"127.0.0.1:{cluster_port}"
+    made = kvstore("certs", "--dir", str(tmp_path / "tls"), "--node", address)
+    assert made.returncode == 0, made.stderr
+    token = next(
+        line.rsplit(" ", 1)[1] for line in made.stdout.splitlines() if "new write token" in line
+    )
+    again = kvstore("certs", "--dir", str(tmp_path / "tls"), "--node", address)
+    assert again.returncode == 0 and "new write token" not in again.stdout
+    bad = kvstore("certs", "--dir", str(tmp_path / "tls"), "--client", "x=node")
+    assert bad.returncode == 2 and "SecurityError" in bad.stderr
+    tls = tmp_path / "tls"
+    stem = address.replace(":", "_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
+    with open(tmp_path / "node.log", "wb") as out:
+        node = subprocess.Popen(
+            [*KVSTORE, "serve", "--listen", address, "--client-listen",
+             f"127.0.0.1:{client_port}", "--data-dir", str(tmp_path / "data"),
+             "--n", "1", "--r", "1", "--w", "1",
+             "--tls-ca", str(tls / "ca.pem"), "--tls-cert", str(tls / "nodes" / f"{stem}.pem"),
+             "--tls-key", str(tls / "nodes" / f"{stem}-key.pem"),
+             "--auth-tokens", str(tls / "tokens.txt")],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "ready on" not in (tmp_path / "node.log").read_text():
+            assert node.poll() is None, (tmp_path / "node.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        secure = TLS(str(tls / "ca.pem"))
+        with Client(f"127.0.0.1:{client_port}", tls=secure, token=token) as kv:
+            kv.put("certs", b"work")
+            assert kv.get("certs").values == [b"work"]
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=15) == 0

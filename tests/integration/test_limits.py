@@ -28,7 +28,10 @@ def test_configured_limits_are_enforced_and_nothing_is_stored(make_cluster: Clus
     )
     with Client(cluster.seeds) as kv:
         for value in (b"a", b"b", b"c"):
-            kv.put("crowded", value)  # blind puts: each adds a sibling
+            # Blind puts: each adds a sibling. w=3: every replica holds all three before the
+            # fourth, whichever node coordinates it (with w=2 a lagging third replica could
+            # coordinate the fourth put on two siblings and take it).
+            kv.put("crowded", value, w=3)
         with pytest.raises(TooManySiblings):
             kv.put("crowded", b"d")
         for address in cluster.addresses:

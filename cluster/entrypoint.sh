@@ -59,4 +59,27 @@ if [ -z "${KVSTORE_ADVERTISE:-}" ]; then
     export KVSTORE_ADVERTISE
 fi
 
+# Secure (CLUSTER_TLS_DIR: a volume the cluster's containers share): the first node makes the
+# cluster's CA there, and every node issues its own certificate from it at each start, for its
+# advertised name, its IP addresses (they may change across restarts) and loopback (for the
+# health check). The probe's credentials go to a file the HEALTHCHECK reads.
+if [ -n "${CLUSTER_TLS_DIR:-}" ]; then
+    tls=$CLUSTER_TLS_DIR
+    unset CLUSTER_TLS_DIR  # not a node setting
+    stem=$(printf '%s' "$KVSTORE_ADVERTISE" | tr ':' '_')
+    rm -f "$tls/nodes/$stem.pem" "$tls/nodes/$stem-key.pem"
+    hosts="--host ${KVSTORE_ADVERTISE%:*} --host 127.0.0.1 --host localhost"
+    for ip in $(hostname -i 2>/dev/null || true); do
+        hosts="$hosts --host $ip"
+    done
+    # shellcheck disable=SC2086
+    kvstore certs --dir "$tls" --node "$KVSTORE_ADVERTISE" $hosts >/dev/null
+    KVSTORE_TLS_CA=$tls/ca.pem
+    KVSTORE_TLS_CERT=$tls/nodes/$stem.pem
+    KVSTORE_TLS_KEY=$tls/nodes/$stem-key.pem
+    export KVSTORE_TLS_CA KVSTORE_TLS_CERT KVSTORE_TLS_KEY
+    printf 'export KVSTORE_TLS_CA=%s KVSTORE_TLS_CERT=%s KVSTORE_TLS_KEY=%s\n' \
+        "$KVSTORE_TLS_CA" "$KVSTORE_TLS_CERT" "$KVSTORE_TLS_KEY" > /run/kvstore-probe.env
+fi
+
 exec kvstore serve "$@"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence, Set
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kvstore.client import Client
 from kvstore.errors import KvError
@@ -40,6 +40,11 @@ class Backend(ABC):
     @abstractmethod
     def client_reachable(self, node: str) -> str:
         """Where a client dials the node's client port."""
+
+    def client_options(self) -> dict[str, Any]:
+        """Client(..., **options): the credentials of the harness's clients (an admin
+        identity on a secure cluster; `tls=False` on a plaintext one)."""
+        return {"tls": False}
 
     @abstractmethod
     def kill(self, node: str) -> None:
@@ -83,7 +88,7 @@ class Backend(ABC):
         """Wait (bounded) until each node answers its health check SERVING."""
         deadline = time.monotonic() + timeout_s
         for node in nodes or self.nodes:
-            with Client([self.reachable(node)], timeout=2.0) as kv:
+            with Client([self.reachable(node)], timeout=2.0, **self.client_options()) as kv:
                 while True:
                     try:
                         if kv.health(self.reachable(node)) == "SERVING":

@@ -17,11 +17,14 @@ Only containers labelled with the project are touched, each by id.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from kvstore.chaos.backend import Backend, ChaosError, Grudge, Unsupported, symmetric
-from kvstore.client import Client
+from kvstore.client import TLS, Client
 from kvstore.config import CLIENT_PORT_OFFSET
 from kvstore.errors import KvError
 
@@ -57,6 +60,35 @@ def _env(container: Any) -> dict[str, str]:
     return {name: value for name, _, value in pairs}
 
 
+# Where the compose cluster keeps its CA and the admin client certificate (cluster/compose.yaml:
+# CLUSTER_TLS_DIR, a volume every container mounts).
+_TLS_FILES = {
+    "ca.pem": "ca.pem",
+    "admin.pem": "clients/admin.pem",
+    "admin-key.pem": "clients/admin-key.pem",
+}
+
+
+def _credentials(containers: list[Any], into: Path) -> dict[str, Any]:
+    """The harness's client options: the cluster's admin identity, copied out of a running
+    container's TLS volume (the client port of the compose cluster takes client
+    certificates); plaintext when the cluster has none."""
+    for container in containers:
+        if container.status != "running":
+            continue
+        copied = {}
+        for name, path in _TLS_FILES.items():
+            code, output = container.exec_run(["cat", f"/tls/{path}"])
+            if code != 0:
+                return {"tls": False}
+            target = into / name
+            target.touch(mode=0o600)
+            target.write_bytes(output)
+            copied[name] = str(target)
+        return {"tls": TLS(copied["ca.pem"], copied["admin.pem"], copied["admin-key.pem"])}
+    return {"tls": False}
+
+
 class DockerBackend(Backend):
     name = "docker"
 
@@ -77,6 +109,8 @@ class DockerBackend(Backend):
         if not containers:
             raise ChaosError(f"compose project {project!r} has no containers: start it first")
         self.project = project
+        self._credentials_dir = tempfile.mkdtemp(prefix="kvchaos-tls-")
+        self._client_options = _credentials(containers, Path(self._credentials_dir))
         self._ids: dict[str, str] = {}
         for container in sorted(containers, key=lambda c: c.name):
             self._ids[self._advertised(container, ready_timeout_s)] = container.id
@@ -92,7 +126,7 @@ class DockerBackend(Backend):
         port = _env(container).get("KVSTORE_LISTEN", f"0.0.0.0:{DEFAULT_PORT}").rpartition(":")[2]
         address = f"{self._ip(container)}:{port}"
         deadline = time.monotonic() + timeout_s
-        with Client([address], timeout=2.0) as kv:
+        with Client([address], timeout=2.0, **self._client_options) as kv:
             while True:
                 try:
                     return str(kv.status(address).address)
@@ -306,6 +340,10 @@ class DockerBackend(Backend):
                     f" iptables -F {SLOW_CHAIN} 2>/dev/null; {stop_proxies}; true",
                 )
 
+    def client_options(self) -> dict[str, Any]:
+        return dict(self._client_options)
+
     def close(self) -> None:
         self.heal()
         self._docker.close()
+        shutil.rmtree(self._credentials_dir, ignore_errors=True)

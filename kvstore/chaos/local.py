@@ -11,9 +11,11 @@ from __future__ import annotations
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 from kvstore.chaos.backend import Backend, ChaosError, Grudge, symmetric
 from kvstore.chaos.proxy import FaultProxy, LinkState
+from kvstore.client import TLS
 from kvstore.node.local_cluster import ClusterError, LocalCluster, free_ports
 
 
@@ -64,6 +66,13 @@ class LocalBackend(Backend):
 
     def client_reachable(self, node: str) -> str:
         return self.cluster.client_of(node)
+
+    def client_options(self) -> dict[str, Any]:
+        env = self.cluster.client_credentials()
+        if not env:
+            return {"tls": False}
+        tls = TLS(env["KVSTORE_TLS_CA"], env["KVSTORE_TLS_CERT"], env["KVSTORE_TLS_KEY"])
+        return {"tls": tls, "token": env["KVSTORE_TOKEN"]}
 
     def _index(self, node: str) -> int:
         try:

@@ -86,7 +86,11 @@ def run(backend: Backend, scenario: Scenario, keep_history: bool = False) -> dic
     processes = []
     for p in range(scenario.processes):
         node = backend.nodes[p % len(backend.nodes)]
-        client = Client([backend.client_reachable(node)], timeout=scenario.client_timeout_s)
+        client = Client(
+            [backend.client_reachable(node)],
+            timeout=scenario.client_timeout_s,
+            **backend.client_options(),
+        )
         processes.append(Process(p, node, client, history, random.Random(rng.random()), run_id))
     threads = [
         threading.Thread(
@@ -194,7 +198,10 @@ def settle(
     keys = sorted({op.key for op in history if op.kind == "write"})
     start = time.monotonic()
     addresses = [backend.reachable(n) for n in backend.nodes]
-    with Client(addresses, timeout=5.0) as kv, ThreadPoolExecutor(READ_THREADS) as pool:
+    with (
+        Client(addresses, timeout=5.0, **backend.client_options()) as kv,
+        ThreadPoolExecutor(READ_THREADS) as pool,
+    ):
         primaries = dict(
             zip(keys, pool.map(lambda k: _primaries(kv, addresses, k), keys), strict=True)
         )

@@ -32,7 +32,7 @@ NODE_URI = "kvstore://node/"
 
 # Node addresses become SAN URIs and file names: a host (name, IPv4 or bracketed IPv6) and a
 # port, and nothing that could be a path separator or break a URI.
-_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
 
 # Certificates start a little in the past so a peer whose clock lags by minutes still accepts
 # one issued just now (a freshly started local cluster is the common case).
@@ -185,7 +185,9 @@ def _host_name(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9.-]*)", host):
+    # Underscores too: docker-compose v1 names containers project_service_1, and those are
+    # the names its DNS gives and the nodes advertise.
+    if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9._-]*)", host):
         raise SecurityError(f"bad host {host!r}: an IP address or a DNS name")
     return x509.DNSName(host)
 

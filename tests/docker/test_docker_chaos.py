@@ -102,7 +102,9 @@ def _wait_for_ring(project: str, timeout_s: float) -> None:
         assert len(backend.nodes) == NODES, backend.nodes
         node = next(n for n in backend.nodes if n.startswith("seed:"))
         seed = backend.reachable(node)  # the cluster port, for the admin call
-        with Client([backend.client_reachable(node)], timeout=2.0) as kv:
+        with Client(
+            [backend.client_reachable(node)], timeout=2.0, **backend.client_options()
+        ) as kv:
             while True:
                 try:
                     status = kv.status(seed)

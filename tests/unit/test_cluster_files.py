@@ -204,7 +204,10 @@ def test_seed_bootstraps_and_nodes_scale(compose: dict[str, Any]) -> None:
 @pytest.mark.parametrize("service", ["seed", "node"])
 def test_both_have_healthcheck_and_net_admin(compose: dict[str, Any], service: str) -> None:
     svc = compose[service]
-    assert svc["healthcheck"]["test"][1:3] == ["kvstore", "health"]
+    # CMD-SHELL: the probe first reads the node's TLS credentials the entrypoint wrote.
+    kind, command = svc["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and "kvstore health --node 127.0.0.1:7100" in command
+    assert command.startswith("[ ! -f /run/kvstore-probe.env ] || . /run/kvstore-probe.env;")
     assert "NET_ADMIN" in svc["cap_add"]
 
 
@@ -214,6 +217,11 @@ def test_compose_containers_get_a_valid_config(compose: dict[str, Any], service:
     env = node_env(dockerfile_env())
     env.update({k: str(v).lower() for k, v in compose[service]["environment"].items()})
     env.setdefault("KVSTORE_ADVERTISE", "0123456789ab:" + env["KVSTORE_LISTEN"].rpartition(":")[2])
+    # The compose cluster runs secure: the entrypoint issues the node's certificate from the
+    # shared volume and names it in these (CLUSTER_TLS_DIR itself is not a setting).
+    assert compose[service]["environment"]["CLUSTER_TLS_DIR"] == "/tls"
+    for name in ("KVSTORE_TLS_CA", "KVSTORE_TLS_CERT", "KVSTORE_TLS_KEY"):
+        env[name] = f"/tls/{name.lower()}.pem"
     config = load_node_config(env=env)
     assert config.bootstraps == (service == "seed")
     assert config.data_dir == "/data"

@@ -360,3 +360,11 @@ def test_mutual_tls_refuses_a_client_from_another_ca(
         asyncio.run(_call_over_mtls(server_pair, ca[0], intruder, seen))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert seen == {}  # the handler never ran
+
+
+def test_compose_v1_container_names_are_addresses_and_hosts() -> None:
+    """docker-compose v1 names containers project_node_1: nodes advertise those names, so
+    their certificates must carry them (underscores included)."""
+    ca, ca_key = make_ca()
+    cert, _ = issue_node_cert(ca, ca_key, "proj_node_1:7100", ["proj_node_1", "127.0.0.1"])
+    assert identity_from_cert(cert).node == "proj_node_1:7100"

@@ -11,8 +11,9 @@ The roles are checked in a wrapper around each servicer method, before the metho
 the caller is put in a context variable for the methods that bind a message to its sender
 (gossip's `sender`, a forwarded put's). Health is not wrapped: probes need no credentials.
 
-A node started without TLS (loopback only, or --insecure) checks nothing: every caller is
-`OPEN`, which holds every role.
+A node started without TLS (loopback only, or --insecure) checks nothing: its servicers are
+wrapped by `open_access`, which makes every caller `OPEN` (every role). Outside any wrapped
+call the caller is `NOBODY` (no role): a check reached some other way fails closed.
 """
 
 from __future__ import annotations
@@ -55,14 +56,16 @@ _ROLES: dict[str, dict[str, str]] = {
     },
 }
 
-_caller: contextvars.ContextVar[Identity] = contextvars.ContextVar("kvstore_caller", default=OPEN)
+NOBODY = Identity(name="(no caller)", roles=frozenset(), node=None)
+
+_caller: contextvars.ContextVar[Identity] = contextvars.ContextVar("kvstore_caller", default=NOBODY)
 
 _BEARER = "bearer "
 _VERIFIED_CACHE = 1024
 
 
 def caller() -> Identity:
-    """Who made the call being served (OPEN on a node without TLS)."""
+    """Who made the call being served (OPEN on a node without TLS, NOBODY outside a call)."""
     return _caller.get()
 
 
@@ -167,6 +170,24 @@ class Guard:
             return await handler(request, context)
 
         return guarded
+
+
+def open_access(service: str, servicer: Any) -> Any:
+    """The servicer's methods of `service`, each serving its caller as OPEN: a node without
+    TLS (loopback only, or --insecure) checks no credentials."""
+    methods: dict[str, Callable[..., Any]] = {}
+    for method in pb.DESCRIPTOR.services_by_name[service].methods:
+        methods[method.name] = _opened(getattr(servicer, method.name))
+    return _Wrapped(methods)
+
+
+def _opened(handler: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(handler)
+    async def opened(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _caller.set(OPEN)
+        return await handler(request, context)
+
+    return opened
 
 
 class _Wrapped:

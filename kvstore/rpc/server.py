@@ -16,7 +16,7 @@ from grpc_health.v1._async import HealthServicer
 
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.core.limits import DEFAULT_LIMITS, Limits
-from kvstore.rpc.auth import Guard
+from kvstore.rpc.auth import Guard, open_access
 from kvstore.rpc.peer import channel_options
 from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 
@@ -75,7 +75,9 @@ class GrpcServer:
         """`guard`: who may call what (kvstore.rpc.auth); None on a node without TLS."""
 
         def guarded(service: str, servicer: Any) -> Any:
-            return servicer if guard is None else guard.wrap(service, servicer)
+            return (
+                open_access(service, servicer) if guard is None else guard.wrap(service, servicer)
+            )
 
         self._client = grpc.aio.server(
             options=server_options(max_message_bytes, limits, client_receive_bytes)

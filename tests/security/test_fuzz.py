@@ -55,9 +55,9 @@ CONCURRENCY = 16
 MAX_RANDOM_BYTES = 256
 
 # Admin methods that change membership when they are merely called: any bytes that decode
-# (an empty request does) make the node leave, join, or remove a member. They are not
-# fuzzed until authentication (being added) makes them refuse an unauthenticated caller;
-# then they belong here again, and this set should be emptied.
+# (an empty request does) make the node leave, join, or remove a member. The fuzzed node runs
+# without TLS (loopback only), where every caller is an operator by design; on a secure node
+# they refuse anyone without an admin certificate (tests/security/test_auth.py).
 _STATE_CHANGING_ADMIN = {
     "kvstore.v1.Admin.Leave",
     "kvstore.v1.Admin.Remove",

@@ -29,6 +29,7 @@ from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, merge, write
 from kvstore.errors import InvalidArgument
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.server import NodeParts, build_node, max_message_bytes, start_membership
+from kvstore.rpc.auth import open_access
 from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.servicers import PeerServicer
 from kvstore.storage import paging as paging_module
@@ -137,7 +138,7 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[RunningNode, RunningN
             peers = PeerClient(max_message_bytes(config))
             parts = build_node(config, storage, actor, peers, start_membership(config, storage))
             servicer = RecordingServicer(parts)
-            pb_grpc.add_PeerServicer_to_server(servicer, server)
+            pb_grpc.add_PeerServicer_to_server(open_access("Peer", servicer), server)
             nodes.append(RunningNode(parts, storage, peers, servicer))
             await server.start()
         yield nodes[0], nodes[1]

@@ -18,6 +18,7 @@ from kvstore.core.requests import ForwardedPut, GetAnswer, PutAnswer, PutCommand
 from kvstore.core.transport import PeerFailure, PeerUnreachable
 from kvstore.core.versions import EMPTY, EMPTY_CLOCK, KeyState, write
 from kvstore.errors import InvalidKey, KvError, TooManySiblings
+from kvstore.rpc.auth import open_access
 from kvstore.rpc.peer import PeerClient
 from kvstore.rpc.server import server_options
 from kvstore.rpc.servicers import PeerServicer
@@ -117,7 +118,7 @@ class Node:
             None,  # type: ignore[arg-type]
             max_message_bytes=MESSAGE_BYTES,
         )
-        pb_grpc.add_PeerServicer_to_server(servicer, self.server)
+        pb_grpc.add_PeerServicer_to_server(open_access("Peer", servicer), self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{port}"
         await self.server.start()

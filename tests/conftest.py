@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvstore import TLS
+from kvstore import TLS, Client
 from kvstore.node.local_cluster import (
     LocalCluster,
     credentials_env,
@@ -30,6 +31,23 @@ def credentials(cluster: LocalCluster) -> dict[str, Any]:
         return {"tls": False}
     tls = TLS(env["KVSTORE_TLS_CA"], env["KVSTORE_TLS_CERT"], env["KVSTORE_TLS_KEY"])
     return {"tls": tls, "token": env["KVSTORE_TOKEN"]}
+
+
+def wait_converged(cluster: LocalCluster, timeout_s: float = 30.0) -> None:
+    """Until every node knows every node as active (gossip has spread right after a start):
+    tests comparing the cluster's state before and after a probe must not see it converge."""
+    deadline = time.monotonic() + timeout_s
+    with Client(cluster.seeds, timeout=5.0, **credentials(cluster)) as kv:
+        while True:
+            statuses = [kv.status(a) for a in cluster.addresses]
+            if all(
+                sorted((m.address, m.status) for m in s.members)
+                == sorted((a, "active") for a in cluster.addresses)
+                for s in statuses
+            ):
+                return
+            assert time.monotonic() < deadline, "the cluster's gossip did not converge"
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from kvstore import TLS, Client
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import KvError, PermissionDenied, Unauthenticated
 from kvstore.node.local_cluster import LocalCluster, local_material
-from tests.conftest import credentials, free_ports
+from tests.conftest import credentials, free_ports, wait_converged
 
 KEYS = [f"guarded-{i}".encode() for i in range(10)]
 
@@ -34,6 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         extra_args=("--max-connections", "32"),
     ) as started:
         started.start()
+        wait_converged(started)
         with Client(started.seeds, timeout=10.0, **credentials(started)) as kv:
             for key in KEYS:
                 kv.put(key, b"value of " + key)

@@ -29,7 +29,7 @@ from kvstore.core.versions import EMPTY, KeyState, write
 from kvstore.node.local_cluster import LocalCluster
 from kvstore.rpc.peer import PeerClient
 from kvstore.storage.codec import cluster_to_proto, encode_record
-from tests.conftest import free_ports
+from tests.conftest import free_ports, wait_converged
 
 T = TypeVar("T")
 STRANGER = "127.0.0.1:9"  # discard port: nothing of the cluster's
@@ -41,6 +41,7 @@ KEYS = [f"forged-{i}".encode() for i in range(20)]
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with LocalCluster(3, tmp_path_factory.mktemp("forged"), ports=free_ports(3)) as started:
         started.start()
+        wait_converged(started)
         with Client(started.seeds, timeout=10.0) as kv:
             for key in KEYS:
                 kv.put(key, b"value of " + key)

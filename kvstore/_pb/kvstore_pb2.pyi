@@ -23,18 +23,20 @@ class Dot(_message.Message):
     def __init__(self, actor: _Optional[str] = ..., counter: _Optional[int] = ...) -> None: ...
 
 class Sibling(_message.Message):
-    __slots__ = ("dot_actor", "dot_counter", "value", "tombstone", "timestamp_ms")
+    __slots__ = ("dot_actor", "dot_counter", "value", "tombstone", "timestamp_ms", "write_id")
     DOT_ACTOR_FIELD_NUMBER: _ClassVar[int]
     DOT_COUNTER_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ID_FIELD_NUMBER: _ClassVar[int]
     dot_actor: str
     dot_counter: int
     value: bytes
     tombstone: bool
     timestamp_ms: int
-    def __init__(self, dot_actor: _Optional[str] = ..., dot_counter: _Optional[int] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    write_id: bytes
+    def __init__(self, dot_actor: _Optional[str] = ..., dot_counter: _Optional[int] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., timestamp_ms: _Optional[int] = ..., write_id: _Optional[bytes] = ...) -> None: ...
 
 class KeyRecord(_message.Message):
     __slots__ = ("format", "vector", "siblings", "holes")
@@ -83,7 +85,7 @@ class GetResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "context", "w", "timeout_ms", "tombstone", "strict", "return_body")
+    __slots__ = ("key", "value", "context", "w", "timeout_ms", "tombstone", "strict", "return_body", "write_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +94,7 @@ class PutRequest(_message.Message):
     TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
     RETURN_BODY_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ID_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     context: bytes
@@ -100,7 +103,8 @@ class PutRequest(_message.Message):
     tombstone: bool
     strict: bool
     return_body: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., tombstone: _Optional[bool] = ..., strict: _Optional[bool] = ..., return_body: _Optional[bool] = ...) -> None: ...
+    write_id: bytes
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., tombstone: _Optional[bool] = ..., strict: _Optional[bool] = ..., return_body: _Optional[bool] = ..., write_id: _Optional[bytes] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("context", "values")
@@ -232,6 +236,38 @@ class ClientResults(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[ClientResult]
     def __init__(self, results: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ...) -> None: ...
 
+class TopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TopologyMember(_message.Message):
+    __slots__ = ("address", "client_address", "status", "up")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    client_address: str
+    status: str
+    up: bool
+    def __init__(self, address: _Optional[str] = ..., client_address: _Optional[str] = ..., status: _Optional[str] = ..., up: _Optional[bool] = ...) -> None: ...
+
+class TopologyResponse(_message.Message):
+    __slots__ = ("ring_epoch", "partitions", "n", "members", "ring", "has_ring")
+    RING_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    RING_FIELD_NUMBER: _ClassVar[int]
+    HAS_RING_FIELD_NUMBER: _ClassVar[int]
+    ring_epoch: int
+    partitions: int
+    n: int
+    members: _containers.RepeatedCompositeFieldContainer[TopologyMember]
+    ring: RingLayoutState
+    has_ring: bool
+    def __init__(self, ring_epoch: _Optional[int] = ..., partitions: _Optional[int] = ..., n: _Optional[int] = ..., members: _Optional[_Iterable[_Union[TopologyMember, _Mapping]]] = ..., ring: _Optional[_Union[RingLayoutState, _Mapping]] = ..., has_ring: _Optional[bool] = ...) -> None: ...
+
 class ReplicaReadRequest(_message.Message):
     __slots__ = ("key", "data_only")
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -287,7 +323,7 @@ class HintRecord(_message.Message):
     def __init__(self, format: _Optional[int] = ..., key: _Optional[bytes] = ..., target: _Optional[str] = ..., record: _Optional[_Union[KeyRecord, _Mapping]] = ..., stored_ms: _Optional[int] = ...) -> None: ...
 
 class MemberState(_message.Message):
-    __slots__ = ("address", "node_id", "status", "incarnation", "version", "ready_epoch", "ready_ring")
+    __slots__ = ("address", "node_id", "status", "incarnation", "version", "ready_epoch", "ready_ring", "client_address")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +331,7 @@ class MemberState(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     READY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     READY_RING_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     status: str
@@ -302,7 +339,8 @@ class MemberState(_message.Message):
     version: int
     ready_epoch: int
     ready_ring: bytes
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., ready_epoch: _Optional[int] = ..., ready_ring: _Optional[bytes] = ...) -> None: ...
+    client_address: str
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., incarnation: _Optional[int] = ..., version: _Optional[int] = ..., ready_epoch: _Optional[int] = ..., ready_ring: _Optional[bytes] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class RingLayoutState(_message.Message):
     __slots__ = ("members", "owners")
@@ -648,3 +686,43 @@ class LocateResponse(_message.Message):
     primaries: _containers.RepeatedScalarFieldContainer[str]
     pending_primaries: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ring_epoch: _Optional[int] = ..., primaries: _Optional[_Iterable[str]] = ..., pending_primaries: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("timeout_ms", "stay")
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    STAY_FIELD_NUMBER: _ClassVar[int]
+    timeout_ms: int
+    stay: bool
+    def __init__(self, timeout_ms: _Optional[int] = ..., stay: _Optional[bool] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ("hints_delivered", "hints_left", "exiting")
+    HINTS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    HINTS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    EXITING_FIELD_NUMBER: _ClassVar[int]
+    hints_delivered: int
+    hints_left: int
+    exiting: bool
+    def __init__(self, hints_delivered: _Optional[int] = ..., hints_left: _Optional[int] = ..., exiting: _Optional[bool] = ...) -> None: ...
+
+class RepairRequest(_message.Message):
+    __slots__ = ("partitions", "timeout_ms")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    timeout_ms: int
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class RepairResponse(_message.Message):
+    __slots__ = ("partitions", "exchanges", "keys_repaired", "failed", "errors")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    partitions: int
+    exchanges: int
+    keys_repaired: int
+    failed: int
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partitions: _Optional[int] = ..., exchanges: _Optional[int] = ..., keys_repaired: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...

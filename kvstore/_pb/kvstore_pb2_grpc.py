@@ -59,6 +59,11 @@ class KVStub:
                 request_serializer=kvstore__pb2.ClientCalls.SerializeToString,
                 response_deserializer=kvstore__pb2.ClientResults.FromString,
                 _registered_method=True)
+        self.Topology = channel.unary_unary(
+                '/kvstore.v1.KV/Topology',
+                request_serializer=kvstore__pb2.TopologyRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.TopologyResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -98,6 +103,13 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Topology(self, request, context):
+        """The members and the ring, for clients that route each key to its primaries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +137,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=kvstore__pb2.ClientCalls.FromString,
                     response_serializer=kvstore__pb2.ClientResults.SerializeToString,
+            ),
+            'Topology': grpc.unary_unary_rpc_method_handler(
+                    servicer.Topology,
+                    request_deserializer=kvstore__pb2.TopologyRequest.FromString,
+                    response_serializer=kvstore__pb2.TopologyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +279,33 @@ class KV:
             '/kvstore.v1.KV/Stream',
             kvstore__pb2.ClientCalls.SerializeToString,
             kvstore__pb2.ClientResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Topology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.KV/Topology',
+            kvstore__pb2.TopologyRequest.SerializeToString,
+            kvstore__pb2.TopologyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -695,6 +739,16 @@ class AdminStub:
                 request_serializer=kvstore__pb2.LocateRequest.SerializeToString,
                 response_deserializer=kvstore__pb2.LocateResponse.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/kvstore.v1.Admin/Drain',
+                request_serializer=kvstore__pb2.DrainRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.DrainResponse.FromString,
+                _registered_method=True)
+        self.Repair = channel.unary_unary(
+                '/kvstore.v1.Admin/Repair',
+                request_serializer=kvstore__pb2.RepairRequest.SerializeToString,
+                response_deserializer=kvstore__pb2.RepairResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -740,6 +794,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Repair(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -772,6 +838,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Locate,
                     request_deserializer=kvstore__pb2.LocateRequest.FromString,
                     response_serializer=kvstore__pb2.LocateResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=kvstore__pb2.DrainRequest.FromString,
+                    response_serializer=kvstore__pb2.DrainResponse.SerializeToString,
+            ),
+            'Repair': grpc.unary_unary_rpc_method_handler(
+                    servicer.Repair,
+                    request_deserializer=kvstore__pb2.RepairRequest.FromString,
+                    response_serializer=kvstore__pb2.RepairResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -938,6 +1014,60 @@ class Admin:
             '/kvstore.v1.Admin/Locate',
             kvstore__pb2.LocateRequest.SerializeToString,
             kvstore__pb2.LocateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Drain',
+            kvstore__pb2.DrainRequest.SerializeToString,
+            kvstore__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Repair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Repair',
+            kvstore__pb2.RepairRequest.SerializeToString,
+            kvstore__pb2.RepairResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,7 +35,14 @@ OPEN = Identity(name="(no TLS)", roles=frozenset({"read", "write", "admin", "nod
 # The role each method needs, by service; a method not listed is refused (a new RPC must be
 # given a role before anyone can call it).
 _ROLES: dict[str, dict[str, str]] = {
-    "KV": {"Get": "read", "GetMany": "read", "Put": "write", "PutMany": "write", "Stream": "read"},
+    "KV": {
+        "Get": "read",
+        "GetMany": "read",
+        "Put": "write",
+        "PutMany": "write",
+        "Stream": "read",
+        "Topology": "read",
+    },
     "Peer": {
         "NodeInfo": "node",
         "ReplicaMergeBatch": "node",
@@ -53,6 +60,8 @@ _ROLES: dict[str, dict[str, str]] = {
         "Leave": "admin",
         "Remove": "admin",
         "Locate": "admin",
+        "Drain": "admin",
+        "Repair": "admin",
     },
 }
 

@@ -31,7 +31,7 @@ def test_open_access_serves_every_call_as_open() -> None:
         return "answered"
 
     servicer = SimpleNamespace(
-        **{name: get for name in ("Get", "GetMany", "Put", "PutMany", "Stream")}
+        **{name: get for name in ("Get", "GetMany", "Put", "PutMany", "Stream", "Topology")}
     )
     wrapped = auth.open_access("KV", servicer)
     assert asyncio.run(wrapped.Get(None, None)) == "answered"

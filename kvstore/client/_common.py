@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
@@ -42,6 +43,8 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 # The most items a batch may have at all (a node's own max_batch_items, 1,000 by default, may
 # be lower: it refuses a larger batch with BatchTooLarge).
 MAX_BATCH_ITEMS = 10_000
+# A write id: random, so two clients never pick the same one (a node takes up to 64 bytes).
+WRITE_ID_BYTES = 16
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -132,11 +135,17 @@ class RequestBuilder:
     def deadline_s(self) -> float:
         return self.timeout + DEADLINE_SLACK_S
 
-    def get_request(self, key: Key, r: int | None, sloppy: bool = True) -> pb.GetRequest:
+    def call_timeout(self, timeout: float | None) -> float:
+        """A call's own `timeout=` (checked), or the client's."""
+        return self.timeout if timeout is None else check_timeout(timeout)
+
+    def get_request(
+        self, key: Key, r: int | None, sloppy: bool = True, timeout: float | None = None
+    ) -> pb.GetRequest:
         return pb.GetRequest(
             key=key_bytes(key),
             r=quorum_option("r", r),
-            timeout_ms=self.timeout_ms,
+            timeout_ms=_ms(self.call_timeout(timeout)),
             strict=not sloppy,
         )
 
@@ -148,7 +157,10 @@ class RequestBuilder:
         w: int | None,
         sloppy: bool = True,
         return_body: bool = False,
+        timeout: float | None = None,
     ) -> pb.PutRequest:
+        """Each write gets a fresh write id: its retries (on any node) carry the same one,
+        so a replica that already applied it does not apply it again."""
         if not isinstance(return_body, bool):
             raise InvalidOption(f"return_body must be True or False, got {return_body!r}")
         return pb.PutRequest(
@@ -157,22 +169,30 @@ class RequestBuilder:
             tombstone=value is None,
             context=context_bytes(context),
             w=quorum_option("w", w),
-            timeout_ms=self.timeout_ms,
+            timeout_ms=_ms(self.call_timeout(timeout)),
             strict=not sloppy,
             return_body=return_body,
+            write_id=os.urandom(WRITE_ID_BYTES),
         )
 
     def get_many_request(
-        self, keys: Iterable[Key], r: int | None, sloppy: bool = True
+        self, keys: Iterable[Key], r: int | None, sloppy: bool = True, timeout: float | None = None
     ) -> pb.GetManyRequest:
         encoded = [key_bytes(key) for key in keys]
         check_batch(len(encoded))
         return pb.GetManyRequest(
-            keys=encoded, r=quorum_option("r", r), timeout_ms=self.timeout_ms, strict=not sloppy
+            keys=encoded,
+            r=quorum_option("r", r),
+            timeout_ms=_ms(self.call_timeout(timeout)),
+            strict=not sloppy,
         )
 
     def put_many_request(
-        self, items: Iterable[PutLike], w: int | None, sloppy: bool = True
+        self,
+        items: Iterable[PutLike],
+        w: int | None,
+        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> pb.PutManyRequest:
         requests = []
         for item in items:
@@ -182,11 +202,18 @@ class RequestBuilder:
             )
         check_batch(len(requests))
         return pb.PutManyRequest(
-            items=requests, w=quorum_option("w", w), timeout_ms=self.timeout_ms, strict=not sloppy
+            items=requests,
+            w=quorum_option("w", w),
+            timeout_ms=_ms(self.call_timeout(timeout)),
+            strict=not sloppy,
         )
 
     def delete_many_request(
-        self, items: Iterable[DeleteLike], w: int | None, sloppy: bool = True
+        self,
+        items: Iterable[DeleteLike],
+        w: int | None,
+        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> pb.PutManyRequest:
         deletes: list[PutLike] = []
         for item in items:
@@ -196,7 +223,7 @@ class RequestBuilder:
                 deletes.append(PutItem(item[0], None, item[1]))
             else:
                 deletes.append(PutItem(item, None))
-        return self.put_many_request(deletes, w, sloppy)
+        return self.put_many_request(deletes, w, sloppy, timeout)
 
     def get_many_result(
         self, response: pb.GetManyResponse, count: int, resolver: Resolver | None
@@ -233,6 +260,10 @@ class RequestBuilder:
     def put_result(self, response: pb.PutResponse, resolver: Resolver | None) -> PutResult:
         values = self._resolved(list(response.values), resolver)
         return PutResult(context=response.context, values=values)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def put_item(item: PutLike) -> PutItem:

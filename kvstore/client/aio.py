@@ -1,17 +1,27 @@
 """The asyncio client: every call of every task rides one long-lived stream per node
-(kvstore.v1.KV/Stream), the calls ready in one turn of the event loop in one message."""
+(kvstore.v1.KV/Stream), the calls ready in one turn of the event loop in one message. Calls
+go to a primary of their key by the ring the client learns (KV.Topology); a slow call is
+hedged on the next node, a failed one retried (kvstore.client._calls), and a node that
+fails or stalls is skipped while its circuit breaker is open."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.client._calls import ClientStats, Tries
 from kvstore.client._common import (
     CHANNEL_OPTIONS,
+    DEADLINE_SLACK_S,
     MAX_MESSAGE_BYTES,
     DeleteLike,
     Key,
@@ -22,26 +32,19 @@ from kvstore.client._common import (
     get_call,
     get_many_call,
     key_bytes,
-    no_node_answered,
     put_call,
     put_many_call,
 )
 from kvstore.client.credentials import TLS, channel_credentials, open_channel
+from kvstore.client.latency import LatencyWindow
+from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
-from kvstore.errors import (
-    BatchTooLarge,
-    InvalidArgument,
-    InvalidKey,
-    KvError,
-    PermissionDenied,
-    Timeout,
-    TransportError,
-    Unauthenticated,
-    ValueTooLarge,
-)
+from kvstore.client.routing import NodeSelector, table_from
+from kvstore.errors import InvalidOption, KvError
 from kvstore.rpc.channels import ChannelPool
-from kvstore.rpc.status import error_from_call
-from kvstore.rpc.streams import CallStream, CallTooLarge, NeverSent, OutcomeUnknown, stream_to
+from kvstore.rpc.streams import CallStream, stream_to
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -49,27 +52,19 @@ _STREAM = "/kvstore.v1.KV/Stream"
 # The bytes of calls to one node that may be queued or unanswered at once; past it a call
 # waits (within its timeout) for room.
 CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
-# A call larger than the node takes (it announces its limit) fails before it is sent, as:
-_TOO_LARGE: dict[str, type[InvalidArgument]] = {
-    "get": InvalidKey,
-    "put": ValueTooLarge,
-    "get_many": BatchTooLarge,
-    "put_many": BatchTooLarge,
-}
-
-
-_REFUSED_CREDENTIALS: dict[str, type[KvError]] = {
-    "UNAUTHENTICATED": Unauthenticated,
-    "PERMISSION_DENIED": PermissionDenied,
-}
+# How often the ring is asked for again (and how long the first ask may take, within the
+# call's timeout); a call that finds no node reachable asks at once.
+TOPOLOGY_REFRESH_S = 30.0
+TOPOLOGY_TIMEOUT_S = 2.0
 
 
 class AsyncClient:
-    """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
+    """Talks to a cluster: each call goes to a primary of its key, a slow one is hedged, a
+    failed one retried on another node.
 
-    async with AsyncClient("127.0.0.1:7101,127.0.0.1:7102") as kv:
+    async with AsyncClient("127.0.0.1:8101,127.0.0.1:8102") as kv:
         await kv.put("k", b"v")
-        result = await kv.get("k")
+        result = await kv.get("k", timeout=0.5)
         items = await kv.get_many(["a", "b"])   # GetResult, or the key's error
     """
 
@@ -81,11 +76,23 @@ class AsyncClient:
         max_inflight_bytes: int = CLIENT_INFLIGHT_BYTES,
         tls: TLS | str | bool | None = None,
         token: str | None = None,
+        retry: RetryPolicy | None = None,
+        hedge: HedgePolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        route_by_ring: bool = True,
+        topology_refresh_s: float = TOPOLOGY_REFRESH_S,
     ) -> None:
-        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too; None:
-        from KVSTORE_TLS_* if set, False: plaintext); `token`: a bearer token for the
-        client port (needs `tls`; None: KVSTORE_TOKEN if set)."""
+        """`seeds`: client addresses (HOST:PORT) of some nodes: the client learns the others
+        from them. `timeout`: each call's budget (a call's own `timeout=` overrides it), its
+        retries and hedges included. `tls`: the cluster CA's PEM file (or a TLS with a
+        client certificate too; None: from KVSTORE_TLS_* if set, False: plaintext);
+        `token`: a bearer token for the client port (needs `tls`; None: KVSTORE_TOKEN if
+        set). `retry`, `hedge`, `breaker`: the policies (defaults: RetryPolicy(),
+        HedgePolicy(), BreakerPolicy()). `route_by_ring=False`: no topology, calls rotate
+        over the seeds."""
         self._requests = RequestBuilder(seeds, timeout, resolver)
+        if not isinstance(topology_refresh_s, int | float) or topology_refresh_s <= 0:
+            raise InvalidOption(f"topology_refresh_s must be > 0, got {topology_refresh_s!r}")
         credentials = channel_credentials(tls, token)
         self._pool = ChannelPool(
             lambda address: open_channel(address, credentials, CHANNEL_OPTIONS, aio=True),
@@ -93,6 +100,17 @@ class AsyncClient:
         )
         self._streams: dict[str, CallStream[pb.ClientResult]] = {}
         self._max_inflight_bytes = max_inflight_bytes
+        self._retry = retry or RetryPolicy()
+        self._hedge = hedge or HedgePolicy()
+        self._rng = random.Random()
+        self._nodes = NodeSelector(self._requests.addresses, breaker or BreakerPolicy(), self._rng)
+        self._route_by_ring = route_by_ring
+        self._refresh_s = float(topology_refresh_s)
+        self._topology_due = 0.0  # loop time of the next ask; 0: never asked
+        self._topology_task: asyncio.Task[None] | None = None
+        self._read_latency = LatencyWindow()
+        self._write_latency = LatencyWindow()
+        self._stats = ClientStats()
 
     def stream(self, address: str) -> CallStream[pb.ClientResult]:
         """The stream of calls to the node at `address` (opened on first use)."""
@@ -111,37 +129,107 @@ class AsyncClient:
             )
         return stream
 
-    async def _send(self, body: bytes, kind: str) -> Any:
-        """One call on the stream of the first node that can be reached; the next node is
-        tried only when the call never left (so a write is never applied twice)."""
-        errors: list[KvError] = []
-        deadline = self._requests.deadline_s
-        for address in self._requests.node_order():
+    def _submit(self, body: bytes) -> Callable[[str, float], asyncio.Future[pb.ClientResult]]:
+        return lambda address, remaining: self.stream(address).submit(
+            body, remaining, fail_fast=True
+        )
+
+    async def _send(self, body: bytes, kind: str, key: bytes | None, timeout: float) -> Any:
+        """One call: tried on the best node for `key`, hedged and retried (see Tries)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._route_by_ring and now >= self._topology_due:
+            await self._learn_topology(now, min(TOPOLOGY_TIMEOUT_S, timeout / 2))
+        stats = self._stats
+        stats.calls += 1
+        nodes, primaries = self._nodes.order(key, now)
+        if key is not None and self._nodes.table is not None and self._nodes.table.ring:
+            stats.routed_calls += 1
+            if primaries:
+                stats.to_primary += 1
+        tries = Tries(
+            self._submit(body),
+            kind,
+            nodes,
+            self._nodes,
+            now + timeout + DEADLINE_SLACK_S,
+            self._hedge_delay(kind),
+            self._retry,
+            self._read_latency if kind.startswith("get") else self._write_latency,
+            stats,
+            self._rng,
+        )
+        tries.start()
+        try:
+            result = await tries.result
+        except KvError:
+            stats.failed += 1
+            if not self._any_reachable(loop.time()):
+                self._topology_due = 0.0  # ask again on the next call
+            raise
+        got = result.WhichOneof("result")
+        if got != kind:
+            raise KvError(f"a node answered a {kind} with {got}")
+        return getattr(result, kind)
+
+    def _hedge_delay(self, kind: str) -> float | None:
+        policy = self._hedge
+        if kind.startswith("get"):
+            if not policy.reads:
+                return None
+            window, q, factor = self._read_latency, policy.read_percentile, 1.0
+        else:
+            if not policy.writes:
+                return None
+            window, q, factor = self._write_latency, policy.write_percentile, policy.write_factor
+        if len(window) < policy.min_samples:
+            return policy.initial_delay_s
+        delay = window.percentile(q) * factor
+        return min(policy.max_delay_s, max(policy.min_delay_s, delay))
+
+    def _any_reachable(self, now: float) -> bool:
+        return any(self._nodes.breaker(a).available(now) for a in self._nodes.addresses)
+
+    async def _learn_topology(self, now: float, timeout: float) -> None:
+        """Ask for the ring: awaited the first time (the first calls route by it), in the
+        background after (calls keep using the last one meanwhile)."""
+        self._topology_due = now + self._refresh_s
+        if self._nodes.table is None:
+            await self._ask_topology(timeout)
+        elif self._topology_task is None or self._topology_task.done():
+            self._topology_task = asyncio.get_running_loop().create_task(
+                self._ask_topology(TOPOLOGY_TIMEOUT_S)
+            )
+
+    async def _ask_topology(self, timeout: float) -> None:
+        # Members first (a seed may have been removed), then the seeds (all members moved).
+        known = self._nodes.addresses
+        candidates = known + [s for s in self._nodes.seeds if s not in known]
+        for address in candidates[:8]:
             try:
-                result = await self.stream(address).call(body, deadline, fail_fast=True)
-            except NeverSent as exc:
-                if exc.code in _REFUSED_CREDENTIALS:
-                    # Every node of the cluster checks the same credentials: say so now.
-                    raise _REFUSED_CREDENTIALS[exc.code](str(exc)) from None
-                errors.append(TransportError(f"cannot reach node ({address}): {exc}"))
+                answer = await self._pool.stub(address).Topology(
+                    pb.TopologyRequest(), timeout=timeout
+                )
+                table = table_from(answer)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("topology from %s: %s", address, exc.code())
                 continue
-            except OutcomeUnknown as exc:
-                if exc.deadline:
-                    raise Timeout(
-                        f"deadline exceeded ({address}): the outcome is unknown"
-                    ) from None
-                raise TransportError(
-                    f"connection to {address} lost mid-call: the outcome is unknown ({exc})"
-                ) from None
-            except CallTooLarge as exc:
-                raise _TOO_LARGE.get(kind, BatchTooLarge)(str(exc)) from None
-            got = result.WhichOneof("result")
-            if got == "error":
-                raise error_from_call(result.error, address)
-            if got != kind:
-                raise KvError(f"{address} answered a {kind} with {got}")
-            return getattr(result, kind)
-        raise no_node_answered(errors)
+            except KvError as exc:
+                log.warning("topology from %s not used: %s", address, exc)
+                continue
+            self._nodes.table = table
+            self._stats.topology_refreshes += 1
+            return
+
+    def stats(self) -> ClientStats:
+        """A copy of what the client's calls did so far, with each node's breaker state."""
+        now = asyncio.get_event_loop().time()
+        snapshot = dataclasses.replace(self._stats, breakers={})
+        for address in self._nodes.addresses:
+            breaker = self._nodes.breaker(address)
+            snapshot.breakers[address] = breaker.state(now).value
+            snapshot.breaker_opens += breaker.opened
+        return snapshot
 
     async def get(
         self,
@@ -149,10 +237,12 @@ class AsyncClient:
         r: int | None = None,
         resolver: Resolver | None = None,
         sloppy: bool = True,
+        timeout: float | None = None,
     ) -> GetResult:
         """As Client.get."""
-        request = self._requests.get_request(key, r, sloppy)
-        response = await self._send(get_call(request), "get")
+        timeout = self._requests.call_timeout(timeout)
+        request = self._requests.get_request(key, r, sloppy, timeout)
+        response = await self._send(get_call(request), "get", request.key, timeout)
         return self._requests.get_result(response, resolver)
 
     async def put(
@@ -161,20 +251,29 @@ class AsyncClient:
         value: bytes,
         context: bytes | None = None,
         w: int | None = None,
+        sloppy: bool = True,
         return_body: bool = False,
         resolver: Resolver | None = None,
-        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> PutResult:
-        """As Client.put: `return_body=True` answers with the siblings after the write."""
-        request = self._requests.put_request(key, value, context, w, sloppy, return_body)
-        response = await self._send(put_call(request), "put")
+        """As Client.put."""
+        timeout = self._requests.call_timeout(timeout)
+        request = self._requests.put_request(key, value, context, w, sloppy, return_body, timeout)
+        response = await self._send(put_call(request), "put", request.key, timeout)
         return self._requests.put_result(response, resolver)
 
     async def delete(
-        self, key: Key, context: bytes | None = None, w: int | None = None, sloppy: bool = True
+        self,
+        key: Key,
+        context: bytes | None = None,
+        w: int | None = None,
+        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> PutResult:
-        request = self._requests.put_request(key, None, context, w, sloppy)
-        response = await self._send(put_call(request), "put")
+        """As Client.delete."""
+        timeout = self._requests.call_timeout(timeout)
+        request = self._requests.put_request(key, None, context, w, sloppy, False, timeout)
+        response = await self._send(put_call(request), "put", request.key, timeout)
         return self._requests.put_result(response, None)
 
     async def get_many(
@@ -183,12 +282,14 @@ class AsyncClient:
         r: int | None = None,
         resolver: Resolver | None = None,
         sloppy: bool = True,
+        timeout: float | None = None,
     ) -> list[GetItem]:
         """As Client.get_many."""
-        request = self._requests.get_many_request(keys, r, sloppy)
+        timeout = self._requests.call_timeout(timeout)
+        request = self._requests.get_many_request(keys, r, sloppy, timeout)
         if not request.keys:
             return []
-        response = await self._send(get_many_call(request), "get_many")
+        response = await self._send(get_many_call(request), "get_many", None, timeout)
         return self._requests.get_many_result(response, len(request.keys), resolver)
 
     async def put_many(
@@ -197,59 +298,124 @@ class AsyncClient:
         w: int | None = None,
         resolver: Resolver | None = None,
         sloppy: bool = True,
+        timeout: float | None = None,
     ) -> list[PutResultItem]:
         """As Client.put_many."""
-        request = self._requests.put_many_request(items, w, sloppy)
-        return await self._put_many(request, resolver)
+        timeout = self._requests.call_timeout(timeout)
+        request = self._requests.put_many_request(items, w, sloppy, timeout)
+        return await self._put_many(request, resolver, timeout)
 
     async def delete_many(
-        self, items: Iterable[DeleteLike], w: int | None = None, sloppy: bool = True
+        self,
+        items: Iterable[DeleteLike],
+        w: int | None = None,
+        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> list[PutResultItem]:
         """As Client.delete_many."""
-        return await self._put_many(self._requests.delete_many_request(items, w, sloppy), None)
+        timeout = self._requests.call_timeout(timeout)
+        request = self._requests.delete_many_request(items, w, sloppy, timeout)
+        return await self._put_many(request, None, timeout)
 
     async def _put_many(
-        self, request: pb.PutManyRequest, resolver: Resolver | None
+        self, request: pb.PutManyRequest, resolver: Resolver | None, timeout: float
     ) -> list[PutResultItem]:
         if not request.items:
             return []
-        response = await self._send(put_many_call(request), "put_many")
+        response = await self._send(put_many_call(request), "put_many", None, timeout)
         return self._requests.put_many_result(response, len(request.items), resolver)
 
-    async def _call(
-        self, send: Callable[[pb_grpc.KVStub], Awaitable[T]], addresses: Any = None
-    ) -> T:
-        errors: list[KvError] = []
-        for address in addresses or self._requests.node_order():
-            try:
-                return await send(self._pool.stub(address))
-            except grpc.aio.AioRpcError as exc:
-                error, try_next = failure(exc, address)
-                if not try_next:
-                    raise error from None
-                errors.append(error)
-        raise no_node_answered(errors)
+    # ---- asked of one node (operators, debugging): unary calls, not retried elsewhere ----
 
-    async def local_get(self, node_address: str, key: Key) -> GetResult:
-        """One node's own stored versions of a key, without coordination (debugging, tests).
-
-        Asks only that node, so it waits (within the timeout) for a connection to it rather
-        than failing at once while the channel is backing off after the node restarted."""
-        request = pb.LocalGetRequest(key=key_bytes(key))
-        deadline = self._requests.deadline_s
-        response = await self._call(
-            lambda _: self._admin(node_address).LocalGet(
-                request, timeout=deadline, wait_for_ready=True
-            ),
-            [node_address],
-        )
-        return self._requests.get_result(response, resolver=None)
+    async def _call(self, address: str, send: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await send()
+        except grpc.aio.AioRpcError as exc:
+            error, _ = failure(exc, address)
+            raise error from None
 
     def _admin(self, node_address: str) -> pb_grpc.AdminStub:
         self._pool.stub(node_address)  # opens (or reuses) the channel to the node
         return pb_grpc.AdminStub(self._pool.channels[node_address])
 
+    async def local_get(self, node_address: str, key: Key) -> GetResult:
+        """As Client.local_get."""
+        request = pb.LocalGetRequest(key=key_bytes(key))
+        deadline = self._requests.deadline_s
+        response = await self._call(
+            node_address,
+            lambda: self._admin(node_address).LocalGet(
+                request, timeout=deadline, wait_for_ready=True
+            ),
+        )
+        return self._requests.get_result(response, resolver=None)
+
+    async def status(self, node_address: str) -> pb.StatusResponse:
+        """As Client.status."""
+        deadline = self._requests.deadline_s
+        response: pb.StatusResponse = await self._call(
+            node_address,
+            lambda: self._admin(node_address).Status(pb.StatusRequest(), timeout=deadline),
+        )
+        return response
+
+    async def join(self, node_address: str) -> None:
+        """As Client.join."""
+        deadline = self._requests.deadline_s
+        await self._call(
+            node_address,
+            lambda: self._admin(node_address).Join(pb.JoinRequest(), timeout=deadline),
+        )
+
+    async def leave(self, node_address: str) -> None:
+        """As Client.leave."""
+        deadline = self._requests.deadline_s
+        await self._call(
+            node_address,
+            lambda: self._admin(node_address).Leave(pb.LeaveRequest(), timeout=deadline),
+        )
+
+    async def remove(self, address: str, via: str) -> None:
+        """As Client.remove."""
+        deadline = self._requests.deadline_s
+        await self._call(
+            via,
+            lambda: self._admin(via).Remove(pb.RemoveRequest(address=address), timeout=deadline),
+        )
+
+    async def locate(self, node_address: str, key: Key) -> pb.LocateResponse:
+        """As Client.locate."""
+        request = pb.LocateRequest(key=key_bytes(key))
+        deadline = self._requests.deadline_s
+        response: pb.LocateResponse = await self._call(
+            node_address, lambda: self._admin(node_address).Locate(request, timeout=deadline)
+        )
+        return response
+
+    async def health(self, node_address: str, service: str = "") -> str:
+        """As Client.health."""
+        self._pool.stub(node_address)
+        stub = health_pb2_grpc.HealthStub(self._pool.channels[node_address])
+        request = health_pb2.HealthCheckRequest(service=service)
+        deadline = self._requests.deadline_s
+        response = await self._call(node_address, lambda: stub.Check(request, timeout=deadline))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def topology(self, node_address: str | None = None) -> pb.TopologyResponse:
+        """The members and ring a node answers KV.Topology with (any member when None)."""
+        address = node_address or self._nodes.addresses[0]
+        deadline = self._requests.deadline_s
+        response: pb.TopologyResponse = await self._call(
+            address,
+            lambda: self._pool.stub(address).Topology(pb.TopologyRequest(), timeout=deadline),
+        )
+        return response
+
     async def close(self) -> None:
+        if self._topology_task is not None:
+            self._topology_task.cancel()
+            await asyncio.gather(self._topology_task, return_exceptions=True)
+            self._topology_task = None
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             await stream.close()

@@ -1,45 +1,30 @@
-"""The blocking client: the same calls as AsyncClient. Gets, puts and deletes run on an
-AsyncClient of its own, on an event loop thread it owns, so they ride the same multiplexed
-streams (and calls from many threads share them); the operator calls stay unary, on grpc's
-synchronous channels."""
+"""The blocking client: the same methods and options as AsyncClient, run on an AsyncClient
+of its own on an event loop thread it owns, so its calls ride the same multiplexed streams,
+routing, hedging and retries (and calls from many threads share them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from collections.abc import Iterable, Sequence
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client._common import (
-    CHANNEL_OPTIONS,
-    DeleteLike,
-    Key,
-    PutLike,
-    RequestBuilder,
-    Resolver,
-    failure,
-    key_bytes,
-    no_node_answered,
-)
+from kvstore.client._calls import ClientStats
+from kvstore.client._common import DeleteLike, Key, PutLike, Resolver
 from kvstore.client._loop import LoopThread
-from kvstore.client.aio import AsyncClient
-from kvstore.client.credentials import TLS, channel_credentials, open_channel
+from kvstore.client.aio import CLIENT_INFLIGHT_BYTES, TOPOLOGY_REFRESH_S, AsyncClient
+from kvstore.client.credentials import TLS
+from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
-from kvstore.errors import KvError
-from kvstore.rpc.channels import ChannelPool
-
-T = TypeVar("T")
 
 
 class Client:
-    """Talks to any node of a cluster; a call whose node cannot be reached goes to the next.
+    """Talks to a cluster: each call goes to a primary of its key (the client learns the
+    ring from the seeds), a slow read or write is hedged on the next node, a failed one
+    retried on another (writes carry write ids, so a retry never applies a write twice), and
+    a node that fails or stalls is skipped while its circuit breaker is open.
 
-    with Client("127.0.0.1:7101,127.0.0.1:7102", timeout=2.0) as kv:
+    with Client("127.0.0.1:8101,127.0.0.1:8102", timeout=2.0) as kv:
         kv.put("k", b"v")
-        print(kv.get("k").values)
+        print(kv.get("k", timeout=0.5).values)
     """
 
     def __init__(
@@ -47,39 +32,40 @@ class Client:
         seeds: str | Sequence[str],
         timeout: float = 5.0,
         resolver: Resolver | None = None,
+        max_inflight_bytes: int = CLIENT_INFLIGHT_BYTES,
         tls: TLS | str | bool | None = None,
         token: str | None = None,
+        retry: RetryPolicy | None = None,
+        hedge: HedgePolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        route_by_ring: bool = True,
+        topology_refresh_s: float = TOPOLOGY_REFRESH_S,
     ) -> None:
-        """`tls`: the cluster CA's PEM file (or a TLS with a client certificate too; None:
-        from KVSTORE_TLS_* if set, False: plaintext); `token`: a bearer token for the
-        client port (needs `tls`; None: KVSTORE_TOKEN if set)."""
-        self._requests = RequestBuilder(seeds, timeout, resolver)
-        credentials = channel_credentials(tls, token)
-        self._pool = ChannelPool(
-            lambda address: open_channel(address, credentials, CHANNEL_OPTIONS, aio=False),
-            pb_grpc.KVStub,
-        )
+        """As AsyncClient: `seeds` (client addresses), `timeout` (each call's budget,
+        retries and hedges included; a call's own `timeout=` overrides it), `tls`/`token`
+        (None: from KVSTORE_TLS_*/KVSTORE_TOKEN if set; False: plaintext), the `retry`,
+        `hedge` and `breaker` policies, `route_by_ring`, `topology_refresh_s`."""
         self._closed = False
         self._loop = LoopThread()
         try:
-            self._async = self._loop.run(_async_client(seeds, timeout, resolver, tls, token))
+            self._async = self._loop.run(
+                _async_client(
+                    seeds,
+                    timeout,
+                    resolver,
+                    max_inflight_bytes,
+                    tls,
+                    token,
+                    retry,
+                    hedge,
+                    breaker,
+                    route_by_ring,
+                    topology_refresh_s,
+                )
+            )
         except BaseException:
             self._loop.close()  # no thread left behind by a client that never was
             raise
-
-    def _call(
-        self, send: Callable[[pb_grpc.KVStub], T], addresses: Iterable[str] | None = None
-    ) -> T:
-        errors: list[KvError] = []
-        for address in addresses or self._requests.node_order():
-            try:
-                return send(self._pool.stub(address))
-            except grpc.RpcError as exc:
-                error, try_next = failure(exc, address)
-                if not try_next:
-                    raise error from None
-                errors.append(error)
-        raise no_node_answered(errors)
 
     def get(
         self,
@@ -87,9 +73,10 @@ class Client:
         r: int | None = None,
         resolver: Resolver | None = None,
         sloppy: bool = True,
+        timeout: float | None = None,
     ) -> GetResult:
         """`sloppy=False` counts only the key's primaries towards r (Riak's PR)."""
-        return self._loop.run(self._async.get(key, r, resolver, sloppy))
+        return self._loop.run(self._async.get(key, r, resolver, sloppy, timeout))
 
     def put(
         self,
@@ -100,19 +87,25 @@ class Client:
         sloppy: bool = True,
         return_body: bool = False,
         resolver: Resolver | None = None,
+        timeout: float | None = None,
     ) -> PutResult:
         """`sloppy=False` counts only the key's primaries towards w (Riak's PW): no
         fallback stands in for a primary that is down. `return_body=True` answers with the
         siblings after the write (`PutResult.values`, merged by the resolver if one is
         given) and a context covering them."""
         return self._loop.run(
-            self._async.put(key, value, context, w, return_body, resolver, sloppy)
+            self._async.put(key, value, context, w, sloppy, return_body, resolver, timeout)
         )
 
     def delete(
-        self, key: Key, context: bytes | None = None, w: int | None = None, sloppy: bool = True
+        self,
+        key: Key,
+        context: bytes | None = None,
+        w: int | None = None,
+        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> PutResult:
-        return self._loop.run(self._async.delete(key, context, w, sloppy))
+        return self._loop.run(self._async.delete(key, context, w, sloppy, timeout))
 
     # ---- batches: one request, per-key results ----
 
@@ -122,12 +115,13 @@ class Client:
         r: int | None = None,
         resolver: Resolver | None = None,
         sloppy: bool = True,
+        timeout: float | None = None,
     ) -> list[GetItem]:
         """Read many keys in one request: a list in the keys' order, each item the key's
         GetResult or the error reading it failed with (InvalidKey, Unavailable, ...: the
         errors `get` raises). A batch past the node's max_batch_items (1,000 by default) is
         refused whole, BatchTooLarge; so is an option out of range (InvalidOption)."""
-        return self._loop.run(self._async.get_many(keys, r, resolver, sloppy))
+        return self._loop.run(self._async.get_many(keys, r, resolver, sloppy, timeout))
 
     def put_many(
         self,
@@ -135,96 +129,76 @@ class Client:
         w: int | None = None,
         resolver: Resolver | None = None,
         sloppy: bool = True,
+        timeout: float | None = None,
     ) -> list[PutResultItem]:
         """Write many keys in one request. Each item is a PutItem(key, value, context,
         return_body) or a (key, value) / (key, value, context) tuple, with its own context;
         a value of None deletes. Answers a list in the items' order, each the item's
         PutResult or its error. The node commits the writes that arrive together in one
         RocksDB WriteBatch; a failed item does not fail the others."""
-        return self._loop.run(self._async.put_many(items, w, resolver, sloppy))
+        return self._loop.run(self._async.put_many(items, w, resolver, sloppy, timeout))
 
     def delete_many(
-        self, items: Iterable[DeleteLike], w: int | None = None, sloppy: bool = True
+        self,
+        items: Iterable[DeleteLike],
+        w: int | None = None,
+        sloppy: bool = True,
+        timeout: float | None = None,
     ) -> list[PutResultItem]:
         """Delete many keys: each item a key or a (key, context) pair."""
-        return self._loop.run(self._async.delete_many(items, w, sloppy))
+        return self._loop.run(self._async.delete_many(items, w, sloppy, timeout))
+
+    def stats(self) -> ClientStats:
+        """What the client's calls did so far: tries, hedges, retries, calls routed to a
+        primary of their key, and each node's circuit breaker."""
+
+        async def snapshot() -> ClientStats:
+            return self._async.stats()
+
+        return self._loop.run(snapshot())
+
+    # ---- asked of one node (operators, debugging) ----
 
     def local_get(self, node_address: str, key: Key) -> GetResult:
         """One node's own stored versions of a key, without coordination (debugging, tests).
 
-        Asks only that node, so it waits (within the timeout) for a connection to it rather
-        than failing at once while the channel is backing off after the node restarted."""
-        request = pb.LocalGetRequest(key=key_bytes(key))
-        deadline = self._requests.deadline_s
-        response = self._call(
-            lambda _: self._admin(node_address).LocalGet(
-                request, timeout=deadline, wait_for_ready=True
-            ),
-            [node_address],
-        )
-        return self._requests.get_result(response, resolver=None)
-
-    # ---- operators: asked of one node about itself ----
-
-    def _admin(self, node_address: str) -> pb_grpc.AdminStub:
-        self._pool.stub(node_address)  # opens (or reuses) the channel to the node
-        return pb_grpc.AdminStub(self._pool.channels[node_address])
+        Asks only that node (its cluster address), so it waits (within the timeout) for a
+        connection to it rather than failing at once while the channel is backing off after
+        the node restarted."""
+        return self._loop.run(self._async.local_get(node_address, key))
 
     def status(self, node_address: str) -> pb.StatusResponse:
         """The node's view: members (state, up/down, partitions), ring epoch, pending hints
         and handoffs, and its counters."""
-        request = pb.StatusRequest()
-        deadline = self._requests.deadline_s
-        response: pb.StatusResponse = self._call(
-            lambda _: self._admin(node_address).Status(request, timeout=deadline),
-            [node_address],
-        )
-        return response
+        return self._loop.run(self._async.status(node_address))
 
     def join(self, node_address: str) -> None:
         """Ask a standby node (started with seeds that do not list it) to join the ring."""
-        deadline = self._requests.deadline_s
-        self._call(
-            lambda _: self._admin(node_address).Join(pb.JoinRequest(), timeout=deadline),
-            [node_address],
-        )
+        self._loop.run(self._async.join(node_address))
 
     def leave(self, node_address: str) -> None:
         """Ask a node to leave the ring: its partitions move to the others first."""
-        deadline = self._requests.deadline_s
-        self._call(
-            lambda _: self._admin(node_address).Leave(pb.LeaveRequest(), timeout=deadline),
-            [node_address],
-        )
+        self._loop.run(self._async.leave(node_address))
 
     def remove(self, address: str, via: str) -> None:
         """Take a dead member out of the ring, asking the node `via` (any live member).
         Refused (ClusterRefused) while `via` holds it up: a live node should leave."""
-        deadline = self._requests.deadline_s
-        self._call(
-            lambda _: self._admin(via).Remove(pb.RemoveRequest(address=address), timeout=deadline),
-            [via],
-        )
+        self._loop.run(self._async.remove(address, via))
 
     def locate(self, node_address: str, key: Key) -> pb.LocateResponse:
         """Where `key` lives by the node's ring: its primaries (and those of a pending ring)."""
-        request = pb.LocateRequest(key=key_bytes(key))
-        deadline = self._requests.deadline_s
-        response: pb.LocateResponse = self._call(
-            lambda _: self._admin(node_address).Locate(request, timeout=deadline),
-            [node_address],
-        )
-        return response
+        return self._loop.run(self._async.locate(node_address, key))
 
-    def health(self, node_address: str) -> str:
-        """The node's answer to the standard grpc.health.v1 check: SERVING once it knows a
-        ring, NOT_SERVING before (raises TransportError if it does not answer at all)."""
-        self._pool.stub(node_address)
-        stub = health_pb2_grpc.HealthStub(self._pool.channels[node_address])
-        request = health_pb2.HealthCheckRequest(service="")
-        deadline = self._requests.deadline_s
-        response = self._call(lambda _: stub.Check(request, timeout=deadline), [node_address])
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+    def health(self, node_address: str, service: str = "") -> str:
+        """The node's answer to the standard grpc.health.v1 check for `service` ("" the
+        node, or kvstore.v1.KV on a client port, kvstore.v1.Peer/Admin on a cluster port):
+        SERVING once it knows a ring, NOT_SERVING before (raises TransportError if it does
+        not answer at all)."""
+        return self._loop.run(self._async.health(node_address, service))
+
+    def topology(self, node_address: str | None = None) -> pb.TopologyResponse:
+        """The members and ring a node answers KV.Topology with (any member when None)."""
+        return self._loop.run(self._async.topology(node_address))
 
     def close(self) -> None:
         if self._closed:
@@ -234,8 +208,6 @@ class Client:
             self._loop.run(self._async.close())
         finally:
             self._loop.close()
-            for channel in self._pool.take_channels():
-                channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -248,8 +220,26 @@ async def _async_client(
     seeds: str | Sequence[str],
     timeout: float,
     resolver: Resolver | None,
+    max_inflight_bytes: int,
     tls: TLS | str | bool | None,
     token: str | None,
+    retry: RetryPolicy | None,
+    hedge: HedgePolicy | None,
+    breaker: BreakerPolicy | None,
+    route_by_ring: bool,
+    topology_refresh_s: float,
 ) -> AsyncClient:
     """Made on the loop thread, so its channels belong to that loop."""
-    return AsyncClient(seeds, timeout, resolver, tls=tls, token=token)
+    return AsyncClient(
+        seeds,
+        timeout,
+        resolver,
+        max_inflight_bytes,
+        tls,
+        token,
+        retry,
+        hedge,
+        breaker,
+        route_by_ring,
+        topology_refresh_s,
+    )

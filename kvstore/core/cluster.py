@@ -61,6 +61,9 @@ class Member:
     # digest matters because two claimants can make different pending rings of one epoch.
     ready_epoch: int = 0
     ready_ring: bytes = b""
+    # Where clients reach the member (its KV port): what ring-aware clients dial. Empty in
+    # a record from a node that predates it.
+    client_address: str = ""
 
     def ready_for(self, state: RingState) -> bool:
         return self.ready_epoch == state.epoch and self.ready_ring == state.digest()
@@ -144,6 +147,8 @@ def check_member(member: Member) -> None:
     _check_counter("ready_epoch", member.ready_epoch)
     if member.ready_ring and len(member.ready_ring) != RING_DIGEST_BYTES:
         raise InvalidView(f"member {member.address}: ready_ring is not a ring digest")
+    if member.client_address:
+        check_address(member.client_address)
 
 
 def check_view(view: ClusterView) -> None:

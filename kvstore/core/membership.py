@@ -56,6 +56,7 @@ class Membership:
         now: float,
         saved: ClusterView | None = None,
         bootstrap: bool = False,
+        client_address: str = "",
     ) -> None:
         self.address = address
         self.partitions = partitions
@@ -78,7 +79,9 @@ class Membership:
             members = tuple(sorted(set(seeds) | {address}))
             self.ring = RingState(1, initial_layout(members, partitions, n))
             status = MemberStatus.ACTIVE
-        self.members[address] = Member(address, node_id, status, incarnation, 1)
+        self.members[address] = Member(
+            address, node_id, status, incarnation, 1, client_address=client_address
+        )
         for peer in self._peers():
             detector.watch(peer, now)
         self._follow_ring()
@@ -210,6 +213,7 @@ class Membership:
             # Peers may hold a few heartbeats more of it than this node: the removal must
             # be newer than all of them, or the first exchange would undo it.
             (ours.version if ours else 0) + REMOVAL_VERSION_LEAD,
+            client_address=ours.client_address if ours else "",
         )
         self.revision += 1
 
@@ -297,6 +301,7 @@ class Membership:
             version if version is not None else me.version + 1,
             ready_epoch if ready_epoch is not None else me.ready_epoch,
             ready_ring if ready_ring is not None else me.ready_ring,
+            me.client_address,
         )
         if persist:
             self.revision += 1

@@ -68,6 +68,27 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class TopologyMember:
+    address: str  # the cluster address: the member's name in the ring
+    client_address: str  # empty when its record predates client addresses
+    status: str
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What a ring-aware client routes by: the members and the current ring's layout
+    (`ring_members` sorted, `owners[p]` indexing them; empty before a ring is known)."""
+
+    ring_epoch: int
+    partitions: int
+    n: int
+    members: tuple[TopologyMember, ...]
+    ring_members: tuple[str, ...]
+    owners: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MemberReport:
     address: str
     node_id: str

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from kvstore.core.cluster import MemberStatus
 from kvstore.core.limits import Limits
 from kvstore.core.membership import Membership
-from kvstore.core.requests import Location, MemberReport, NodeInfo, NodeStatus
+from kvstore.core.requests import (
+    Location,
+    MemberReport,
+    NodeInfo,
+    NodeStatus,
+    Topology,
+    TopologyMember,
+)
 from kvstore.core.ring import routed
 from kvstore.errors import ClusterRefused
 from kvstore.node.clock import Clock
@@ -138,6 +145,31 @@ class Admin:
             raise ClusterRefused(f"removing {address} would leave the ring with no member")
         membership.remove(address)
         log.warning("removed %s from the cluster (asked by an operator)", address)
+
+    def topology(self) -> Topology:
+        """The members clients may dial and the current ring (KV.Topology): members that
+        left are not listed, nor is one whose record has no client address yet."""
+        now = self._clock.monotonic()
+        membership = self._membership
+        members = tuple(
+            TopologyMember(
+                address=m.address,
+                client_address=m.client_address,
+                status=m.status.value,
+                up=membership.is_up(m.address, now),
+            )
+            for m in sorted(membership.members.values(), key=lambda m: m.address)
+            if m.status is not MemberStatus.LEFT and m.client_address
+        )
+        state = membership.ring
+        return Topology(
+            ring_epoch=state.epoch if state else 0,
+            partitions=self._partitions,
+            n=self._n,
+            members=members,
+            ring_members=state.current.members if state else (),
+            owners=state.current.owners if state else (),
+        )
 
     def status(self) -> NodeStatus:
         now = self._clock.monotonic()

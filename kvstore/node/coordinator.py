@@ -184,6 +184,9 @@ class Coordinator:
         deadline = self._deadline(command.timeout_ms)
         route = self._router.route(where, command.strict)
         if self.address not in route.primaries:
+            # Counted: ring-aware clients send each write to a primary, so forwards should
+            # be rare (a ring change, a client without the ring).
+            self._counters["puts_forwarded"] += 1
             return await self._forward(command, route, hops, deadline)
 
         fsm = PutCoordinator(self.address, route.primaries, required, route.fallbacks, route.down)

@@ -99,6 +99,7 @@ class NodeParts:
                 max_message_bytes,
                 self.limits,
                 client_receive_bytes or max_message_bytes,
+                self.admin,
             ),
             PeerServicer(
                 self.replica,
@@ -363,6 +364,7 @@ def start_membership(
         now=clock.monotonic(),
         saved=None if saved is None else decode_cluster(saved),
         bootstrap=config.bootstraps,
+        client_address=config.client_advertise,
     )
 
 

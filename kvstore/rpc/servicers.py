@@ -27,6 +27,7 @@ from kvstore.core.requests import (
     NodeStatus,
     PutAnswer,
     PutCommand,
+    Topology,
 )
 from kvstore.core.transport import RecordPage
 from kvstore.core.versions import KeyState
@@ -38,6 +39,7 @@ from kvstore.errors import (
     Overloaded,
     PermissionDenied,
     StorageError,
+    Unavailable,
 )
 from kvstore.rpc import auth, translate
 from kvstore.rpc.admission import Admission
@@ -99,6 +101,7 @@ class Administering(Protocol):
     def join(self) -> None: ...
     def leave(self) -> None: ...
     def remove(self, address: str) -> None: ...
+    def topology(self) -> Topology: ...
 
 
 # ---- translation helpers ----
@@ -201,9 +204,12 @@ class KVServicer(pb_grpc.KVServicer):
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
         limits: Limits = DEFAULT_LIMITS,
         receive_bytes: int = 0,
+        admin: Administering | None = None,
     ) -> None:
         self._coordinator = coordinator
         self._replica = replica
+        # What KV.Topology answers from (None: a node that does not serve it).
+        self._admin = admin
         self._max_message_bytes = max_message_bytes
         # The client port's frame limit, announced to a stream's client (its messages of
         # calls must fit); results may be larger (a key's every sibling).
@@ -267,6 +273,11 @@ class KVServicer(pb_grpc.KVServicer):
         return await self._admitted(
             context, items, request.ByteSize(), partial(self._put_many, request)
         )
+
+    async def Topology(
+        self, request: pb.TopologyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TopologyResponse:
+        return await _topology(self._admin, context)
 
     async def Stream(
         self, request_iterator: AsyncIterator[pb.ClientCalls], context: grpc.aio.ServicerContext
@@ -632,6 +643,17 @@ def _reply_merged_many(
     session: StreamSession[Any, pb.PeerResult], call_id: int, errors: list[pb.CallError]
 ) -> None:
     session.reply(pb.PeerResult(id=call_id, merge_many=pb.ReplicaMergeManyResponse(errors=errors)))
+
+
+async def _topology(
+    admin: Administering | None, context: grpc.aio.ServicerContext
+) -> pb.TopologyResponse:
+    async def call() -> pb.TopologyResponse:
+        if admin is None:
+            raise Unavailable("this node does not serve its topology")
+        return translate.topology_response(admin.topology())
+
+    return await _answer(context, call)
 
 
 class AdminServicer(pb_grpc.AdminServicer):

@@ -15,6 +15,7 @@ from kvstore.core.requests import (
     NodeStatus,
     PutAnswer,
     PutCommand,
+    Topology,
 )
 from kvstore.errors import KvError
 from kvstore.rpc.status import call_error
@@ -122,6 +123,22 @@ def locate_response(location: Location) -> pb.LocateResponse:
         ring_epoch=location.ring_epoch,
         primaries=location.primaries,
         pending_primaries=location.pending_primaries,
+    )
+
+
+def topology_response(topology: Topology) -> pb.TopologyResponse:
+    return pb.TopologyResponse(
+        ring_epoch=topology.ring_epoch,
+        partitions=topology.partitions,
+        n=topology.n,
+        members=[
+            pb.TopologyMember(
+                address=m.address, client_address=m.client_address, status=m.status, up=m.up
+            )
+            for m in topology.members
+        ],
+        ring=pb.RingLayoutState(members=topology.ring_members, owners=topology.owners),
+        has_ring=bool(topology.owners),
     )
 
 

@@ -299,6 +299,7 @@ def cluster_to_proto(view: ClusterView) -> pb.ClusterState:
                 version=m.version,
                 ready_epoch=m.ready_epoch,
                 ready_ring=m.ready_ring,
+                client_address=m.client_address,
             )
             for m in sorted(view.members.values(), key=lambda m: m.address)
         ],
@@ -329,7 +330,14 @@ def cluster_from_proto(message: pb.ClusterState) -> ClusterView:
         if not m.address or m.address in members:
             raise ValueError("member address empty or repeated")
         members[m.address] = Member(
-            m.address, m.node_id, status, m.incarnation, m.version, m.ready_epoch, m.ready_ring
+            m.address,
+            m.node_id,
+            status,
+            m.incarnation,
+            m.version,
+            m.ready_epoch,
+            m.ready_ring,
+            m.client_address,
         )
     ring = None
     if message.has_ring:

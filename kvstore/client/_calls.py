@@ -1,0 +1,267 @@
+"""One client call's tries: the first on the best node for its key, a hedge on the next one
+when the first is slow, retries after failures another node may not share. Driven by the
+tries' done callbacks and two timers (no task per call): a blocking Client's calls pass
+through here as well, so this is the client's hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.client.latency import LatencyWindow
+from kvstore.client.policy import RetryPolicy
+from kvstore.client.routing import NodeSelector
+from kvstore.errors import (
+    BatchTooLarge,
+    InvalidArgument,
+    InvalidKey,
+    KvError,
+    Overloaded,
+    PermissionDenied,
+    Timeout,
+    TransportError,
+    Unauthenticated,
+    Unavailable,
+    ValueTooLarge,
+)
+from kvstore.rpc.status import error_from_call
+from kvstore.rpc.streams import CallTooLarge, NeverSent, OutcomeUnknown
+
+# A call larger than the node takes (it announces its limit) fails before it is sent, as:
+TOO_LARGE: dict[str, type[InvalidArgument]] = {
+    "get": InvalidKey,
+    "put": ValueTooLarge,
+    "get_many": BatchTooLarge,
+    "put_many": BatchTooLarge,
+}
+REFUSED_CREDENTIALS: dict[str, type[KvError]] = {
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": PermissionDenied,
+}
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """What a client's calls did, since it was made (`Client.stats()`)."""
+
+    calls: int = 0
+    # Calls with a key, made while the client knew the ring, and of those the ones whose
+    # first try went to one of the key's primaries (ring-aware routing).
+    routed_calls: int = 0
+    to_primary: int = 0
+    tries: int = 0  # sent to a node (hedges and retries included)
+    retries: int = 0  # tries after a failure
+    hedges: int = 0  # second tries of a slow call
+    hedges_won: int = 0  # calls answered by their hedge
+    failed: int = 0  # calls that raised
+    topology_refreshes: int = 0
+    breaker_opens: int = 0
+    breakers: dict[str, str] = field(default_factory=dict)  # node -> closed|open|half_open
+
+
+# Server-reported failures worth a try elsewhere (or later), and those of them that count
+# against the node that reported them (it is overloaded, draining, or its disk failed).
+_RETRYABLE = (Unavailable, Timeout, Overloaded)
+_NODE_FAULTS = (Unavailable, Overloaded)
+
+
+class Tries:
+    """The tries of one call. `submit(address, remaining_s)` sends it to one node (a future
+    of its ClientResult, failing as kvstore.rpc.streams does)."""
+
+    __slots__ = (
+        "_attempts",
+        "_breaker_of",
+        "_deadline",
+        "_deadline_timer",
+        "_errors",
+        "_hedge_delay",
+        "_hedge_timer",
+        "_kind",
+        "_latency",
+        "_loop",
+        "_nodes",
+        "_pending",
+        "_policy",
+        "_rng",
+        "_sent",
+        "_stats",
+        "_submit",
+        "_unsent",
+        "result",
+    )
+
+    def __init__(
+        self,
+        submit: Callable[[str, float], asyncio.Future[pb.ClientResult]],
+        kind: str,
+        nodes: list[str],
+        selector: NodeSelector,
+        deadline: float,
+        hedge_delay: float | None,
+        policy: RetryPolicy,
+        latency: LatencyWindow,
+        stats: ClientStats,
+        rng: random.Random,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._submit = submit
+        self._kind = kind
+        self._nodes = nodes
+        self._breaker_of = selector.breaker
+        self._deadline = deadline
+        self._hedge_delay = hedge_delay
+        self._policy = policy
+        self._latency = latency
+        self._stats = stats
+        self._rng = rng
+        self._pending: dict[asyncio.Future[pb.ClientResult], tuple[str, float, bool]] = {}
+        self._errors: list[KvError] = []
+        self._sent = 0  # tries that left (the retry budget counts these)
+        self._unsent = 0  # tries that could not be sent, in a row
+        self._attempts = 0  # nodes taken from the order so far
+        self._hedge_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self.result: asyncio.Future[Any] = self._loop.create_future()
+        self.result.add_done_callback(self._ended)
+
+    def start(self) -> None:
+        # The tries fail by their own deadlines too; this one also covers a retry's backoff.
+        self._deadline_timer = self._loop.call_at(self._deadline, self._expired)
+        self._try(hedge=False)
+        if self._hedge_delay is not None and len(self._nodes) > 1:
+            self._hedge_timer = self._loop.call_later(self._hedge_delay, self._hedge)
+
+    # ---- sending ----
+
+    def _try(self, hedge: bool) -> None:
+        if self.result.done():
+            return
+        remaining = self._deadline - self._loop.time()
+        if remaining <= 0:
+            self._finish(self._last_error(Timeout("deadline exceeded before a node answered")))
+            return
+        address = self._nodes[self._attempts % len(self._nodes)]
+        self._attempts += 1
+        self._breaker_of(address).take(self._loop.time())
+        self._stats.tries += 1
+        future = self._submit(address, remaining)
+        self._pending[future] = (address, self._loop.time(), hedge)
+        future.add_done_callback(self._answered)
+
+    def _hedge(self) -> None:
+        self._hedge_timer = None
+        if self.result.done() or not self._pending:
+            return
+        now = self._loop.time()
+        for address, _, _ in self._pending.values():
+            self._breaker_of(address).slow(now)
+        self._stats.hedges += 1
+        self._try(hedge=True)
+
+    # ---- answers ----
+
+    def _answered(self, future: asyncio.Future[pb.ClientResult]) -> None:
+        address, started, hedge = self._pending.pop(future)
+        now = self._loop.time()
+        breaker = self._breaker_of(address)
+        if future.cancelled():
+            return  # the caller gave up on the call
+        exc = future.exception()
+        if exc is None:
+            result = future.result()
+            if result.WhichOneof("result") == "error":
+                reported = error_from_call(result.error, address)
+                if isinstance(reported, _NODE_FAULTS):
+                    breaker.failure(now)
+                else:
+                    breaker.success()  # it answered: the request was the trouble
+                self._failed(reported, isinstance(reported, _RETRYABLE), sent=True)
+                return
+            breaker.success()
+            self._latency.record(now - started)
+            if not self.result.done():
+                if hedge:
+                    self._stats.hedges_won += 1
+                self.result.set_result(result)
+            return
+        if isinstance(exc, NeverSent):
+            breaker.failure(now)
+            if exc.code in REFUSED_CREDENTIALS:
+                # Every node of the cluster checks the same credentials: say so now.
+                self._finish(REFUSED_CREDENTIALS[exc.code](str(exc)))
+                return
+            self._failed(TransportError(f"cannot reach node ({address}): {exc}"), True, False)
+        elif isinstance(exc, OutcomeUnknown):
+            breaker.failure(now)
+            if exc.deadline:
+                error: KvError = Timeout(f"deadline exceeded ({address}): the outcome is unknown")
+            else:
+                error = TransportError(
+                    f"connection to {address} lost mid-call: the outcome is unknown ({exc})"
+                )
+            self._failed(error, True, True)
+        elif isinstance(exc, CallTooLarge):
+            self._finish(TOO_LARGE.get(self._kind, BatchTooLarge)(str(exc)))
+        elif isinstance(exc, KvError):
+            self._failed(exc, False, True)
+        else:
+            self._finish(KvError(f"{address}: {type(exc).__name__}: {exc}"))
+
+    def _failed(self, error: KvError, retryable: bool, sent: bool) -> None:
+        if self.result.done():
+            return  # a loser's failure: its breaker has heard of it
+        self._errors.append(error)
+        if not retryable:
+            self._finish(error)
+            return
+        if self._pending:
+            return  # another try is still out: it may yet answer
+        if not sent:
+            # It never left: the next node at once, until every node was tried once.
+            self._unsent += 1
+            if self._unsent < len(self._nodes):
+                self._try(hedge=False)
+                return
+            error = TransportError(
+                "no node could be reached: " + "; ".join(str(e) for e in self._errors[-3:])
+            )
+        self._unsent = 0
+        self._sent += 1
+        if self._sent >= self._policy.attempts:
+            self._finish(error)
+            return
+        delay = self._policy.backoff(self._sent, self._rng)
+        if isinstance(error, Overloaded):
+            delay = max(delay, error.retry_after_ms / 1000)
+        if self._loop.time() + delay >= self._deadline:
+            self._finish(error)
+            return
+        self._stats.retries += 1
+        self._loop.call_later(delay, self._try, False)
+
+    def _expired(self) -> None:
+        self._deadline_timer = None
+        self._finish(Timeout("deadline exceeded: no node answered in time; the outcome is unknown"))
+
+    def _last_error(self, fallback: KvError) -> KvError:
+        return self._errors[-1] if self._errors else fallback
+
+    def _finish(self, error: KvError) -> None:
+        if not self.result.done():
+            self.result.set_exception(error)
+
+    def _ended(self, result: asyncio.Future[Any]) -> None:
+        for timer in (self._hedge_timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        self._hedge_timer = self._deadline_timer = None
+        if result.cancelled():
+            for future in list(self._pending):
+                future.cancel()
+        # Otherwise tries still out are left to end by themselves: their answers (or their
+        # deadlines) tell the breakers whether their nodes are well.

@@ -1,0 +1,123 @@
+"""Where a client sends each call: the ring it learned from a node (KV.Topology), so a key's
+call goes to one of its primaries (no forwarding hop), and the circuit breakers, so a node
+that failed or stalled lately is skipped while it stays bad."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.client._common import parse_seeds
+from kvstore.client.breaker import BreakerState, CircuitBreaker
+from kvstore.client.policy import BreakerPolicy
+from kvstore.core.cluster import RingLayout
+from kvstore.core.ring import Ring, RingError, routed
+from kvstore.errors import InvalidArgument
+
+# A topology answer is a node's word, checked like any input: at most this many members.
+MAX_TOPOLOGY_MEMBERS = 1024
+_ROUTABLE = frozenset({"joining", "active", "leaving"})
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """One topology answer, ready to route by: each key's primaries as client addresses."""
+
+    epoch: int
+    ring: Ring | None
+    # cluster address -> client address, of members that may be sent calls
+    client_of: dict[str, str]
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(set(self.client_of.values()))
+
+    def preference(self, key: bytes) -> tuple[list[str], int]:
+        """The key's members in the ring's preference order (client addresses), and how
+        many of the first are its primaries."""
+        if self.ring is None:
+            return [], 0
+        primaries, fallbacks = self.ring.split(routed(key))
+        first = [self.client_of[m] for m in primaries if m in self.client_of]
+        rest = [self.client_of[m] for m in fallbacks if m in self.client_of]
+        return first + rest, len(first)
+
+
+def table_from(answer: pb.TopologyResponse, check: Iterable[str] = ()) -> RoutingTable:
+    """Raises InvalidArgument for an answer no healthy node gives (it is then not used)."""
+    if len(answer.members) > MAX_TOPOLOGY_MEMBERS:
+        raise InvalidArgument(f"a topology of {len(answer.members)} members")
+    client_of: dict[str, str] = {}
+    for member in answer.members:
+        if member.status in _ROUTABLE and member.client_address:
+            parse_seeds([member.address, member.client_address])
+            client_of[member.address] = member.client_address
+    ring = None
+    if answer.has_ring:
+        try:
+            layout = RingLayout(tuple(answer.ring.members), tuple(answer.ring.owners))
+            ring = Ring.from_layout(layout, answer.n)
+        except (RingError, ValueError, IndexError) as exc:
+            raise InvalidArgument(f"the node's ring cannot be routed by: {exc}") from None
+    if not client_of:
+        raise InvalidArgument("the topology names no member clients can reach")
+    return RoutingTable(answer.ring_epoch, ring, client_of)
+
+
+class NodeSelector:
+    """The order in which one call tries nodes: the key's primaries first (those whose
+    breaker is closed, in preference order), then the other members, then the nodes held
+    suspect (a call is never refused for want of a trusted node: it tries them last)."""
+
+    def __init__(self, seeds: Sequence[str], policy: BreakerPolicy, rng: random.Random):
+        self.seeds = list(seeds)
+        self.table: RoutingTable | None = None
+        self._policy = policy
+        self._rng = rng
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._next = itertools.count(rng.randrange(1 << 16))
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every node calls may go to: the members, or the seeds before a topology."""
+        return self.table.addresses if self.table is not None else list(self.seeds)
+
+    def breaker(self, address: str) -> CircuitBreaker:
+        breaker = self._breakers.get(address)
+        if breaker is None:
+            breaker = self._breakers[address] = CircuitBreaker(self._policy, self._rng)
+        return breaker
+
+    def state(self, address: str, now: float) -> BreakerState:
+        breaker = self._breakers.get(address)
+        return BreakerState.CLOSED if breaker is None else breaker.state(now)
+
+    def order(self, key: bytes | None, now: float) -> tuple[list[str], int]:
+        """The nodes for one call, and how many of the first are primaries of its key (0
+        without a key or a ring). Calls without a key start at a different node each time."""
+        primaries = 0
+        nodes: list[str] = []
+        if key is not None and self.table is not None:
+            nodes, primaries = self.table.preference(key)
+        if not nodes:
+            everyone = self.addresses
+            start = next(self._next) % len(everyone)
+            nodes = everyone[start:] + everyone[:start]
+        else:
+            listed = set(nodes)
+            nodes += [a for a in self.addresses if a not in listed]
+        trusted = [a for a in nodes if self._available(a, now)]
+        if len(trusted) == len(nodes):
+            return nodes, primaries
+        kept = set(trusted)
+        suspect = [a for a in nodes if a not in kept]
+        first = set(nodes[:primaries])
+        primaries = sum(1 for a in trusted[:primaries] if a in first)
+        return trusted + suspect, primaries
+
+    def _available(self, address: str, now: float) -> bool:
+        breaker = self._breakers.get(address)
+        return breaker is None or breaker.available(now)

@@ -1,0 +1,270 @@
+"""The client's policies and the pieces they drive, without a network: circuit breakers,
+retry backoff, the node order of a call, latency percentiles, and one call's tries (hedges,
+retries, what is never retried) over fake streams."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import pytest
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.client._calls import ClientStats, Tries
+from kvstore.client.breaker import BreakerState, CircuitBreaker
+from kvstore.client.latency import LatencyWindow
+from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
+from kvstore.client.routing import NodeSelector, table_from
+from kvstore.core.ring import Ring
+from kvstore.errors import InvalidArgument, InvalidOption, Timeout, Unauthenticated, Unavailable
+from kvstore.rpc.streams import NeverSent, OutcomeUnknown
+
+NO_JITTER = BreakerPolicy(open_s=1.0, max_open_s=8.0, slow_limit=3, jitter=0.0)
+
+
+def test_breaker_opens_on_failure_and_grows_its_backoff_while_the_node_stays_bad() -> None:
+    breaker = CircuitBreaker(NO_JITTER, random.Random(1))
+    assert breaker.state(0.0) is BreakerState.CLOSED
+    breaker.failure(10.0)
+    assert breaker.state(10.5) is BreakerState.OPEN
+    assert not breaker.available(10.5)
+    # Backoff over: half-open, and only one call probes.
+    assert breaker.state(11.0) is BreakerState.HALF_OPEN
+    assert breaker.available(11.0)
+    breaker.take(11.0)
+    assert not breaker.available(11.0)
+    breaker.failure(11.0)  # the probe failed: open for twice as long
+    assert breaker.state(12.9) is BreakerState.OPEN
+    assert breaker.state(13.0) is BreakerState.HALF_OPEN
+    for _ in range(10):
+        breaker.failure(20.0)
+    assert breaker.state(27.9) is BreakerState.OPEN  # capped at max_open_s
+    assert breaker.state(28.0) is BreakerState.HALF_OPEN
+    breaker.take(28.0)
+    breaker.success()
+    assert breaker.state(28.0) is BreakerState.CLOSED
+    assert breaker.available(28.0)
+    assert breaker.opened == 12
+
+
+def test_breaker_opens_after_a_run_of_slow_tries_not_one() -> None:
+    breaker = CircuitBreaker(NO_JITTER, random.Random(1))
+    breaker.slow(0.0)
+    breaker.slow(0.0)
+    assert breaker.state(0.0) is BreakerState.CLOSED
+    breaker.success()  # an answer between slow tries: the run starts again
+    breaker.slow(0.0)
+    breaker.slow(0.0)
+    assert breaker.state(0.0) is BreakerState.CLOSED
+    breaker.slow(0.0)
+    assert breaker.state(0.0) is BreakerState.OPEN
+
+
+def test_retry_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = RetryPolicy(attempts=5, backoff_s=0.1, max_backoff_s=0.35, jitter=0.0)
+    rng = random.Random(3)
+    assert [policy.backoff(k, rng) for k in (1, 2, 3, 4)] == [0.1, 0.2, 0.35, 0.35]
+    jittered = RetryPolicy(backoff_s=0.1, jitter=1.0)
+    draws = [jittered.backoff(1, rng) for _ in range(200)]
+    assert all(0 < d <= 0.1 for d in draws)
+    assert len(set(draws)) > 100
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RetryPolicy(attempts=0),
+        lambda: RetryPolicy(attempts=True),
+        lambda: RetryPolicy(jitter=2),
+        lambda: HedgePolicy(read_percentile=0.1),
+        lambda: HedgePolicy(min_delay_s=2, max_delay_s=1),
+        lambda: BreakerPolicy(open_s=0),
+        lambda: BreakerPolicy(open_s=5, max_open_s=1),
+    ],
+)
+def test_policies_refuse_values_out_of_range(make: Callable[[], object]) -> None:
+    with pytest.raises(InvalidOption):
+        make()
+
+
+def _topology(members: list[str], partitions: int = 16, n: int = 2) -> pb.TopologyResponse:
+    ring = Ring(members, partitions, n)
+    return pb.TopologyResponse(
+        ring_epoch=1,
+        partitions=partitions,
+        n=n,
+        members=[
+            pb.TopologyMember(address=m, client_address=_client(m), status="active", up=True)
+            for m in members
+        ],
+        ring=pb.RingLayoutState(members=ring.layout.members, owners=ring.layout.owners),
+        has_ring=True,
+    )
+
+
+def _client(member: str) -> str:
+    host, _, port = member.rpartition(":")
+    return f"{host}:{int(port) + 1000}"
+
+
+MEMBERS = ["10.0.0.1:7101", "10.0.0.2:7101", "10.0.0.3:7101", "10.0.0.4:7101"]
+
+
+def test_calls_go_to_their_keys_primaries_first_and_suspect_nodes_last() -> None:
+    selector = NodeSelector(["10.0.0.1:8101"], NO_JITTER, random.Random(1))
+    selector.table = table_from(_topology(MEMBERS))
+    ring = Ring(MEMBERS, 16, 2)
+    for i in range(50):
+        key = f"key-{i}".encode()
+        nodes, primaries = selector.order(key, 0.0)
+        assert primaries == 2
+        assert nodes[:2] == [_client(m) for m in ring.primaries(key)]
+        assert sorted(nodes) == sorted(_client(m) for m in MEMBERS)
+    key = b"key-0"
+    first = selector.order(key, 0.0)[0][0]
+    selector.breaker(first).failure(0.0)
+    nodes, primaries = selector.order(key, 0.1)
+    assert nodes[-1] == first  # skipped while open, still tried when all else failed
+    assert primaries == 1
+    # Without a key: every node, starting at a different trusted one from call to call.
+    starts = {selector.order(None, 0.1)[0][0] for _ in range(8)}
+    assert starts == {_client(m) for m in MEMBERS} - {first}
+
+
+def test_a_topology_no_node_gives_is_refused() -> None:
+    bad = _topology(MEMBERS)
+    bad.members[0].client_address = "not an address"
+    with pytest.raises(InvalidArgument):
+        table_from(bad)
+    bad = _topology(MEMBERS)
+    del bad.ring.owners[3:]
+    bad.ring.owners.extend([9] * 13)  # indexes no member
+    with pytest.raises(InvalidArgument):
+        table_from(bad)
+    gone = _topology(MEMBERS)
+    for member in gone.members:
+        member.status = "left"
+    with pytest.raises(InvalidArgument):
+        table_from(gone)
+
+
+def test_latency_percentiles_follow_the_recent_window() -> None:
+    window = LatencyWindow()
+    assert window.percentile(0.95) == 0.0
+    for i in range(1, 101):
+        window.record(i / 1000)
+    assert window.percentile(0.95) == pytest.approx(0.096)
+    assert window.percentile(0.5) == pytest.approx(0.051)
+
+
+# ---- one call's tries over fake streams ----
+
+
+class FakeNodes:
+    """Each node answers as told: 'ok', 'never' (NeverSent), 'lost' (OutcomeUnknown),
+    'hang' (never answers), 'unauth', or a CallError code."""
+
+    def __init__(self, behaviour: dict[str, str]) -> None:
+        self.behaviour = behaviour
+        self.sent: list[str] = []
+        self.hanging: list[asyncio.Future[pb.ClientResult]] = []
+
+    def submit(self, address: str, remaining: float) -> asyncio.Future[pb.ClientResult]:
+        self.sent.append(address)
+        future: asyncio.Future[pb.ClientResult] = asyncio.get_running_loop().create_future()
+        what = self.behaviour[address]
+        if what == "ok":
+            future.set_result(pb.ClientResult(id=1, get=pb.GetResponse(found=True)))
+        elif what == "never":
+            future.set_exception(NeverSent("down"))
+        elif what == "unauth":
+            future.set_exception(NeverSent("refused", code="UNAUTHENTICATED"))
+        elif what == "lost":
+            future.set_exception(OutcomeUnknown("cut", deadline=False))
+        elif what == "hang":
+            self.hanging.append(future)
+        else:
+            error = pb.CallError(code=what, error="", message="told to fail")
+            future.set_result(pb.ClientResult(id=1, error=error))
+        return future
+
+
+FAST_RETRIES = RetryPolicy(attempts=3, backoff_s=0.001, jitter=0.0)
+
+
+async def _run(
+    behaviour: dict[str, str],
+    hedge_delay: float | None = None,
+    policy: RetryPolicy = FAST_RETRIES,
+    timeout: float = 2.0,
+) -> tuple[object, FakeNodes, ClientStats, NodeSelector]:
+    fake = FakeNodes(behaviour)
+    selector = NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
+    stats = ClientStats()
+    loop = asyncio.get_running_loop()
+    tries = Tries(
+        fake.submit,
+        "get",
+        list(behaviour),
+        selector,
+        loop.time() + timeout,
+        hedge_delay,
+        policy,
+        LatencyWindow(),
+        stats,
+        random.Random(1),
+    )
+    tries.start()
+    try:
+        outcome: object = await tries.result
+    except Exception as exc:
+        outcome = exc
+    for future in fake.hanging:
+        future.cancel()
+    return outcome, fake, stats, selector
+
+
+def test_a_slow_call_is_hedged_on_the_next_node_and_the_hedge_answers() -> None:
+    outcome, fake, stats, _ = asyncio.run(_run({"a:1": "hang", "b:1": "ok"}, 0.01))
+    assert isinstance(outcome, pb.ClientResult)
+    assert fake.sent == ["a:1", "b:1"]
+    assert (stats.hedges, stats.hedges_won, stats.retries) == (1, 1, 0)
+
+
+def test_a_failed_try_is_retried_on_the_next_node() -> None:
+    outcome, fake, stats, selector = asyncio.run(_run({"a:1": "lost", "b:1": "ok"}))
+    assert isinstance(outcome, pb.ClientResult)
+    assert fake.sent == ["a:1", "b:1"]
+    assert stats.retries == 1
+    assert selector.breaker("a:1").failures == 1
+
+
+def test_nodes_that_cannot_be_reached_are_skipped_without_using_the_retry_budget() -> None:
+    behaviour = {"a:1": "never", "b:1": "never", "c:1": "ok"}
+    outcome, fake, _, _ = asyncio.run(_run(behaviour, policy=RetryPolicy.never()))
+    assert isinstance(outcome, pb.ClientResult)
+    assert fake.sent == ["a:1", "b:1", "c:1"]
+
+
+def test_retries_stop_at_the_policys_attempts() -> None:
+    behaviour = {"a:1": "UNAVAILABLE", "b:1": "UNAVAILABLE", "c:1": "UNAVAILABLE", "d:1": "ok"}
+    outcome, fake, stats, _ = asyncio.run(_run(behaviour))
+    assert isinstance(outcome, Unavailable)
+    assert fake.sent == ["a:1", "b:1", "c:1"]  # 3 attempts, the 4th node never asked
+    assert stats.retries == 2
+
+
+def test_errors_of_the_request_itself_are_not_retried() -> None:
+    outcome, fake, _, _ = asyncio.run(_run({"a:1": "INVALID_ARGUMENT", "b:1": "ok"}))
+    assert isinstance(outcome, InvalidArgument)
+    assert fake.sent == ["a:1"]
+    outcome, fake, _, _ = asyncio.run(_run({"a:1": "unauth", "b:1": "ok"}))
+    assert isinstance(outcome, Unauthenticated)
+    assert fake.sent == ["a:1"]
+
+
+def test_a_call_no_node_answers_times_out_within_its_deadline() -> None:
+    outcome, fake, _, _ = asyncio.run(_run({"a:1": "hang", "b:1": "hang"}, 0.01, timeout=0.1))
+    assert isinstance(outcome, Timeout)
+    assert fake.sent == ["a:1", "b:1"]

@@ -30,6 +30,7 @@ from kvstore.core.versions import (
     Clock,
     Dot,
     KeyState,
+    Sibling,
     join,
     make_clock,
     merge,
@@ -320,6 +321,36 @@ def test_twins_of_a_retry_show_once_and_are_replaced_together(
     both = merge(plain_a, plain_b)
     after, _ = write(both, put_context(plain_b, plain_dot_b), ACTORS[2], b"next")
     assert plain_dot_a in {s.dot for s in after.siblings}
+
+
+def test_collapsing_twins_in_merge_would_cost_associativity() -> None:
+    """Why merge keeps twins: the rule "of two siblings of one write id, a merge keeps the
+    lower dot" breaks associativity on states a cluster reaches (found by hypothesis on
+    play()'s histories). Write w1 got dot a2 at node a and, retried, c1 at node c; node c
+    then took w2 from a writer shown a2 only (its context covers a2, not c1)."""
+    a1, a2, c1, c2 = (Dot(ACTORS[0], 1), Dot(ACTORS[0], 2), Dot(ACTORS[2], 1), Dot(ACTORS[2], 2))
+    first = KeyState(Clock({ACTORS[2]: 1}), (Sibling(c1, None, 0, b"w1"),))
+    second = KeyState(
+        Clock({ACTORS[0]: 2}), (Sibling(a1, None, 0, b"w0"), Sibling(a2, None, 0, b"w1"))
+    )
+    third = KeyState(
+        make_clock({ACTORS[0]: 2, ACTORS[2]: 2}, [a1]),
+        (Sibling(c1, None, 0, b"w1"), Sibling(c2, None, 0, b"w2")),
+    )
+
+    def collapsing(x: KeyState, y: KeyState) -> KeyState:
+        merged = merge(x, y)
+        kept: list[Sibling] = []
+        for sibling in merged.siblings:  # sorted by dot: the lower twin comes first
+            if not any(k.write_id == sibling.write_id for k in kept):
+                kept.append(sibling)
+        return KeyState(merged.clock, tuple(kept))
+
+    left = collapsing(collapsing(first, second), third)
+    right = collapsing(first, collapsing(second, third))
+    assert [s.write_id for s in left.siblings] == [b"w0", b"w2"]
+    assert [s.write_id for s in right.siblings] == [b"w0", b"w1", b"w2"]
+    assert merge(merge(first, second), third) == merge(first, merge(second, third))
 
 
 # ---- writers with their own context: bounded siblings, nothing lost unseen ----

@@ -210,3 +210,28 @@ def test_the_recent_write_ids_are_bounded_in_count_and_time() -> None:
     assert recent.dot_of(b"x", 7, now=2.0) is None and len(recent) == 2  # the oldest went
     assert recent.dot_of(b"y", 7, now=10.5) == Dot("a", 2)
     assert recent.dot_of(b"y", 7, now=11.0) is None and len(recent) == 1  # expired
+
+
+def test_retries_of_a_delete_and_with_return_body_answer_as_the_first_try(
+    cluster: SimCluster,
+) -> None:
+    key, (a, b, _c), _ = any_key(cluster)
+    delete = PutCommand(key, None, write_id=b"a delete")
+    body = PutCommand(key, VALUE, write_id=WRITE_ID, return_body=True)
+
+    async def scenario() -> tuple[PutAnswer, ...]:
+        first_body = await cluster.node(a).coordinator.put(body)
+        await cluster.drain()
+        again_body = await cluster.node(b).coordinator.put(body)
+        first_delete = await cluster.node(a).coordinator.put(delete)
+        await cluster.drain()
+        again_delete = await cluster.node(b).coordinator.put(delete)
+        await cluster.drain()
+        return first_body, again_body, first_delete, again_delete
+
+    first_body, again_body, first_delete, again_delete = simulate(cluster.clock, scenario)
+    assert first_body.values == (VALUE,) and again_body == first_body
+    assert again_delete == first_delete
+    # The delete has no context: the value stays beside one tombstone, not two.
+    assert siblings(cluster, b, key) == [(VALUE, WRITE_ID), (None, b"a delete")]
+    assert cluster.node(b).counters["write_id_retries"] == 2

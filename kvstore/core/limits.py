@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kvstore import _native
 from kvstore.core.versions import KeyState
 from kvstore.errors import (
     BatchTooLarge,
+    InvalidArgument,
     InvalidContext,
     InvalidKey,
     InvalidOption,
@@ -29,6 +31,10 @@ MIN_CLOCK_ENTRIES = 16
 TIMEOUT_MS_CEILING = 10 * 60 * 1000
 # How many times max_siblings a state from another replica may hold (see check_state).
 REPLICATED_SIBLINGS_FACTOR = 2
+# A put's write id: client-generated (kvstore's client makes 16 random bytes), stored with
+# its sibling. The same bound holds for records (kvstore.storage.codec). Not counted in
+# max_value_bytes: it is metadata of the write, and this bound keeps it small.
+MAX_WRITE_ID_BYTES: int = _native.MAX_WRITE_ID_BYTES
 # Keys in one get_many / put_many / delete_many: past it the batch is refused whole
 # (BatchTooLarge). The ceiling keeps a batch's work (and its answer) within one message.
 BATCH_ITEMS_CEILING = 10_000
@@ -92,6 +98,13 @@ class Limits:
     def check_value(self, value: bytes) -> None:
         if len(value) > self.max_value_bytes:
             raise ValueTooLarge(f"value is {len(value)} bytes; the limit is {self.max_value_bytes}")
+
+    def check_write_id(self, write_id: bytes) -> None:
+        if len(write_id) > MAX_WRITE_ID_BYTES:
+            raise InvalidArgument(
+                f"write_id is {len(write_id)} bytes; the limit is {MAX_WRITE_ID_BYTES}"
+                " (MAX_WRITE_ID_BYTES): send the 16 random bytes of one logical write"
+            )
 
     def check_clock_growth(self, before: KeyState, after: KeyState, actor: str) -> None:
         """Refuse a write that grows the key's clock past max_clock_entries by what its

@@ -18,6 +18,9 @@ class PutCommand:
     timeout_ms: int = 0  # 0: the node's default
     strict: bool = False  # only primaries count (Riak's PW)
     return_body: bool = False
+    # The client's id of this write (b"": none): a retry carries its first try's, and a
+    # replica that already applied it answers without applying it again.
+    write_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

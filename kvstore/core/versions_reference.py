@@ -76,6 +76,7 @@ def write(
     actor: str,
     value: bytes | None,
     timestamp_ms: int = 0,
+    write_id: bytes = b"",
 ) -> tuple[KeyState, Dot]:
     """Apply a client write at a replica whose actor id is `actor`.
 
@@ -88,8 +89,20 @@ def write(
     The new counter exceeds both the replica's and the context's entry for this actor: a
     context can never carry a dot of ours we have not made, but if it does (a replica that
     lost its data and kept its actor id), reusing a dot would silently merge two writes.
+
+    `write_id` (the client's id of the write, b"": none) is stored on the new sibling. The
+    write is applied whatever siblings already carry that id: answering a retry of a write
+    the replica already holds, instead of applying it again, is the coordinator's part.
+    A sibling sharing a write id with one the context covers is dropped too: it is the same
+    write applied again by another coordinator (a retry's twin), and the writer has seen
+    that write, whichever of its dots it was shown.
     """
-    kept = [s for s in state.siblings if not covers(context, s.dot)]
+    replaced_ids = {s.write_id for s in state.siblings if s.write_id and covers(context, s.dot)}
+    kept = [
+        s
+        for s in state.siblings
+        if not covers(context, s.dot) and (not s.write_id or s.write_id not in replaced_ids)
+    ]
     known = join(state.clock, context)
     counter = known.vector.get(actor, 0) + 1
     dot = Dot(actor, counter)
@@ -97,7 +110,7 @@ def write(
     vector[actor] = counter
     # Canonical as it stands: the actor's holes are all below its old entry.
     clock = Clock(vector, known.holes)
-    kept.append(Sibling(dot=dot, value=value, timestamp_ms=timestamp_ms))
+    kept.append(Sibling(dot=dot, value=value, timestamp_ms=timestamp_ms, write_id=write_id))
     return canonical_state(clock, kept), dot
 
 

@@ -178,6 +178,7 @@ class Coordinator:
         self._limits.check_key(key)
         if command.value is not None:
             self._limits.check_value(command.value)
+        self._limits.check_write_id(command.write_id)
         where = routed(key)
         context = decode_context(command.context, where)
         required = self._quorum.write_quorum(command.w)
@@ -190,10 +191,12 @@ class Coordinator:
             return await self._forward(command, route, hops, deadline)
 
         fsm = PutCoordinator(self.address, route.primaries, required, route.fallbacks, route.down)
-        written = self._replica.write(where, context, command.value)
+        written = self._replica.write(where, context, command.value, command.write_id)
         # Durable here before any other node sees the write's dot: were the commit to fail,
         # the next write would take the same dot, and two writes under one dot would be
-        # taken for one by every merge.
+        # taken for one by every merge. (A retry of a write applied here ships the record
+        # as it stands, so that w replicas hold the write before it is answered: its first
+        # try may have reached fewer.)
         await written.durable
 
         def call(action: MergeReplica) -> Awaitable[None]:
@@ -224,6 +227,10 @@ class Coordinator:
         state = written.state
         if command.return_body:
             return PutAnswer(encode_context(state.clock, where), tuple(state.live_values))
+        if written.retried:
+            # What the first try answered: the context it sent plus its write.
+            exact = versions.retry_context(state, context, command.write_id)
+            return PutAnswer(encode_context(exact, where))
         return PutAnswer(encode_context(versions.put_context(state, written.dot), where))
 
     async def forwarded_put(self, forward: ForwardedPut) -> PutAnswer:

@@ -22,6 +22,7 @@ from kvstore.core.versions import EMPTY, KeyState
 from kvstore.errors import InvalidArgument, KvError, StorageError, TooManySiblings
 from kvstore.node.clock import Clock
 from kvstore.node.commits import GroupCommit
+from kvstore.node.writeids import RecentWriteIds
 from kvstore.storage.codec import MAX_RECORD_COUNTER, encode_context, encode_record
 from kvstore.storage.engine import Storage
 
@@ -29,12 +30,24 @@ from kvstore.storage.engine import Storage
 @dataclass(frozen=True, slots=True)
 class Written:
     """A coordinated write as staged: the key's new state, its encoding (shipped as is to
-    the other replicas), the dot the write made, and when it is durable."""
+    the other replicas), the dot the write made, and when it is durable. `retried`: the
+    write's id was already applied here (a retry): nothing was staged, `dot` is the dot the
+    write got then, and `state` the key's state now."""
 
     state: KeyState
     record: bytes
     dot: versions.Dot
     durable: asyncio.Future[None]
+    retried: bool = False
+
+
+class _AlreadyApplied(Exception):
+    """Raised inside a write's change to stage nothing: the write id is applied here."""
+
+    def __init__(self, state: KeyState, dot: versions.Dot) -> None:
+        super().__init__()
+        self.state = state
+        self.dot = dot
 
 
 def answer(key: RoutedKey, state: KeyState | None) -> GetAnswer:
@@ -65,6 +78,7 @@ class Replica:
         self._counters = counters
         self._hint_max_bytes = hint_max_bytes
         self._commits = GroupCommit(storage, counters)
+        self._recent_write_ids = RecentWriteIds()
 
     def local_get(self, key: bytes) -> GetAnswer:
         """What this node's data holds for the key (hints left out): the LocalGet RPC."""
@@ -142,16 +156,37 @@ class Replica:
             raise InvalidArgument("purge removes tombstones only: the state names a live value")
         return self._storage.purge_tombstone(key, state, self._clock.wall_ms())
 
-    def write(self, key: RoutedKey, context: versions.Clock, value: bytes | None) -> Written:
+    def write(
+        self,
+        key: RoutedKey,
+        context: versions.Clock,
+        value: bytes | None,
+        write_id: bytes = b"",
+    ) -> Written:
         """The coordinated write: a new dot of this node's actor, replacing exactly what
         `context` covers, applied atomically. Refused (nothing stored) past the sibling and
-        clock limits."""
+        clock limits. A write whose `write_id` is already applied here, as a sibling the
+        key holds or as a dot this node made lately that the key's clock covers (replaced
+        since), is not applied again: the answer is `retried`, with that dot."""
         made: list[versions.Dot] = []
         max_siblings = self._limits.max_siblings
+        recent = self._recent_write_ids
+        now = self._clock.monotonic()
 
         def apply(current: KeyState | None) -> KeyState:
             before = current or EMPTY
-            new, dot = versions.write(before, context, self.actor, value, self._clock.wall_ms())
+            if write_id:
+                # A scan of the key's few siblings; a write without an id skips it.
+                held = versions.written_as(before, write_id)
+                if held is None:
+                    held = recent.dot_of(write_id, key.position, now)
+                    if held is not None and not before.clock.covers(held):
+                        held = None  # not from this state's history (a purged record, say)
+                if held is not None:
+                    raise _AlreadyApplied(before, held)
+            new, dot = versions.write(
+                before, context, self.actor, value, self._clock.wall_ms(), write_id
+            )
             if len(new.siblings) > max_siblings:
                 raise TooManySiblings(
                     f"the write would leave {len(new.siblings)} concurrent versions; the limit"
@@ -163,5 +198,19 @@ class Replica:
             made.append(dot)
             return new
 
-        state, record = self._storage.stage(key, apply)
+        try:
+            state, record = self._storage.stage(key, apply)
+        except _AlreadyApplied as applied:
+            self._counters["write_id_retries"] += 1
+            # The record as it stands (possibly staged, not yet durable, by the first try):
+            # durable with the next commit, like any staged change.
+            return Written(
+                applied.state,
+                encode_record(applied.state),
+                applied.dot,
+                self._commits.durable(),
+                retried=True,
+            )
+        if write_id:
+            recent.remember(write_id, key.position, made[0], now)
         return Written(state, record, made[0], self._commits.durable())

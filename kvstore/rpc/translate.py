@@ -30,6 +30,7 @@ def put_command(request: pb.PutRequest) -> PutCommand:
         timeout_ms=request.timeout_ms,
         strict=request.strict,
         return_body=request.return_body,
+        write_id=request.write_id,
     )
 
 
@@ -43,6 +44,7 @@ def put_request(command: PutCommand) -> pb.PutRequest:
         tombstone=command.value is None,
         strict=command.strict,
         return_body=command.return_body,
+        write_id=command.write_id,
     )
 
 

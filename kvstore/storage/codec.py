@@ -41,6 +41,9 @@ CONTEXT_FORMAT_HOLES: int = _native.CONTEXT_FORMAT_HOLES
 MAX_ACTOR_BYTES: int = _native.MAX_ACTOR_BYTES
 MAX_CONTEXT_COUNTER: int = _native.MAX_CONTEXT_COUNTER
 MAX_RECORD_COUNTER: int = _native.MAX_RECORD_COUNTER
+# A sibling's write id (client-generated: 16 random bytes by kvstore's client) is at most
+# this long, in a record as on a put (core.limits checks puts against the same bound).
+MAX_WRITE_ID_BYTES: int = _native.MAX_WRITE_ID_BYTES
 # (How many entries a context may hold is core.limits.MAX_CONTEXT_ENTRIES; how far a write
 # may grow a key's clock through its context, Limits.max_clock_entries.)
 
@@ -98,6 +101,7 @@ def state_to_proto(state: KeyState) -> pb.KeyRecord:
                 value=s.value or b"",
                 tombstone=s.value is None,
                 timestamp_ms=s.timestamp_ms,
+                write_id=s.write_id,
             )
             for s in state.siblings
         ],
@@ -123,7 +127,9 @@ def state_from_proto(record: pb.KeyRecord) -> KeyState:
         dot = Dot(s.dot_actor, s.dot_counter)
         if not clock.covers(dot):
             raise ValueError("record sibling's dot is not covered by its clock")
-        siblings.append(Sibling(dot, None if s.tombstone else s.value, s.timestamp_ms))
+        if len(s.write_id) > MAX_WRITE_ID_BYTES:
+            raise ValueError(f"a sibling's write id is at most {MAX_WRITE_ID_BYTES} bytes")
+        siblings.append(Sibling(dot, None if s.tombstone else s.value, s.timestamp_ms, s.write_id))
     if len({s.dot for s in siblings}) != len(siblings):
         raise ValueError("record has repeated dots")
     return canonical_state(clock, siblings)

@@ -38,6 +38,7 @@ cdef class Sibling:
     cdef readonly Dot dot
     cdef readonly object value  # bytes, or None for a tombstone
     cdef readonly object timestamp_ms
+    cdef readonly bytes write_id  # the client's id of the write that made it; b"": none
 
 cdef class KeyState:
     cdef readonly Clock clock

@@ -173,6 +173,7 @@ cdef object _ONE = 1
 # What an object made by __new__ alone (no __init__) holds, so that C code never meets a
 # None where it reads a field. Such objects are not meant to be used; these keep them safe.
 cdef dict _UNSET_VECTOR = {}
+cdef bytes _NO_WRITE_ID = b""
 
 
 cdef Py_hash_t _hash_pair(object first, object second) except -1:
@@ -350,25 +351,30 @@ cdef inline int _covers(Clock clock, Dot dot) except -1:
 cdef class Sibling:
     """One concurrent version: a value, or a tombstone when `value` is None. Equality and
     hash ignore `timestamp_ms` (wall-clock milliseconds at the creating replica: for
-    display and GC, never ordering)."""
+    display and GC, never ordering) and `write_id` (the client's id of the write that made
+    it, b"" for none): both belong to the dot, which the equality compares."""
 
     def __cinit__(self):
         self.dot = _UNSET_DOT
         self.timestamp_ms = _ZERO
+        self.write_id = _NO_WRITE_ID
 
-    def __init__(self, Dot dot not None, value, timestamp_ms=0):
+    def __init__(self, Dot dot not None, value, timestamp_ms=0, bytes write_id not None=b""):
         self.dot = dot
         self.value = value
         self.timestamp_ms = timestamp_ms
+        self.write_id = write_id
 
     @property
     def is_tombstone(self):
         return self.value is None
 
     def __repr__(self):
+        # The write id only when there is one: a sibling without prints as it always did.
+        extra = f", write_id={self.write_id!r}" if self.write_id else ""
         return (
             f"{type(self).__qualname__}(dot={self.dot!r}, value={self.value!r},"
-            f" timestamp_ms={self.timestamp_ms!r})"
+            f" timestamp_ms={self.timestamp_ms!r}{extra})"
         )
 
     def __hash__(self):
@@ -380,14 +386,15 @@ cdef class Sibling:
         return _sibling_eq(self, <Sibling>other) == (op == Py_EQ)
 
     def __reduce__(self):
-        return (Sibling, (self.dot, self.value, self.timestamp_ms))
+        return (Sibling, (self.dot, self.value, self.timestamp_ms, self.write_id))
 
 
-cdef inline Sibling _sibling(Dot dot, object value, object timestamp_ms):
+cdef inline Sibling _sibling(Dot dot, object value, object timestamp_ms, bytes write_id):
     cdef Sibling sibling = Sibling.__new__(Sibling)
     sibling.dot = dot
     sibling.value = value
     sibling.timestamp_ms = timestamp_ms
+    sibling.write_id = write_id
     return sibling
 
 
@@ -421,8 +428,22 @@ cdef class KeyState:
 
     @property
     def live_values(self):
+        """The values of the live siblings, one per write id: siblings that share one are
+        a single write applied by two coordinators (a retry), shown once, as its lowest dot."""
         cdef Sibling s
-        return [s.value for s in self.siblings if s.value is not None]
+        cdef list values = []
+        cdef set seen = None
+        for s in self.siblings:
+            if s.value is None:
+                continue
+            if PyBytes_GET_SIZE(s.write_id):
+                if seen is None:
+                    seen = set()
+                elif PySet_Contains(seen, s.write_id):
+                    continue
+                seen.add(s.write_id)
+            values.append(s.value)
+        return values
 
     @property
     def found(self):
@@ -650,16 +671,25 @@ def canonical_state(Clock clock not None, siblings):
 
 
 def write(KeyState state not None, Clock context not None, str actor not None, value,
-          timestamp_ms=0):
+          timestamp_ms=0, bytes write_id not None=b""):
     """Apply a client write at a replica whose actor id is `actor` (versions.write)."""
     cdef list kept = []
     cdef Sibling sibling
     cdef Clock known
     cdef Dot dot
     cdef PyObject* entry
+    cdef set replaced_ids = None
     for sibling in state.siblings:
         if not _covers(context, sibling.dot):
             kept.append(sibling)
+        elif PyBytes_GET_SIZE(sibling.write_id):
+            if replaced_ids is None:
+                replaced_ids = set()
+            replaced_ids.add(sibling.write_id)
+    if replaced_ids is not None:
+        # A sibling of a write id the context replaced is that write applied again (a
+        # retry's twin): the writer has seen it, whichever of the two dots it was shown.
+        kept = [s for s in kept if not PySet_Contains(replaced_ids, (<Sibling>s).write_id)]
     # join() always builds a new vector: the new clock may take it over and change it.
     known = _join(state.clock, context)
     entry = PyDict_GetItemWithError(known.vector, actor)
@@ -667,7 +697,7 @@ def write(KeyState state not None, Clock context not None, str actor not None, v
     dot = _dot(actor, counter)
     known.vector[actor] = counter
     # Canonical as it stands: the actor's holes are all below its old entry.
-    kept.append(_sibling(dot, value, timestamp_ms))
+    kept.append(_sibling(dot, value, timestamp_ms, write_id))
     _sort_siblings(kept)
     return _state(known, tuple(kept)), dot
 
@@ -748,6 +778,9 @@ def is_stale(KeyState replica not None, KeyState merged not None):
 
 # Bounds on what a clock may hold (kvstore.storage.codec explains them and re-exports them).
 MAX_ACTOR_BYTES = 128
+# A write id is client-generated (16 random bytes by kvstore's client); longer ones are
+# refused on a put and in a record.
+MAX_WRITE_ID_BYTES = 64
 MAX_CONTEXT_COUNTER = 2**62
 MAX_RECORD_COUNTER = 2**63
 RECORD_FORMAT = 1
@@ -760,6 +793,7 @@ cdef uint64_t _RECORD_COUNTER = 1ULL << 63
 
 cdef enum:
     _ACTOR_BYTES = 128
+    _WRITE_ID_BYTES = 64
     # upb's nesting budget: a message may hold groups nested this deep, less one per level
     # of message it sits in (the default depth limit of 100 that Python's protobuf uses).
     _GROUP_DEPTH = 100
@@ -935,7 +969,8 @@ cdef int _read_sibling(_Cursor* c, list siblings) except -1:
     cdef uint64_t counter = 0, tombstone = 0, stamp = 0
     cdef str actor = ""
     cdef const unsigned char* value = NULL
-    cdef Py_ssize_t value_size = 0
+    cdef Py_ssize_t value_size = 0, write_id_size = 0
+    cdef const unsigned char* write_id = NULL
     cdef object kept
     _sub(c, &inner)
     while inner.p < inner.end:
@@ -952,6 +987,10 @@ cdef int _read_sibling(_Cursor* c, list siblings) except -1:
             _varint(&inner, &tombstone)
         elif tag == 0x28:
             _varint(&inner, &stamp)
+        elif tag == 0x32:
+            write_id_size = _size(&inner)
+            write_id = inner.p
+            inner.p += write_id_size
         else:
             _skip_field(&inner, tag, _GROUP_DEPTH - 1)
     # A tombstone's value is dropped, whatever the record says (as state_from_proto does).
@@ -966,6 +1005,9 @@ cdef int _read_sibling(_Cursor* c, list siblings) except -1:
             _dot(actor, PyLong_FromUnsignedLongLong(counter)),
             kept,
             PyLong_FromLongLong(<int64_t>stamp),
+            _NO_WRITE_ID
+            if write_id_size == 0
+            else PyBytes_FromStringAndSize(<const char*>write_id, write_id_size),
         )
     )
     return 0
@@ -1072,6 +1114,8 @@ def decode_record(data):
             raise ValueError("record sibling has an invalid dot")
         if not _covers(clock, sibling.dot):
             raise ValueError("record sibling's dot is not covered by its clock")
+        if PyBytes_GET_SIZE(sibling.write_id) > _WRITE_ID_BYTES:
+            raise ValueError(f"a sibling's write id is at most {MAX_WRITE_ID_BYTES} bytes")
     _sort_siblings(siblings)
     for i in range(1, len(siblings)):  # sorted: a repeated dot sits next to its twin
         if _dot_eq((<Sibling>siblings[i - 1]).dot, (<Sibling>siblings[i]).dot):
@@ -1119,6 +1163,8 @@ cdef struct _Field:
     Py_ssize_t value_size
     bint tombstone
     uint64_t stamp
+    const char* write_id
+    Py_ssize_t write_id_size
     Py_ssize_t size  # of the encoded message body
 
 
@@ -1271,6 +1317,11 @@ def encode_record(KeyState state not None):
             field.size += 2
         if field.stamp:
             field.size += 1 + _varint_size(field.stamp)
+        # (The sibling holds its write id, and the state its siblings, while this runs.)
+        field.write_id_size = PyBytes_GET_SIZE(sibling.write_id)
+        if field.write_id_size:
+            field.write_id = PyBytes_AS_STRING(sibling.write_id)
+            field.size += _framed(field.write_id_size)
         total += _framed(field.size)
     out = PyBytes_FromStringAndSize(NULL, total)
     p = <unsigned char*>PyBytes_AS_STRING(out)
@@ -1294,6 +1345,11 @@ def encode_record(KeyState state not None):
         if field.stamp:
             p[0] = 0x28
             p = _put_varint(p + 1, field.stamp)
+        if field.write_id_size:
+            p[0] = 0x32
+            p = _put_varint(p + 1, field.write_id_size)
+            memcpy(p, field.write_id, field.write_id_size)
+            p += field.write_id_size
     for i in range(len(holes)):
         p = _put_pair(p, 0x22, &fields.holes[i])
     return out

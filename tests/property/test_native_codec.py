@@ -97,6 +97,8 @@ def record_chunks(state: KeyState) -> list[Chunk]:
         if s.value is None:
             body.append(tag(4, 0) + b"\x01")
         body.append(tag(5, 0) + varint(s.timestamp_ms % 2**64))
+        if s.write_id:
+            body.append(tag(6, 2) + varint(len(s.write_id)) + s.write_id)
         chunks.append((3, body))
     for hole in sorted(state.clock.holes):
         chunks.append((4, pair_chunks(hole.actor, hole.counter)))
@@ -248,8 +250,9 @@ def edge_states(draw: st.DrawFn) -> KeyState:
     stamp = draw(st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1]))
     actor = draw(st.sampled_from(["a", "\u00e9" * 64, "x" * 200, "\ud800"]))
     value = draw(st.sampled_from([None, b"", b"v", b"\x00" * 300]))
+    write_id = draw(st.sampled_from([b"", b"\x00", b"i" * 64, b"i" * 65, b"\x80" * 200]))
     dot = Dot(actor, draw(st.sampled_from([counter, 1])))
-    return KeyState(Clock({actor: counter}), (Sibling(dot, value, stamp),))
+    return KeyState(Clock({actor: counter}), (Sibling(dot, value, stamp, write_id),))
 
 
 @FUZZ
@@ -360,6 +363,9 @@ def invalid_records(draw: st.DrawFn) -> bytes:
             body = pair_chunks(draw(actors), draw(counters))
             if field == 3 and draw(st.booleans()):
                 body.append(tag(4, 0) + b"\x01")
+            if field == 3 and draw(st.booleans()):  # write ids around their bound
+                write_id = b"w" * draw(st.sampled_from([0, 1, 16, 64, 65, 300]))
+                body.append(tag(6, 2) + varint(len(write_id)) + write_id)
             chunks.append((field, body))
     return serialize(chunks)
 

@@ -35,6 +35,8 @@ EQUIVALENCE = settings(max_examples=300, deadline=None)
 actor_ids = st.sampled_from(["a", "b", "ab", "node-c/3", "n\u00e9/2", "\u2603", "\U0001f600"])
 values = st.one_of(st.none(), st.binary(max_size=3))
 stamps = st.integers(-(2**63), 2**63 - 1)
+# Few distinct ids, so that twins (siblings of one write id) are common.
+write_ids = st.sampled_from([b"", b"", b"X", b"Y", bytes(range(16))])
 
 
 def same_clock(got: Clock, expected: Clock) -> None:
@@ -46,8 +48,8 @@ def same_clock(got: Clock, expected: Clock) -> None:
 def same_state(got: KeyState, expected: KeyState) -> None:
     same_clock(got.clock, expected.clock)
     assert type(got.siblings) is tuple
-    assert [(s.dot, s.value, s.timestamp_ms) for s in got.siblings] == [
-        (s.dot, s.value, s.timestamp_ms) for s in expected.siblings
+    assert [(s.dot, s.value, s.timestamp_ms, s.write_id) for s in got.siblings] == [
+        (s.dot, s.value, s.timestamp_ms, s.write_id) for s in expected.siblings
     ]
 
 
@@ -92,7 +94,7 @@ def states(draw: st.DrawFn, counters: int = 6) -> KeyState:
     clock = draw(clocks(counters))
     dots = covered_dots(clock)
     chosen = draw(st.lists(st.sampled_from(dots), unique=True, max_size=6)) if dots else []
-    siblings = [Sibling(d, draw(values), draw(stamps)) for d in chosen]
+    siblings = [Sibling(d, draw(values), draw(stamps), draw(write_ids)) for d in chosen]
     return ref.canonical_state(clock, siblings)
 
 
@@ -109,7 +111,7 @@ def raw_clocks(draw: st.DrawFn) -> Clock:
 
 @st.composite
 def raw_states(draw: st.DrawFn) -> KeyState:
-    siblings = draw(st.lists(st.builds(Sibling, raw_dots, values, stamps), max_size=6))
+    siblings = draw(st.lists(st.builds(Sibling, raw_dots, values, stamps, write_ids), max_size=6))
     return KeyState(draw(raw_clocks()), tuple(siblings))
 
 
@@ -143,12 +145,16 @@ def test_without_and_covers_match_the_reference(clock: Clock, dots: list[Dot]) -
 
 
 @EQUIVALENCE
-@given(any_states, any_clocks, st.sampled_from(["a", "b", "\u2603", "z"]), values, stamps)
+@given(
+    any_states, any_clocks, st.sampled_from(["a", "b", "\u2603", "z"]), values, stamps, write_ids
+)
 def test_write_matches_the_reference(
-    state: KeyState, context: Clock, actor: str, value: bytes | None, stamp: int
+    state: KeyState, context: Clock, actor: str, value: bytes | None, stamp: int, write_id: bytes
 ) -> None:
-    got, got_dot = native.write(state, context, actor, value, stamp)
-    expected, expected_dot = ref.write(state, context, actor, value, timestamp_ms=stamp)
+    got, got_dot = native.write(state, context, actor, value, stamp, write_id)
+    expected, expected_dot = ref.write(
+        state, context, actor, value, timestamp_ms=stamp, write_id=write_id
+    )
     same_state(got, expected)
     assert got_dot == expected_dot
     same_clock(native.put_context(got, got_dot), ref.put_context(expected, expected_dot))
@@ -206,7 +212,7 @@ def test_merge_of_many_siblings_matches_the_reference(a: KeyState, b: KeyState) 
 
 
 @EQUIVALENCE
-@given(any_clocks, st.lists(st.builds(Sibling, raw_dots, values, stamps), max_size=40))
+@given(any_clocks, st.lists(st.builds(Sibling, raw_dots, values, stamps, write_ids), max_size=40))
 def test_canonical_state_sorts_as_the_reference(clock: Clock, siblings: list[Sibling]) -> None:
     # Up to 16 siblings are insertion-sorted, more go through list.sort: both stable.
     same_state(native.canonical_state(clock, siblings), ref.canonical_state(clock, siblings))
@@ -259,6 +265,15 @@ class RefSibling:
     dot: RefDot
     value: bytes | None
     timestamp_ms: int = dataclasses.field(default=0, compare=False)
+    # Not compared (it belongs to the dot, as the timestamp does); printed when set.
+    write_id: bytes = dataclasses.field(default=b"", compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        extra = f", write_id={self.write_id!r}" if self.write_id else ""
+        return (
+            f"{type(self).__qualname__}(dot={self.dot!r}, value={self.value!r},"
+            f" timestamp_ms={self.timestamp_ms!r}{extra})"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -276,7 +291,7 @@ def ref_clock(clock: Clock) -> RefClock:
 
 
 def ref_sibling(s: Sibling) -> RefSibling:
-    return RefSibling(ref_dot(s.dot), s.value, s.timestamp_ms)
+    return RefSibling(ref_dot(s.dot), s.value, s.timestamp_ms, s.write_id)
 
 
 def ref_state(state: KeyState) -> RefKeyState:
@@ -316,7 +331,11 @@ def test_states_compare_and_print_as_the_dataclasses(a: KeyState, b: KeyState) -
     for s, t in zip(a.siblings, b.siblings, strict=False):
         assert (s == t) == (ref_sibling(s) == ref_sibling(t))
         assert hash(s) == hash(ref_sibling(s)) == hash((s.dot, s.value))
-    assert a.live_values == [s.value for s in a.siblings if s.value is not None]
+    shown: dict[object, bytes] = {}  # a write id's value once, at its first sibling
+    for i, s in enumerate(a.siblings):
+        if s.value is not None:
+            shown.setdefault(s.write_id or i, s.value)
+    assert a.live_values == list(shown.values())
     assert a.found == any(s.value is not None for s in a.siblings)
     assert a.vector is a.clock.vector
     assert a.clock.entries == len(a.clock.vector) + len(a.clock.holes)
@@ -335,6 +354,7 @@ def test_the_classes_are_immutable_and_closed() -> None:
         (dot, "counter"),
         (sibling, "value"),
         (sibling, "timestamp_ms"),
+        (sibling, "write_id"),
         (clock, "vector"),
         (clock, "holes"),
         (state, "siblings"),
@@ -350,6 +370,11 @@ def test_the_classes_are_immutable_and_closed() -> None:
 def test_constructors_take_keywords_defaults_and_other_iterables() -> None:
     dot = Dot(actor="a", counter=2)
     assert Sibling(dot=dot, value=None).timestamp_ms == 0
+    assert Sibling(dot, b"x").write_id == b"" == Sibling.__new__(Sibling).write_id
+    assert Sibling(dot, b"x", write_id=b"X") == Sibling(dot, b"x")  # the dot decides
+    assert hash(Sibling(dot, b"x", 1, b"X")) == hash(Sibling(dot, b"x"))
+    with pytest.raises(TypeError):
+        Sibling(dot, b"x", 0, "X")  # type: ignore[arg-type]
     assert Sibling(dot, None).is_tombstone and not Sibling(dot, b"").is_tombstone
     assert Clock(vector={"a": 2}).holes == frozenset()
     assert Clock({"a": 3}, [Dot("a", 1)]).holes == frozenset({Dot("a", 1)})
@@ -363,11 +388,13 @@ def test_constructors_take_keywords_defaults_and_other_iterables() -> None:
 
 
 def test_the_classes_pickle_and_copy() -> None:
-    state, _ = native.write(EMPTY, Clock({"b": 3}, frozenset({Dot("b", 1)})), "a", b"x", 9)
+    clock = Clock({"b": 3}, frozenset({Dot("b", 1)}))
+    state, _ = native.write(EMPTY, clock, "a", b"x", 9, b"X")
     for value in (state, state.clock, state.siblings[0], state.siblings[0].dot):
         back = pickle.loads(pickle.dumps(value))
         assert back == value and type(back) is type(value)
     assert pickle.loads(pickle.dumps(state)).siblings[0].timestamp_ms == 9
+    assert pickle.loads(pickle.dumps(state)).siblings[0].write_id == b"X"
 
 
 def test_objects_made_by_new_alone_are_empty_not_unsafe() -> None:

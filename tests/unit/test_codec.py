@@ -337,3 +337,45 @@ def test_record_round_trip_property(writes: list[tuple[str, bytes | None, int]])
     back = decode_record(encode_record(state))
     assert back == state
     assert timestamps(back) == timestamps(state)
+
+
+# ---- write ids (issue 16) ----
+
+# A record of a state with no write ids, as the codec wrote it before write ids existed
+# (two siblings, a tombstone, a hole): write ids must not change a byte of it.
+RECORD_BEFORE_WRITE_IDS = (
+    b"\x08\x02\x12\x08\n\x04n1/1\x10\x02\x12\x08\n\x04n2/1\x10\x03\x1a\x12\n\x04n1/1\x10\x01"
+    b'\x1a\x01v(\x80\xd0\x95\xff\xbc1\x1a\x0c\n\x04n1/1\x10\x02 \x01(\x05"\x08\n\x04n2/1\x10\x01'
+)
+
+
+def _two_writes(first_id: bytes = b"", second_id: bytes = b"") -> KeyState:
+    state, _ = write(EMPTY, EMPTY_CLOCK, "n1/1", b"v", 1700000000000, first_id)
+    hole = Clock({"n2/1": 3}, [Dot("n2/1", 1)])
+    state, _ = write(state, hole, "n1/1", None, 5, second_id)
+    return state
+
+
+def test_a_record_without_write_ids_is_encoded_as_before_and_reads_back() -> None:
+    state = _two_writes()
+    assert encode_record(state) == RECORD_BEFORE_WRITE_IDS
+    back = decode_record(RECORD_BEFORE_WRITE_IDS)
+    assert back == state and [s.write_id for s in back.siblings] == [b"", b""]
+
+
+def test_write_ids_round_trip_bit_exactly() -> None:
+    state = _two_writes(bytes(range(16)), b"\x00" * 64)
+    data = encode_record(state)
+    assert data != RECORD_BEFORE_WRITE_IDS
+    back = decode_record(data)
+    assert [s.write_id for s in back.siblings] == [bytes(range(16)), b"\x00" * 64]
+    assert encode_record(back) == data
+    assert pb.KeyRecord.FromString(data).siblings[0].write_id == bytes(range(16))
+    assert state_from_proto(state_to_proto(state)).siblings[1].write_id == b"\x00" * 64
+
+
+def test_a_record_with_a_write_id_past_its_bound_is_refused() -> None:
+    record = state_to_proto(_two_writes(b"ok"))
+    record.siblings[0].write_id = b"x" * 65
+    with pytest.raises(StorageError, match="write id is at most 64 bytes"):
+        decode_record(record.SerializeToString())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import signal
 import sys
@@ -58,7 +57,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, help_text in _SWITCHES.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_const",
                        const=True, default=None, help=help_text)  # fmt: skip
-    p.add_argument("--log-level", default="INFO")
 
 
 def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -331,14 +329,12 @@ def _tls(args: argparse.Namespace) -> TLS | bool | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from kvstore.node import logs
     from kvstore.node.server import run
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     flags: dict[str, Any] = {name: getattr(args, name) for name in SETTINGS}
     config = load_node_config(args.config, os.environ, flags)
+    logs.configure(config.log_level, config.log_format)
     print(f"starting pid={os.getpid()} node={config.node_id}", flush=True)
     return run(config)
 

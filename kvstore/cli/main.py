@@ -18,8 +18,8 @@ from google.protobuf.json_format import MessageToDict
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client import TLS, Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
-from kvstore.config import SETTINGS, load_node_config
-from kvstore.errors import KvError
+from kvstore.config import SETTINGS, load_node_config, parse_address
+from kvstore.errors import ConfigError, KvError
 
 # Where `kvstore local` puts its nodes: cluster ports 7101.., client ports 1000 higher.
 DEFAULT_SEEDS = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"
@@ -93,11 +93,41 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("top", help="live request rates, errors, latency of nodes (metrics)")
+    p.add_argument("--nodes", help="metrics HOST:PORTs, comma-separated (default: the local"
+                   " cluster's 127.0.0.1:9101-9103)")  # fmt: skip
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between tables")
+    p.add_argument("--count", type=int, default=0, help="tables to print, then exit (0: forever)")
+    p.add_argument("--once", action="store_true", help="one table (--count 1)")
+
+
+def _top(args: argparse.Namespace) -> int:
+    from kvstore.cli import top
+
+    nodes = (
+        [parse_address(n) for n in args.nodes.split(",") if n.strip()]
+        if args.nodes
+        else list(top.DEFAULT_NODES)
+    )
+    count = 1 if args.once else args.count
+    low, high = top.INTERVALS
+    if not nodes or not low <= args.interval <= high or not 0 <= count <= top.MAX_COUNT:
+        raise ConfigError(
+            f"top needs nodes, --interval in {low}..{high} s and --count in 0..{top.MAX_COUNT}"
+        )
+    try:
+        return top.run(nodes, args.interval, count)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvstore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_local(sub)
+    _add_top(sub)
 
     get = sub.add_parser("get", help="read a key")
     get.add_argument("key")
@@ -429,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _local(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command == "top":
+            return _top(args)
         return _client_command(args)
     except KvError as exc:
         print(f"kvstore: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -112,6 +112,9 @@ class NodeMetrics:
         levels: Callable[[], Mapping[str, float]] = dict,
         storage_stats: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
+        # No `_created` series (a timestamp per child, doubling the output): rates come from
+        # the counters themselves. The switch is process-wide; nothing here wants them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped upstream)
         self.registry = CollectorRegistry()
         requests = PromCounter(
             "kvstore_requests",

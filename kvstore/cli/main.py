@@ -392,7 +392,7 @@ def _local(args: argparse.Namespace) -> int:
         for node in cluster.nodes:
             print(
                 f"  {node.node_id}  clients {node.client_address}  cluster {node.address}"
-                f"  pid {node.pid}  log {node.log_path}"
+                f"  metrics {node.metrics_address}  pid {node.pid}  log {node.log_path}"
             )
         if cluster.tls is not None:
             env_file = cluster.tls.directory / "client.env"
@@ -405,6 +405,7 @@ def _local(args: argparse.Namespace) -> int:
         print(f"try:  kvstore put hello world --seeds {cluster.seeds}")
         print(f"      kvstore get hello --seeds {cluster.seeds}")
         print(f"      kvstore status --node {cluster.addresses[0]}")
+        print("      kvstore top --nodes " + ",".join(n.metrics_address for n in cluster.nodes))
         print("Ctrl-C stops the cluster.", flush=True)
         while not stopping:
             time.sleep(0.5)

@@ -133,6 +133,10 @@ def _is_loopback(host: str) -> bool:
 
 # Where clients connect when client_listen is not given: the cluster port plus this.
 CLIENT_PORT_OFFSET = 1000
+# Where the metrics endpoint listens when metrics_listen is not given: the cluster port plus this.
+METRICS_PORT_OFFSET = 2000
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,10 @@ class NodeConfig:
     client_listen: str = ""
     client_advertise: str = ""
     security: Security = field(default_factory=Security)
+    # The Prometheus endpoint (plain HTTP, GET /metrics); "" = off.
+    metrics_listen: str = ""
+    log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -203,6 +211,9 @@ _STR_SETTINGS = {
     "tls_cert",
     "tls_key",
     "auth_tokens",
+    "metrics_listen",
+    "log_level",
+    "log_format",
 }
 SETTINGS = frozenset(_INT_SETTINGS | _BOOL_SETTINGS | _STR_SETTINGS | {"seeds", "peer_routes"})
 
@@ -215,13 +226,12 @@ def parse_address(text: str) -> str:
     return f"{host}:{int(port)}"
 
 
-def _offset_port(address: str, offset: int) -> str:
+def _offset_port(address: str, offset: int, setting: str = "client_listen") -> str:
     host, _, port = address.rpartition(":")
     moved = int(port) + offset
     if moved >= 65536:
         raise ConfigError(
-            f"no default client port for {address} (port + {offset} is past 65535):"
-            " give client_listen"
+            f"no default {setting} for {address} (port + {offset} is past 65535): give {setting}"
         )
     return f"{host}:{moved}"
 
@@ -322,6 +332,23 @@ def load_node_config(
     return build_config(merged)
 
 
+def _metrics_listen(given: str | None, listen: str) -> str:
+    """The metrics address: HOST:PORT, "" or "off" to turn the endpoint off, and by default
+    the cluster address's host with the port METRICS_PORT_OFFSET higher."""
+    if given is None:
+        return _offset_port(listen, METRICS_PORT_OFFSET, "metrics_listen")
+    if given.strip().lower() in ("", "off"):
+        return ""
+    return parse_address(given)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    lowered = value.strip().lower()
+    if lowered not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return lowered
+
+
 def build_config(settings: Mapping[str, Any]) -> NodeConfig:
     listen = parse_address(settings.get("listen", "127.0.0.1:7101"))
     advertise = parse_address(settings.get("advertise", listen))
@@ -340,6 +367,11 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
     )
     if client_listen == listen:
         raise ConfigError("client_listen must differ from listen: the two APIs have two ports")
+    metrics_listen = _metrics_listen(settings.get("metrics_listen"), listen)
+    if metrics_listen in (listen, client_listen):
+        raise ConfigError("metrics_listen must differ from listen and client_listen")
+    log_level = _choice("log_level", settings.get("log_level", "info"), LOG_LEVELS)
+    log_format = _choice("log_format", settings.get("log_format", "text"), LOG_FORMATS)
     security = Security(
         **{f.name: settings[f.name] for f in dataclasses.fields(Security) if f.name in settings}
     )
@@ -368,6 +400,9 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
         quorum=quorum,
         limits=limits,
         background=background,
+        metrics_listen=metrics_listen,
+        log_level=log_level,
+        log_format=log_format,
     )
     try:
         Ring(config.members, config.partitions, quorum.n)

@@ -28,6 +28,7 @@ from kvstore.bench import report
 from kvstore.bench.adapters import STORES, StoreUnavailable
 from kvstore.bench.cpu import CpuProbe, parse_server_pids
 from kvstore.bench.generators import InsertCounter
+from kvstore.bench.intervals import IntervalLogs, status_line
 from kvstore.bench.runner import LoadShape, PhaseResult, Store, make_value, run_phase
 from kvstore.bench.workloads import (
     CORE_WORKLOADS,
@@ -46,6 +47,9 @@ MAX_SWEEP_STEPS = 50
 # Time the client processes get to start before they begin together (a process that starts
 # later begins at once; importing grpc takes under a second here).
 PROCESS_START_MARGIN_S = 2.0
+# Reporting intervals (status lines, .hlog intervals): the default and the allowed range.
+DEFAULT_STATUS_INTERVAL_S = 10.0
+STATUS_INTERVALS_S = (0.1, 3600.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", type=Path, help="write the results as JSON here")
         p.add_argument("--csv", type=Path, help="write one CSV row per operation type here")
         p.add_argument("--quiet", action="store_true", help="no live progress line")
+        p.add_argument(
+            "--status-interval",
+            type=float,
+            help="seconds between status lines on stderr (default 10 when stderr is not a"
+            " terminal, none on one: the live line shows progress there; 0: none);"
+            " also the length of --hlog-dir's intervals",
+        )
+        p.add_argument(
+            "--hlog-dir",
+            type=Path,
+            help="write each operation's latencies here as an HdrHistogram interval log"
+            " (OP.hlog, one histogram per interval)",
+        )
     run = sub.choices["run"]
     run.add_argument("--workload", choices=sorted(CORE_WORKLOADS), help="a YCSB core workload")
     for op in Op:
@@ -170,6 +187,24 @@ def run_process(args: argparse.Namespace, index: int) -> dict[str, object]:
             end="", file=sys.stderr, flush=True,
         )  # fmt: skip
 
+    # Status lines and interval logs come from the first process: its own operations.
+    hlog = IntervalLogs(Path(args.hlog_dir)) if index == 0 and args.hlog_dir else None
+    status = index == 0 and args.status_interval > 0
+    label = f"[client 1 of {args.processes}] " if args.processes > 1 else ""
+    previous = 0.0
+
+    def on_interval(result: PhaseResult, elapsed: float) -> None:
+        nonlocal previous
+        taken = result.latencies.take_interval()
+        if hlog is not None:
+            hlog.write(taken, elapsed)
+        if status:
+            line = status_line(result, elapsed, taken, elapsed - previous)
+            print(label + line, file=sys.stderr, flush=True)
+        previous = elapsed
+
+    reporting = hlog is not None or status
+
     async def go() -> PhaseResult:
         store = open_store(args)
         try:
@@ -177,9 +212,13 @@ def run_process(args: argparse.Namespace, index: int) -> dict[str, object]:
             return await run_phase(
                 store, chooser, shape, make_value(args.value_size),
                 progress if show else None, cpu=cpu,
+                on_interval=on_interval if reporting else None,
+                interval_s=args.status_interval or DEFAULT_STATUS_INTERVAL_S,
             )  # fmt: skip
         finally:
             await store.close()
+            if hlog is not None:
+                hlog.close()
 
     # Side-by-side processes start together, so their seconds line up when merged and the
     # server CPU sampled by the first covers the others' operations too.
@@ -212,6 +251,13 @@ def check_args(args: argparse.Namespace) -> None:
     if not 0 <= args.value_size <= 64 * 1024 * 1024 or args.records < 1:
         raise ValueError("--records must be >= 1 and --value-size in 0..64 MiB")
     parse_server_pids(args.server_pid)
+    if args.status_interval is None:
+        args.status_interval = 0.0 if sys.stderr.isatty() else DEFAULT_STATUS_INTERVAL_S
+    low, high = STATUS_INTERVALS_S
+    if args.status_interval != 0 and not low <= args.status_interval <= high:
+        raise ValueError(f"--status-interval must be 0 (none) or in {low}..{high} seconds")
+    if args.hlog_dir and args.processes != 1:
+        raise ValueError("--hlog-dir needs --processes 1 (one log per operation, one writer)")
     choose_workload(args)
     if args.batch > 1 and not callable(getattr(STORES[args.store], "batch", None)):
         raise StoreUnavailable(f"{args.store} has no batched operations: --batch must be 1")
@@ -299,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plot_command(args)
         args.json = str(args.json) if args.json else None
         args.csv = str(args.csv) if args.csv else None
+        args.hlog_dir = str(args.hlog_dir) if args.hlog_dir else None
         check_args(args)
         runs = measure(args)
     except (UnsupportedWorkload, StoreUnavailable, ValueError, ImportError, OSError) as exc:

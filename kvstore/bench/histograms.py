@@ -37,6 +37,22 @@ class LatencyRecorder:
     def __init__(self) -> None:
         self._histograms: dict[str, HdrHistogram] = {}
         self.clipped = 0
+        # Since the last take_interval, by operation: kept only once asked for (a second
+        # record per operation), for interval logs and status lines.
+        self._interval: dict[str, HdrHistogram] | None = None
+
+    def track_intervals(self) -> None:
+        """From now on also keep each interval's latencies apart (see take_interval)."""
+        if self._interval is None:
+            self._interval = {}
+
+    def take_interval(self) -> dict[str, HdrHistogram]:
+        """The latencies recorded since the last call (or since track_intervals), by
+        operation, and a fresh interval begun. Empty when intervals are not tracked."""
+        taken = self._interval or {}
+        if self._interval is not None:
+            self._interval = {op: _new() for op in taken}
+        return taken
 
     def record(self, op: str, seconds: float) -> None:
         micros = max(int(seconds * 1e6), LOWEST_US)
@@ -47,6 +63,11 @@ class LatencyRecorder:
         if histogram is None:
             histogram = self._histograms[op] = _new()
         histogram.record_value(micros)
+        if self._interval is not None:
+            current = self._interval.get(op)
+            if current is None:
+                current = self._interval[op] = _new()
+            current.record_value(micros)
 
     @property
     def operations(self) -> list[str]:

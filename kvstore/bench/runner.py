@@ -174,14 +174,22 @@ async def run_phase(
     progress: Callable[[PhaseResult], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     cpu: CpuProbe | None = None,
+    on_interval: Callable[[PhaseResult, float], None] | None = None,
+    interval_s: float = 10.0,
 ) -> PhaseResult:
     """Run one phase of a workload against `store` and measure it (latencies, throughput,
-    and the CPU `cpu` sees used from the end of the warm-up to the end of the phase)."""
+    and the CPU `cpu` sees used from the end of the warm-up to the end of the phase).
+    `on_interval(result, elapsed)`: called every `interval_s` of the recorded part and once
+    at its end, with `result.latencies.take_interval()` holding that interval's latencies."""
     shape.check()
+    if on_interval is not None and not interval_s > 0:
+        raise ValueError("the reporting interval must be positive")
     if shape.batch > 1 and not callable(getattr(store, "batch", None)):
         raise ValueError(f"{store.name} has no batched operations: --batch needs a store that has")
     cpu = cpu or CpuProbe()
     result = PhaseResult()
+    if on_interval is not None:
+        result.latencies.track_intervals()
     start = clock()
     cpu_before = cpu.sample()
     record_from = start + shape.warmup
@@ -276,14 +284,30 @@ async def run_phase(
         await asyncio.sleep(max(record_from - clock(), 0.0))
         cpu_before = cpu.sample()
 
+    async def intervals() -> None:
+        assert on_interval is not None
+        await asyncio.sleep(max(record_from - clock(), 0.0))
+        result.latencies.take_interval()  # what the warm-up left: not recorded anyway
+        ticks = 1
+        while True:
+            await asyncio.sleep(max(record_from + ticks * interval_s - clock(), 0.0))
+            result.elapsed = clock() - record_from
+            on_interval(result, result.elapsed)
+            ticks += 1
+
     reporter = asyncio.ensure_future(report())
     warmed = asyncio.ensure_future(end_of_warmup()) if shape.warmup else None
+    ticker = asyncio.ensure_future(intervals()) if on_interval is not None else None
     try:
         await asyncio.gather(*(worker() for _ in range(shape.concurrency)))
     finally:
         reporter.cancel()
         if warmed is not None:
             warmed.cancel()
+        if ticker is not None:
+            ticker.cancel()
     result.elapsed = max(clock() - record_from, 1e-9)
     result.cpu_s = CpuProbe.used(cpu_before, cpu.sample())
+    if on_interval is not None:
+        on_interval(result, result.elapsed)  # the last, partial interval
     return result

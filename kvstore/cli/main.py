@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import signal
 import sys
@@ -19,8 +18,8 @@ from google.protobuf.json_format import MessageToDict
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client import TLS, Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
-from kvstore.config import SETTINGS, load_node_config
-from kvstore.errors import KvError
+from kvstore.config import SETTINGS, load_node_config, parse_address
+from kvstore.errors import ConfigError, KvError
 
 # Where `kvstore local` puts its nodes: cluster ports 7101.., client ports 1000 higher.
 DEFAULT_SEEDS = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"
@@ -58,7 +57,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, help_text in _SWITCHES.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_const",
                        const=True, default=None, help=help_text)  # fmt: skip
-    p.add_argument("--log-level", default="INFO")
 
 
 def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,11 +93,41 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("top", help="live request rates, errors, latency of nodes (metrics)")
+    p.add_argument("--nodes", help="metrics HOST:PORTs, comma-separated (default: the local"
+                   " cluster's 127.0.0.1:9101-9103)")  # fmt: skip
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between tables")
+    p.add_argument("--count", type=int, default=0, help="tables to print, then exit (0: forever)")
+    p.add_argument("--once", action="store_true", help="one table (--count 1)")
+
+
+def _top(args: argparse.Namespace) -> int:
+    from kvstore.cli import top
+
+    nodes = (
+        [parse_address(n) for n in args.nodes.split(",") if n.strip()]
+        if args.nodes
+        else list(top.DEFAULT_NODES)
+    )
+    count = 1 if args.once else args.count
+    low, high = top.INTERVALS
+    if not nodes or not low <= args.interval <= high or not 0 <= count <= top.MAX_COUNT:
+        raise ConfigError(
+            f"top needs nodes, --interval in {low}..{high} s and --count in 0..{top.MAX_COUNT}"
+        )
+    try:
+        return top.run(nodes, args.interval, count)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvstore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_local(sub)
+    _add_top(sub)
 
     get = sub.add_parser("get", help="read a key")
     get.add_argument("key")
@@ -331,14 +359,12 @@ def _tls(args: argparse.Namespace) -> TLS | bool | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from kvstore.node import logs
     from kvstore.node.server import run
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     flags: dict[str, Any] = {name: getattr(args, name) for name in SETTINGS}
     config = load_node_config(args.config, os.environ, flags)
+    logs.configure(config.log_level, config.log_format)
     print(f"starting pid={os.getpid()} node={config.node_id}", flush=True)
     return run(config)
 
@@ -366,7 +392,7 @@ def _local(args: argparse.Namespace) -> int:
         for node in cluster.nodes:
             print(
                 f"  {node.node_id}  clients {node.client_address}  cluster {node.address}"
-                f"  pid {node.pid}  log {node.log_path}"
+                f"  metrics {node.metrics_address}  pid {node.pid}  log {node.log_path}"
             )
         if cluster.tls is not None:
             env_file = cluster.tls.directory / "client.env"
@@ -379,6 +405,7 @@ def _local(args: argparse.Namespace) -> int:
         print(f"try:  kvstore put hello world --seeds {cluster.seeds}")
         print(f"      kvstore get hello --seeds {cluster.seeds}")
         print(f"      kvstore status --node {cluster.addresses[0]}")
+        print("      kvstore top --nodes " + ",".join(n.metrics_address for n in cluster.nodes))
         print("Ctrl-C stops the cluster.", flush=True)
         while not stopping:
             time.sleep(0.5)
@@ -433,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _local(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command == "top":
+            return _top(args)
         return _client_command(args)
     except KvError as exc:
         print(f"kvstore: {type(exc).__name__}: {exc}", file=sys.stderr)

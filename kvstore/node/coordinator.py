@@ -108,6 +108,7 @@ class Coordinator:
         request.start(fsm.start())
         await request.decided
         if fsm.outcome is not Outcome.SUCCEEDED:
+            self._counters["quorum_failures"] += 1
             raise fsm.unavailable(_why(fsm.outcome))
         return where, fsm.result()
 
@@ -220,7 +221,10 @@ class Coordinator:
         for target in self._router.incoming(where, route.primaries):
             self._tasks.spawn(self._copy(target, key, written.record, deadline))
         await request.decided
+        if fsm.stand_ins:
+            self._counters["sloppy_writes"] += 1
         if fsm.outcome is not Outcome.SUCCEEDED:
+            self._counters["quorum_failures"] += 1
             raise fsm.unavailable(
                 _why(fsm.outcome) + " (the write may be present on some replicas)"
             )

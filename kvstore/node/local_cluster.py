@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from kvstore.config import CLIENT_PORT_OFFSET
+from kvstore.config import CLIENT_PORT_OFFSET, METRICS_PORT_OFFSET
 from kvstore.security import ClusterMaterial, write_cluster_material
 
 # Client certificates a secure local cluster makes: one per role, for tests and operators.
@@ -56,6 +56,8 @@ class LocalNode:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     # Where this start's output begins in the (appended) log: readiness is looked for after it.
     log_offset: int = 0
+    # The metrics endpoint (GET /metrics).
+    metrics_address: str = ""
 
     @property
     def pid(self) -> int | None:
@@ -98,6 +100,12 @@ class LocalCluster:
                 if ports
                 else [base_port + CLIENT_PORT_OFFSET + i for i in range(count)]
             )
+        # Like the client ports: random beside random ports, else the config's default.
+        metrics_ports = (
+            free_ports(count, host)
+            if ports
+            else [base_port + METRICS_PORT_OFFSET + i for i in range(count)]
+        )
         ports = ports or [base_port + i for i in range(count)]
         if len(ports) != count or len(client_ports) != count:
             raise ClusterError(f"{count} nodes need {count} ports of each kind")
@@ -120,6 +128,7 @@ class LocalCluster:
                 client_address=f"{host}:{client_ports[i]}",
                 data_dir=self.data_dir / f"node-{i}",
                 log_path=self.data_dir / f"node-{i}.log",
+                metrics_address=f"{host}:{metrics_ports[i]}",
             )
             for i in range(count)
         ]
@@ -161,6 +170,7 @@ class LocalCluster:
             "--node-id", node.node_id,
             "--listen", node.address,
             "--client-listen", node.client_address,
+            "--metrics-listen", node.metrics_address,
             "--data-dir", str(node.data_dir),
             "--seeds", self.cluster_seeds,
             *self._tls_args(node),

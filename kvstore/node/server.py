@@ -23,6 +23,8 @@ from kvstore.node.coordinator import Coordinator
 from kvstore.node.gossip import Gossip
 from kvstore.node.handoff import Handoff
 from kvstore.node.hints import HintDelivery
+from kvstore.node.metrics import NodeMetrics
+from kvstore.node.metricsserver import MetricsServer
 from kvstore.node.replica import Replica
 from kvstore.node.router import Router
 from kvstore.node.storagewatch import StorageWatch
@@ -83,6 +85,7 @@ class NodeParts:
     counters: Counter[str]
     tasks: TaskSet
     limits: Limits
+    metrics: NodeMetrics
 
     @property
     def background(self) -> tuple[Gossip, AntiEntropy, Handoff, HintDelivery, TombstoneGC]:
@@ -100,6 +103,7 @@ class NodeParts:
                 self.limits,
                 client_receive_bytes or max_message_bytes,
                 self.admin,
+                self.metrics,
             ),
             PeerServicer(
                 self.replica,
@@ -221,6 +225,16 @@ def build_node(
         timeout_ms,
         background.tombstone_gc_interval_ms,
     )
+    pulls_pending = handoff.pending_pulls
+    metrics = NodeMetrics(
+        counters,
+        lambda: {
+            "hints_pending": storage.hint_count,
+            "hint_bytes": storage.hint_bytes,
+            "handoff_partitions_pending": pulls_pending(),
+        },
+        storage.stats,
+    )
     return NodeParts(
         address=address,
         clock=clock,
@@ -237,6 +251,7 @@ def build_node(
         counters=counters,
         tasks=tasks,
         limits=limits,
+        metrics=metrics,
     )
 
 
@@ -291,6 +306,14 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             client_credentials=tls.client_port() if tls else None,
             cluster_credentials=tls.cluster_port() if tls else None,
         )
+        metrics_server = MetricsServer(node.metrics.registry)
+        if config.metrics_listen:
+            try:
+                await metrics_server.start(config.metrics_listen)
+            except OSError as exc:
+                # Metrics are for watching the node: their port taken is no reason to
+                # refuse the node's data. Said loudly, and Status still has the counters.
+                log.error("metrics endpoint not served on %s: %s", config.metrics_listen, exc)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,7 +323,8 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         print(
             f"kvstore node {config.node_id} ready on {config.listen}"
             f" clients={config.client_listen} actor={actor}"
-            f" members={','.join(ring.members) if ring else '(none yet)'}",
+            f" members={','.join(ring.members) if ring else '(none yet)'}"
+            f" metrics={config.metrics_listen or 'off'}",
             flush=True,
         )
         loops = [asyncio.create_task(work.run()) for work in (*node.background, watch)]
@@ -310,6 +334,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         await asyncio.gather(*loops, return_exceptions=True)
         node.gossip.save()
         log.info("stopping node %s", config.node_id)
+        await metrics_server.stop()
         await server.stop(grace_s=2.0)
         await node.tasks.close()
         await peers.close()

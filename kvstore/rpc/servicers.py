@@ -44,6 +44,7 @@ from kvstore.errors import (
 from kvstore.rpc import auth, translate
 from kvstore.rpc.admission import Admission
 from kvstore.rpc.badinput import call_name, internal_error
+from kvstore.rpc.observe import NO_METRICS, RequestMetrics
 from kvstore.rpc.session import StreamSession
 from kvstore.rpc.status import abort, call_error
 from kvstore.rpc.wire import MAX_ITEMS_PER_CALL
@@ -107,13 +108,15 @@ class Administering(Protocol):
 # ---- translation helpers ----
 
 
-async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+async def _answer(
+    context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]], name: str = ""
+) -> T:
     try:
         return await call()
     except KvError as exc:
         await abort(context, exc)
     except Exception as exc:
-        internal_error(log, call_name(call), exc)  # rate-limited: a caller can trigger it
+        internal_error(log, name or call_name(call), exc)  # rate-limited: a caller can trigger it
         await abort(context, InternalError(f"{type(exc).__name__}: {exc}"))
     raise AssertionError("abort returned")  # context.abort always raises
 
@@ -205,8 +208,10 @@ class KVServicer(pb_grpc.KVServicer):
         limits: Limits = DEFAULT_LIMITS,
         receive_bytes: int = 0,
         admin: Administering | None = None,
+        metrics: RequestMetrics = NO_METRICS,
     ) -> None:
         self._coordinator = coordinator
+        self._metrics = metrics
         self._replica = replica
         # What KV.Topology answers from (None: a node that does not serve it).
         self._admin = admin
@@ -223,20 +228,33 @@ class KVServicer(pb_grpc.KVServicer):
     async def _admitted(
         self,
         context: grpc.aio.ServicerContext,
+        operation: str,
         items: int,
         size: int,
         call: Callable[[], Awaitable[T]],
     ) -> T:
         """`call` within the node's bound on requests in flight (Overloaded past it)."""
+        started = time.monotonic()
         try:
             self._admission.enter(items, size)
         except Overloaded as exc:
+            self._metrics.record(operation, exc, time.monotonic() - started)
             await abort(context, exc)
-        started = time.monotonic()
         try:
-            return await _answer(context, call)
+            return await _answer(
+                context, partial(self._timed, operation, started, call), call_name(call)
+            )
         finally:
             self._admission.leave(items, size, (time.monotonic() - started) * 1000)
+
+    async def _timed(self, operation: str, started: float, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await call()
+        except BaseException as exc:
+            self._metrics.record(operation, exc, time.monotonic() - started)
+            raise
+        self._metrics.record(operation, None, time.monotonic() - started)
+        return result
 
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
@@ -247,7 +265,7 @@ class KVServicer(pb_grpc.KVServicer):
             )
             return translate.get_response(answer)
 
-        return await self._admitted(context, 1, request.ByteSize(), call)
+        return await self._admitted(context, "get", 1, request.ByteSize(), call)
 
     async def Put(
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext
@@ -256,22 +274,25 @@ class KVServicer(pb_grpc.KVServicer):
             answer = await self._coordinator.put(translate.put_command(request))
             return translate.put_response(answer)
 
-        return await self._admitted(context, 1, request.ByteSize(), call)
+        operation = "delete" if request.tombstone else "put"
+        return await self._admitted(context, operation, 1, request.ByteSize(), call)
 
     async def GetMany(
         self, request: pb.GetManyRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetManyResponse:
         items = max(len(request.keys), 1)
+        self._metrics.batch("get_many", len(request.keys))
         return await self._admitted(
-            context, items, request.ByteSize(), partial(self._get_many, request)
+            context, "get_many", items, request.ByteSize(), partial(self._get_many, request)
         )
 
     async def PutMany(
         self, request: pb.PutManyRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutManyResponse:
         items = max(len(request.items), 1)
+        self._metrics.batch("put_many", len(request.items))
         return await self._admitted(
-            context, items, request.ByteSize(), partial(self._put_many, request)
+            context, "put_many", items, request.ByteSize(), partial(self._put_many, request)
         )
 
     async def Topology(
@@ -301,13 +322,19 @@ class KVServicer(pb_grpc.KVServicer):
     def _on_call(
         self, call: pb.ClientCall, session: StreamSession[pb.ClientCall, pb.ClientResult]
     ) -> None:
+        started = time.monotonic()
         kind = call.WhichOneof("call")
         items = 1
+        operation = kind
         if kind == "get_many":
             items = max(len(call.get_many.keys), 1)
+            self._metrics.batch(kind, len(call.get_many.keys))
         elif kind == "put_many":
             items = max(len(call.put_many.items), 1)
-        elif kind not in ("get", "put"):
+            self._metrics.batch(kind, len(call.put_many.items))
+        elif kind == "put":
+            operation = "delete" if call.put.tombstone else "put"
+        elif kind != "get":
             error = call_error(InvalidArgument(f"unknown call {kind!r}"))
             session.reply(pb.ClientResult(id=call.id, error=error))
             return
@@ -317,6 +344,7 @@ class KVServicer(pb_grpc.KVServicer):
                 auth.require("write")  # the stream was opened by a reader at least
             self._admission.enter(items, size)
         except (Overloaded, PermissionDenied) as exc:
+            self._metrics.record(operation, exc, time.monotonic() - started)
             session.reply(pb.ClientResult(id=call.id, error=call_error(exc)))
             return
         work: Awaitable[Any]
@@ -331,12 +359,15 @@ class KVServicer(pb_grpc.KVServicer):
         task = asyncio.ensure_future(work)
         session.track(call.id, task)
         task.add_done_callback(partial(_reply_client, session, call.id, kind))
-        task.add_done_callback(
-            partial(self._left, items, size, time.monotonic()),
-        )
+        task.add_done_callback(partial(self._left, operation, items, size, started))
 
-    def _left(self, items: int, size: int, started: float, _: asyncio.Future[Any]) -> None:
-        self._admission.leave(items, size, (time.monotonic() - started) * 1000)
+    def _left(
+        self, operation: str, items: int, size: int, started: float, task: asyncio.Future[Any]
+    ) -> None:
+        elapsed = time.monotonic() - started
+        self._admission.leave(items, size, elapsed * 1000)
+        error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        self._metrics.record(operation, error, elapsed)
 
     async def _get(self, request: pb.GetRequest) -> pb.GetResponse:
         answer = await self._coordinator.get(

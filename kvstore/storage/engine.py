@@ -124,6 +124,16 @@ def _options() -> rocksdict.Options:
     return options
 
 
+# What `Storage.stats` reports: its name -> the RocksDB property read for it.
+_STAT_PROPERTIES = {
+    "live_data_bytes": "rocksdb.estimate-live-data-size",
+    "sst_files_bytes": "rocksdb.total-sst-files-size",
+    "memtable_bytes": "rocksdb.cur-size-all-mem-tables",
+    "estimated_keys": "rocksdb.estimate-num-keys",
+    "pending_compaction_bytes": "rocksdb.estimate-pending-compaction-bytes",
+}
+
+
 class Storage:
     """A node's durable state. Every method is synchronous and fast; callers on the event loop
     call it inline. `update` is atomic per key: the read, the merge and the write happen under
@@ -554,6 +564,18 @@ class Storage:
             self.hint_count -= 1
             self.hint_bytes -= len(hint_key) + len(hint.raw)
             return True
+
+    def stats(self) -> dict[str, int]:
+        """RocksDB's own size statistics, summed over the column families, for the metrics
+        endpoint: name -> value (bytes, or keys for `estimated_keys`). Empty once closed."""
+        if self._closed or "_db" not in self.__dict__:
+            return {}
+        totals = dict.fromkeys(_STAT_PROPERTIES, 0)
+        for family in (self._data, self._hints, self._meta):
+            for name, prop in _STAT_PROPERTIES.items():
+                value = family.property_int_value(prop)
+                totals[name] += int(value) if value is not None else 0
+        return totals
 
     def close(self) -> None:
         if not self._closed:

@@ -154,6 +154,9 @@ def test_every_setting_name_is_accepted_in_every_source(tmp_path: Path) -> None:
         "auth_tokens",
         "insecure",
         "client_certs",
+        "metrics_listen",
+        "log_level",
+        "log_format",
     } == SETTINGS
     path = toml(tmp_path, "max_siblings = 5\nrequest_timeout_ms = 700\n")
     config = load_node_config(
@@ -442,3 +445,53 @@ def test_tls_material_goes_together_and_tokens_need_tls() -> None:
         load_node_config(flags={"tls_ca": "ca.pem"})
     with pytest.raises(ConfigError, match="needs TLS"):
         load_node_config(flags={"auth_tokens": "tokens.txt"})
+
+
+# ---- observability: metrics endpoint and logging ----
+
+
+def test_metrics_listen_defaults_to_the_cluster_port_plus_2000() -> None:
+    assert load_node_config().metrics_listen == "127.0.0.1:9101"
+    assert load_node_config(flags={"listen": "10.0.0.5:7000", "insecure": True}).metrics_listen == (
+        "10.0.0.5:9000"
+    )
+
+
+def test_metrics_listen_given_or_off(tmp_path: Path) -> None:
+    assert load_node_config(env={"KVSTORE_METRICS_LISTEN": "127.0.0.1:9999"}).metrics_listen == (
+        "127.0.0.1:9999"
+    )
+    assert load_node_config(toml(tmp_path, 'metrics_listen = "off"\n')).metrics_listen == ""
+    assert load_node_config(flags={"metrics_listen": ""}).metrics_listen == ""
+
+
+@pytest.mark.parametrize("bad", ["9101", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:7101"])
+def test_metrics_listen_is_validated(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"address|metrics_listen"):
+        load_node_config(flags={"metrics_listen": bad})
+
+
+def test_metrics_listen_has_no_default_past_the_last_port() -> None:
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        load_node_config(flags={"listen": "127.0.0.1:64000", "client_listen": "127.0.0.1:7000"})
+
+
+def test_log_level_and_format_from_env_file_and_flags(tmp_path: Path) -> None:
+    config = load_node_config()
+    assert (config.log_level, config.log_format) == ("info", "text")
+    env = {"KVSTORE_LOG_LEVEL": "WARNING", "KVSTORE_LOG_FORMAT": "json"}
+    config = load_node_config(env=env)
+    assert (config.log_level, config.log_format) == ("warning", "json")
+    path = toml(tmp_path, 'log_level = "error"\nlog_format = "json"\n')
+    assert load_node_config(path).log_level == "error"
+    # The flag wins over the environment, which wins over the file.
+    assert load_node_config(path, env, {"log_level": "debug"}).log_level == "debug"
+    assert load_node_config(path, env).log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"), [("log_level", "verbose"), ("log_level", ""), ("log_format", "xml")]
+)
+def test_log_settings_are_validated(name: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_node_config(env={f"KVSTORE_{name.upper()}": bad})

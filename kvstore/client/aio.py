@@ -30,6 +30,7 @@ from kvstore.client.credentials import TLS, channel_credentials, open_channel
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
 from kvstore.errors import (
     BatchTooLarge,
+    Draining,
     InvalidArgument,
     InvalidKey,
     KvError,
@@ -137,7 +138,11 @@ class AsyncClient:
                 raise _TOO_LARGE.get(kind, BatchTooLarge)(str(exc)) from None
             got = result.WhichOneof("result")
             if got == "error":
-                raise error_from_call(result.error, address)
+                error = error_from_call(result.error, address)
+                if isinstance(error, Draining):  # refused before anything was done
+                    errors.append(error)
+                    continue
+                raise error
             if got != kind:
                 raise KvError(f"{address} answered a {kind} with {got}")
             return getattr(result, kind)

@@ -206,6 +206,35 @@ class Client:
             [via],
         )
 
+    def drain(
+        self, node_address: str, timeout: float = 0.0, stay: bool = False
+    ) -> pb.DrainResponse:
+        """Drain the node (see kvstore.node.drain): it refuses new client requests, finishes
+        those in flight, delivers its hints within `timeout` seconds (0: the node's default,
+        10 s) and, unless `stay`, then stops. The call waits for all that."""
+        request = pb.DrainRequest(timeout_ms=round(timeout * 1000), stay=stay)
+        # The node answers once the drain is done: wait past its timeout (or its default).
+        deadline = self._requests.deadline_s + (timeout or 10.0)
+        response: pb.DrainResponse = self._call(
+            lambda _: self._admin(node_address).Drain(request, timeout=deadline),
+            [node_address],
+        )
+        return response
+
+    def repair(
+        self, node_address: str, partitions: Sequence[int] = (), timeout: float = 0.0
+    ) -> pb.RepairResponse:
+        """Run anti-entropy now on the node with every other replica of the partitions
+        named (all it holds when none are), within `timeout` seconds (0: the node's default,
+        60 s); answers what it compared and repaired."""
+        request = pb.RepairRequest(partitions=list(partitions), timeout_ms=round(timeout * 1000))
+        deadline = self._requests.deadline_s + (timeout or 60.0)
+        response: pb.RepairResponse = self._call(
+            lambda _: self._admin(node_address).Repair(request, timeout=deadline),
+            [node_address],
+        )
+        return response
+
     def locate(self, node_address: str, key: Key) -> pb.LocateResponse:
         """Where `key` lives by the node's ring: its primaries (and those of a pending ring)."""
         request = pb.LocateRequest(key=key_bytes(key))

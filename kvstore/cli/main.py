@@ -164,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--node",
         help=_NODE_HELP,
     )
+    health.add_argument(
+        "--service",
+        default="",
+        help="the service to ask about (default: the port as a whole; e.g. kvstore.v1.KV on"
+        " a client port)",
+    )
     _add_client_options(health)
 
     _add_drain_repair(sub)
@@ -364,7 +370,7 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.command in ("drain", "repair"):
             return _drain_repair(kv, args)
         if args.command == "health":
-            serving = kv.health(args.node or default_node())
+            serving = kv.health(args.node or default_node(), args.service)
             print(serving)
             return 0 if serving == "SERVING" else 1
         if args.command == "remove":

@@ -245,14 +245,21 @@ class Client:
         )
         return response
 
-    def health(self, node_address: str) -> str:
-        """The node's answer to the standard grpc.health.v1 check: SERVING once it knows a
-        ring, NOT_SERVING before (raises TransportError if it does not answer at all)."""
+    def health(self, node_address: str, service: str = "") -> str:
+        """The node's answer to the standard grpc.health.v1 check of `service` ("": the
+        port as a whole; kvstore.rpc.server names what each port reports): SERVING once it
+        knows a ring, NOT_SERVING before; SERVICE_UNKNOWN for a name the port does not
+        report (raises TransportError if it does not answer at all)."""
         self._pool.stub(node_address)
         stub = health_pb2_grpc.HealthStub(self._pool.channels[node_address])
-        request = health_pb2.HealthCheckRequest(service="")
+        request = health_pb2.HealthCheckRequest(service=service)
         deadline = self._requests.deadline_s
-        response = self._call(lambda _: stub.Check(request, timeout=deadline), [node_address])
+        try:
+            response = stub.Check(request, timeout=deadline)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # a name the port does not report
+                return "SERVICE_UNKNOWN"
+            raise failure(exc, node_address)[0] from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def close(self) -> None:

@@ -146,6 +146,8 @@ class AsyncClient:
             if got != kind:
                 raise KvError(f"{address} answered a {kind} with {got}")
             return getattr(result, kind)
+        if errors and all(isinstance(e, Draining) for e in errors):
+            raise errors[-1]  # every node refused it as it drains: say that, not "unreachable"
         raise no_node_answered(errors)
 
     async def get(

@@ -43,7 +43,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
 
 
 def holds_up(kv: Client, node: str, other: str) -> bool:
-    return next(m.up for m in kv.status(node).members if m.address == other)
+    return bool(next(m.up for m in kv.status(node).members if m.address == other))
 
 
 def test_health_names_on_each_port(make_cluster: ClusterFactory) -> None:

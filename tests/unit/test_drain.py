@@ -1,5 +1,6 @@
 """The drain state machine (kvstore.node.drain): the client gate, waiting for calls in
-flight, delivering hints now, and stopping only after the answer."""
+flight, delivering hints now, and stopping only after the answer; and the client servicer
+consulting the gate."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import grpc
 import pytest
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.maintenance import DrainReport
+from kvstore.core.requests import PutAnswer, PutCommand
 from kvstore.errors import ClusterRefused, Draining, InvalidArgument, Unavailable
 from kvstore.node.clock import SystemClock
 from kvstore.node.drain import MAX_DRAIN_TIMEOUT_MS, Drain, DrainState
+from kvstore.rpc.servicers import KVServicer
 
 T = TypeVar("T")
 
@@ -202,3 +207,57 @@ def test_a_cancelled_drain_leaves_the_node_out_of_client_traffic() -> None:
     assert drain.state is DrainState.DRAINED
     with pytest.raises(Draining):
         drain.enter()
+
+
+# ---- the client servicer consults the gate ----
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What KVServicer uses of a grpc.aio.ServicerContext on a unary call."""
+
+    def __init__(self) -> None:
+        self.metadata: tuple[tuple[str, str], ...] = ()
+        self.code: grpc.StatusCode | None = None
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        raise _Aborted(details)
+
+
+class _Coordinator:
+    def __init__(self, drain: Drain) -> None:
+        self.drain = drain
+        self.inflight_seen: list[int] = []
+
+    async def put(self, command: PutCommand, hops: int = 0) -> PutAnswer:
+        self.inflight_seen.append(self.drain.inflight)
+        return PutAnswer(context=b"ctx")
+
+
+def test_the_client_servicer_counts_unary_calls_and_refuses_them_once_draining() -> None:
+    drain = make(Hints(0))
+    coordinator = _Coordinator(drain)
+    servicer = KVServicer(coordinator, None, gate=drain)  # type: ignore[arg-type]
+    request = pb.PutRequest(key=b"k", value=b"v")
+
+    async def scenario() -> _Context:
+        answer = await servicer.Put(request, _Context())
+        assert answer.context == b"ctx"
+        await drain.drain(stay=True)
+        refused = _Context()
+        with pytest.raises(_Aborted, match="draining"):
+            await servicer.Put(request, refused)
+        return refused
+
+    refused = run(scenario)
+    assert coordinator.inflight_seen == [1]  # counted while it ran; not run once draining
+    assert drain.inflight == 0
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert ("kvstore-error", "Draining") in refused.metadata

@@ -69,6 +69,12 @@ class TransportError(Unavailable):
     """No node could be reached at all (client side)."""
 
 
+class Draining(Unavailable):
+    """The node is draining (`kvstore drain`): it takes no new client request. Refused
+    before anything was done, so the same request is safe to send to another node, which
+    the client does by itself."""
+
+
 class ClusterRefused(KvError):
     """A peer's cluster state cannot be merged (another partition count or n), or a
     membership change is not allowed in this node's state."""
@@ -154,6 +160,7 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         TooManySiblings,
         Unavailable,
         TransportError,
+        Draining,
         HintsFull,
         Unauthenticated,
         PermissionDenied,

@@ -192,7 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--node",
         help=_NODE_HELP,
     )
+    health.add_argument(
+        "--service",
+        default="",
+        help="the service to ask about (default: the port as a whole; e.g. kvstore.v1.KV on"
+        " a client port)",
+    )
     _add_client_options(health)
+
+    _add_drain_repair(sub)
 
     certs = sub.add_parser(
         "certs",
@@ -229,6 +237,75 @@ def build_parser() -> argparse.ArgumentParser:
     local_get.add_argument("--node", required=True, help="HOST:PORT of the node to ask")
     _add_client_options(local_get)
     return parser
+
+
+def _add_drain_repair(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drain = sub.add_parser(
+        "drain",
+        help="make a node stop taking client requests, finish those in flight, deliver its"
+        " hints, then stop (a preStop hook: before a restart, not a leave)",
+    )
+    drain.add_argument("--node", help=_NODE_HELP)
+    drain.add_argument(
+        "--stay", action="store_true", help="do not stop the node once drained (it stays"
+        " out of client traffic until it is restarted)"
+    )  # fmt: skip
+    drain.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=0.0,
+        help="seconds for the drain in all (default 0: the node's, 10 s)",
+    )
+    _add_client_options(drain)
+    repair = sub.add_parser(
+        "repair",
+        help="run anti-entropy now between a node and the other replicas of its partitions",
+    )
+    repair.add_argument("--node", help=_NODE_HELP)
+    repair.add_argument(
+        "--partition",
+        type=int,
+        action="append",
+        default=[],
+        help="a partition to repair (repeatable; default: every one the node holds)",
+    )
+    repair.add_argument(
+        "--repair-timeout",
+        type=float,
+        default=0.0,
+        help="seconds for the repair in all (default 0: the node's, 60 s)",
+    )
+    _add_client_options(repair)
+
+
+def _drain_repair(kv: Client, args: argparse.Namespace) -> int:
+    node = args.node or default_node()
+    answer: pb.DrainResponse | pb.RepairResponse
+    if args.command == "drain":
+        answer = kv.drain(node, args.drain_timeout, args.stay)
+        ok = answer.hints_left == 0
+        text = (
+            f"drained {node}: {answer.hints_delivered} hints delivered,"
+            f" {answer.hints_left} left; {'stopping' if answer.exiting else 'staying up'}"
+        )
+    else:
+        answer = kv.repair(node, args.partition, args.repair_timeout)
+        ok = answer.failed == 0
+        text = "\n".join(
+            [
+                f"repaired {node}: {answer.partitions} partitions, {answer.exchanges} exchanges"
+                f" ({answer.failed} failed), {answer.keys_repaired} records merged",
+                *(f"  failed: {error}" for error in answer.errors),
+            ]
+        )
+    if args.json:
+        text = json.dumps(
+            MessageToDict(
+                answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+        )
+    print(text)
+    return 0 if ok else 1
 
 
 def _decode_context(text: str | None) -> bytes | None:
@@ -318,8 +395,10 @@ def _client_command(args: argparse.Namespace) -> int:
                 if where.pending_primaries:
                     print(f"after the pending change: {' '.join(where.pending_primaries)}")
             return 0
+        if args.command in ("drain", "repair"):
+            return _drain_repair(kv, args)
         if args.command == "health":
-            serving = kv.health(args.node or default_node())
+            serving = kv.health(args.node or default_node(), args.service)
             print(serving)
             return 0 if serving == "SERVING" else 1
         if args.command == "remove":

@@ -17,6 +17,7 @@ from kvstore.client.policy import RetryPolicy
 from kvstore.client.routing import NodeSelector
 from kvstore.errors import (
     BatchTooLarge,
+    Draining,
     InvalidArgument,
     InvalidKey,
     KvError,
@@ -176,6 +177,12 @@ class Tries:
             result = future.result()
             if result.WhichOneof("result") == "error":
                 reported = error_from_call(result.error, address)
+                if isinstance(reported, Draining):
+                    # Refused before anything was done: the next node at once, as if the
+                    # call had never left.
+                    breaker.failure(now)
+                    self._failed(reported, True, sent=False)
+                    return
                 if isinstance(reported, _NODE_FAULTS):
                     breaker.failure(now)
                 else:
@@ -227,9 +234,10 @@ class Tries:
             if self._unsent < len(self._nodes):
                 self._try(hedge=False)
                 return
-            error = TransportError(
-                "no node could be reached: " + "; ".join(str(e) for e in self._errors[-3:])
-            )
+            if not all(isinstance(e, Draining) for e in self._errors[-len(self._nodes) :]):
+                error = TransportError(
+                    "no node could be reached: " + "; ".join(str(e) for e in self._errors[-3:])
+                )
         self._unsent = 0
         self._sent += 1
         if self._sent >= self._policy.attempts:

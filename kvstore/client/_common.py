@@ -12,6 +12,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client.results import GetItem, GetResult, PutItem, PutResult, PutResultItem
 from kvstore.errors import (
     BatchTooLarge,
+    Draining,
     InvalidArgument,
     InvalidKey,
     InvalidOption,
@@ -304,8 +305,10 @@ def put_many_call(request: pb.PutManyRequest) -> bytes:
 
 
 def failure(exc: grpc.RpcError, address: str) -> tuple[KvError, bool]:
-    """The error an RPC failure stands for, and whether another node may be tried."""
-    return error_from_rpc(exc, address), is_transport_failure(exc)
+    """The error an RPC failure stands for, and whether another node may be tried (none
+    could be reached, or the node refused it untouched as it drains)."""
+    error = error_from_rpc(exc, address)
+    return error, is_transport_failure(exc) or isinstance(error, Draining)
 
 
 def no_node_answered(errors: list[KvError]) -> TransportError:

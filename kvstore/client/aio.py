@@ -398,8 +398,36 @@ class AsyncClient:
         stub = health_pb2_grpc.HealthStub(self._pool.channels[node_address])
         request = health_pb2.HealthCheckRequest(service=service)
         deadline = self._requests.deadline_s
-        response = await self._call(node_address, lambda: stub.Check(request, timeout=deadline))
+        try:
+            response = await stub.Check(request, timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # a name the port does not report
+                return "SERVICE_UNKNOWN"
+            raise failure(exc, node_address)[0] from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def drain(
+        self, node_address: str, timeout: float = 0.0, stay: bool = False
+    ) -> pb.DrainResponse:
+        """As Client.drain."""
+        request = pb.DrainRequest(timeout_ms=round(timeout * 1000), stay=stay)
+        # The node answers once the drain is done: wait past its timeout (or its default).
+        deadline = self._requests.deadline_s + (timeout or 10.0)
+        response: pb.DrainResponse = await self._call(
+            node_address, lambda: self._admin(node_address).Drain(request, timeout=deadline)
+        )
+        return response
+
+    async def repair(
+        self, node_address: str, partitions: Sequence[int] = (), timeout: float = 0.0
+    ) -> pb.RepairResponse:
+        """As Client.repair."""
+        request = pb.RepairRequest(partitions=list(partitions), timeout_ms=round(timeout * 1000))
+        deadline = self._requests.deadline_s + (timeout or 60.0)
+        response: pb.RepairResponse = await self._call(
+            node_address, lambda: self._admin(node_address).Repair(request, timeout=deadline)
+        )
+        return response
 
     async def topology(self, node_address: str | None = None) -> pb.TopologyResponse:
         """The members and ring a node answers KV.Topology with (any member when None)."""

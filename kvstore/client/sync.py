@@ -185,6 +185,22 @@ class Client:
         Refused (ClusterRefused) while `via` holds it up: a live node should leave."""
         self._loop.run(self._async.remove(address, via))
 
+    def drain(
+        self, node_address: str, timeout: float = 0.0, stay: bool = False
+    ) -> pb.DrainResponse:
+        """Drain the node (see kvstore.node.drain): it refuses new client requests, finishes
+        those in flight, delivers its hints within `timeout` seconds (0: the node's default,
+        10 s) and, unless `stay`, then stops. The call waits for all that."""
+        return self._loop.run(self._async.drain(node_address, timeout, stay))
+
+    def repair(
+        self, node_address: str, partitions: Sequence[int] = (), timeout: float = 0.0
+    ) -> pb.RepairResponse:
+        """Run anti-entropy now on the node with every other replica of the partitions
+        named (all it holds when none are), within `timeout` seconds (0: the node's default,
+        60 s); answers what it compared and repaired."""
+        return self._loop.run(self._async.repair(node_address, partitions, timeout))
+
     def locate(self, node_address: str, key: Key) -> pb.LocateResponse:
         """Where `key` lives by the node's ring: its primaries (and those of a pending ring)."""
         return self._loop.run(self._async.locate(node_address, key))
@@ -192,8 +208,9 @@ class Client:
     def health(self, node_address: str, service: str = "") -> str:
         """The node's answer to the standard grpc.health.v1 check for `service` ("" the
         node, or kvstore.v1.KV on a client port, kvstore.v1.Peer/Admin on a cluster port):
-        SERVING once it knows a ring, NOT_SERVING before (raises TransportError if it does
-        not answer at all)."""
+        SERVING once it knows a ring and takes client calls, NOT_SERVING before and while it
+        drains; SERVICE_UNKNOWN for a name the port does not report (raises TransportError if
+        it does not answer at all)."""
         return self._loop.run(self._async.health(node_address, service))
 
     def topology(self, node_address: str | None = None) -> pb.TopologyResponse:

@@ -16,9 +16,11 @@ repaired page by page, with one page of each side in memory at a time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from kvstore.core.antientropy import (
@@ -30,6 +32,7 @@ from kvstore.core.antientropy import (
     segment_of,
 )
 from kvstore.core.limits import DEFAULT_LIMITS, Limits
+from kvstore.core.maintenance import MAX_REPORTED_ERRORS, RepairReport
 from kvstore.core.partitions import (
     check_partition,
     partition_bits,
@@ -37,9 +40,9 @@ from kvstore.core.partitions import (
     segment_ranges,
 )
 from kvstore.core.ring import Ring, routed
-from kvstore.core.transport import PeerTransport, RecordPage
+from kvstore.core.transport import PeerFailure, PeerTransport, RecordPage
 from kvstore.core.versions import KeyState
-from kvstore.errors import InvalidArgument
+from kvstore.errors import InvalidArgument, KvError
 from kvstore.node.clock import Clock
 from kvstore.node.periodic import run_every
 from kvstore.node.router import Router
@@ -55,6 +58,24 @@ from kvstore.storage.paging import (
 log = logging.getLogger(__name__)
 
 TREE_CACHE_S = 5.0
+# An operator's repair (`kvstore repair`): its timeout when the request gives none (0), and
+# the most a request may ask.
+DEFAULT_REPAIR_TIMEOUT_MS = 60_000
+MAX_REPAIR_TIMEOUT_MS = 3_600_000
+
+
+@dataclass(slots=True)
+class ExchangeTally:
+    """What exchanges did, added up: keys that differed, and records merged on each side
+    (here: the peer's records merged into this node; there: this node's sent to the peer)."""
+
+    different: int = 0
+    merged_here: int = 0
+    merged_there: int = 0
+
+    @property
+    def merged(self) -> int:
+        return self.merged_here + self.merged_there
 
 
 class AntiEntropy:
@@ -180,9 +201,13 @@ class AntiEntropy:
                 return True
         return False
 
-    async def exchange(self, ring: Ring, partition: int, peer: str) -> int:
+    async def exchange(
+        self, ring: Ring, partition: int, peer: str, tally: ExchangeTally | None = None
+    ) -> int:
         """Compare one partition with `peer` and repair both sides; returns the number of
-        keys that were different."""
+        keys that were different. `tally` adds up what it did as it goes (an exchange that
+        fails midway keeps what it repaired so far)."""
+        tally = ExchangeTally() if tally is None else tally
         timeout = self._timeout_s
         walk = TreeExchange(self.build_tree(ring, partition))
         step: AskHashes | ExchangeSegments = walk.start()
@@ -209,7 +234,7 @@ class AntiEntropy:
             self._counters["records_refused"] += len(theirs) - len(taken)
             # The peer's page covers (after, last]; its last page covers everything after.
             repaired = await self._repair_interval(
-                peer, ranges, dict(taken), after, None if done else last, timeout
+                peer, ranges, dict(taken), after, None if done else last, timeout, tally
             )
             # Counted page by page: an exchange that fails midway still repaired these.
             self._counters["ae_keys_repaired"] += repaired
@@ -228,6 +253,7 @@ class AntiEntropy:
         after: bytes,
         upto: bytes | None,
         timeout: float,
+        tally: ExchangeTally,
     ) -> int:
         """Make this node and `peer` agree on the keys of the ranges with storage keys in
         (after, upto] (no upper bound when None), given all the peer's records there; returns
@@ -247,21 +273,25 @@ class AntiEntropy:
             unseen.difference_update(key for key, _ in mine)
             differing = [key for key, state in mine if theirs.get(key) != state]
             different += len(differing)
-            storage.merge_many((key, theirs[key]) for key in differing if key in theirs)
-            await self._push(peer, differing, theirs, timeout)
+            merging = [(key, theirs[key]) for key in differing if key in theirs]
+            storage.merge_many(merging)
+            tally.merged_here += len(merging)
+            tally.merged_there += await self._push(peer, differing, theirs, timeout)
         missing = sorted(unseen)
         different += len(missing)
         storage.merge_many((key, theirs[key]) for key in missing)
+        tally.merged_here += len(missing)
         # Merged states that equal the peer's are not sent back: only a write that landed
         # here meanwhile makes one differ.
-        await self._push(peer, missing, theirs, timeout)
+        tally.merged_there += await self._push(peer, missing, theirs, timeout)
+        tally.different += different
         return different
 
     async def _push(
         self, peer: str, keys: Sequence[bytes], theirs: dict[bytes, KeyState], timeout: float
-    ) -> None:
+    ) -> int:
         """Send the peer this node's merged state of each key where it differs from the
-        peer's."""
+        peer's; returns how many records were sent."""
         push = []
         for key in keys:
             merged = self._storage.get(key)
@@ -269,9 +299,84 @@ class AntiEntropy:
                 push.append((key, merged))
         if push:
             await self._transport.merge_batch(peer, push, timeout)
+        return len(push)
 
     async def run(self) -> None:
         await run_every(self._clock, self._interval_s, self.round, "anti-entropy")
+
+    # ---- an operator's repair ----
+
+    def repair_plan(self, partitions: Sequence[int]) -> tuple[Ring, list[int]]:
+        """The ring and the partitions a repair compares: those named, each checked (in the
+        ring, held by this node), or every partition this node holds when none are named.
+        A bad one is InvalidArgument, and nothing runs."""
+        ring = self._router.require_ring()
+        me = self.address
+        if len(partitions) > ring.partitions:
+            raise InvalidArgument(
+                f"{len(partitions)} partitions named; the ring has {ring.partitions}"
+            )
+        if not partitions:
+            return ring, [p for p in range(ring.partitions) if me in ring.partition_primaries(p)]
+        named = sorted(set(partitions))
+        outside = [p for p in named if not 0 <= p < ring.partitions]
+        if outside:
+            raise InvalidArgument(
+                f"partitions {outside[:10]} are not in the ring (0..{ring.partitions - 1})"
+            )
+        foreign = [p for p in named if me not in ring.partition_primaries(p)]
+        if foreign:
+            raise InvalidArgument(
+                f"this node ({me}) holds no replica of partitions {foreign[:10]}: ask one of"
+                " their primaries (`kvstore locate`, `kvstore status`)"
+            )
+        return ring, named
+
+    async def repair(self, partitions: Sequence[int], timeout_ms: int = 0) -> RepairReport:
+        """Compare each partition (see repair_plan) with every other replica of it now, one
+        exchange at a time, within `timeout_ms` in all (0: DEFAULT_REPAIR_TIMEOUT_MS);
+        exchanges not finished by then count as failed."""
+        if not 0 <= timeout_ms <= MAX_REPAIR_TIMEOUT_MS:
+            raise InvalidArgument(
+                f"repair timeout_ms must be 0 (the default) to {MAX_REPAIR_TIMEOUT_MS},"
+                f" got {timeout_ms}"
+            )
+        ring, plan = self.repair_plan(partitions)
+        deadline = self._clock.monotonic() + (timeout_ms or DEFAULT_REPAIR_TIMEOUT_MS) / 1000
+        tally = ExchangeTally()
+        exchanges = failed = 0
+        errors: list[str] = []
+        for partition in plan:
+            for peer in ring.partition_primaries(partition):
+                if peer == self.address:
+                    continue
+                exchanges += 1
+                remaining = deadline - self._clock.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    await asyncio.wait_for(self.exchange(ring, partition, peer, tally), remaining)
+                except TimeoutError:
+                    failed += 1
+                    errors.append(f"partition {partition} with {peer}: the repair timed out")
+                except (PeerFailure, KvError) as exc:
+                    failed += 1
+                    errors.append(f"partition {partition} with {peer}: {exc}")
+        self._counters["ae_repairs"] += 1
+        log.info(
+            "repair: %d partitions, %d exchanges (%d failed), %d records merged",
+            len(plan),
+            exchanges,
+            failed,
+            tally.merged,
+        )
+        return RepairReport(
+            partitions=len(plan),
+            exchanges=exchanges,
+            keys_repaired=tally.merged,
+            failed=failed,
+            errors=tuple(errors[:MAX_REPORTED_ERRORS]),
+        )
 
 
 def _in_ranges(ranges: Sequence[tuple[int, int]], key: bytes) -> bool:

@@ -20,6 +20,7 @@ from kvstore.node.admin import Admin
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.clock import Clock, SystemClock
 from kvstore.node.coordinator import Coordinator
+from kvstore.node.drain import Drain
 from kvstore.node.gossip import Gossip
 from kvstore.node.handoff import Handoff
 from kvstore.node.hints import HintDelivery
@@ -86,6 +87,7 @@ class NodeParts:
     tasks: TaskSet
     limits: Limits
     metrics: NodeMetrics
+    drain: Drain
 
     @property
     def background(self) -> tuple[Gossip, AntiEntropy, Handoff, HintDelivery, TombstoneGC]:
@@ -104,6 +106,7 @@ class NodeParts:
                 client_receive_bytes or max_message_bytes,
                 self.admin,
                 self.metrics,
+                gate=self.drain,
             ),
             PeerServicer(
                 self.replica,
@@ -115,7 +118,7 @@ class NodeParts:
                 self.counters,
                 max_message_bytes,
             ),
-            AdminServicer(self.admin, self.replica),
+            AdminServicer(self.admin, self.replica, drain=self.drain, repair=self.anti_entropy),
         )
 
 
@@ -252,6 +255,7 @@ def build_node(
         tasks=tasks,
         limits=limits,
         metrics=metrics,
+        drain=Drain(clock, hints.round, lambda: storage.hint_count),
     )
 
 
@@ -292,8 +296,13 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             client_receive_bytes=client_message_bytes(config),
             guard=tls.guard(node.membership.is_removed) if tls else None,
         )
+        stop = stop or asyncio.Event()
         health = Health(server)
         await health.update()
+        # A drain turns the client health NOT_SERVING at once, and (unless it stays) ends
+        # the way SIGTERM does.
+        node.drain.on_draining = lambda: health.update(draining=True)
+        node.drain.exit = stop.set
         node.gossip.on_ring_known = lambda: health.update(ring_known=True)
         if node.router.ring is not None:
             await health.update(ring_known=True)
@@ -314,7 +323,6 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
                 # Metrics are for watching the node: their port taken is no reason to
                 # refuse the node's data. Said loudly, and Status still has the counters.
                 log.error("metrics endpoint not served on %s: %s", config.metrics_listen, exc)
-        stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -344,21 +352,29 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
 
 class Health:
     """What the health service says: SERVING while the node knows a ring (it can coordinate)
-    and its storage takes writes (see node.storagewatch); NOT_SERVING otherwise."""
+    and its storage takes writes (see node.storagewatch); NOT_SERVING otherwise. A draining
+    node (node.drain) says NOT_SERVING for its client service only: it is still a replica."""
 
     def __init__(self, server: GrpcServer) -> None:
         self._server = server
         self.ring_known = False
         self.storage_writable = True
+        self.draining = False
 
     async def update(
-        self, ring_known: bool | None = None, storage_writable: bool | None = None
+        self,
+        ring_known: bool | None = None,
+        storage_writable: bool | None = None,
+        draining: bool | None = None,
     ) -> None:
         if ring_known is not None:
             self.ring_known = ring_known
         if storage_writable is not None:
             self.storage_writable = storage_writable
-        await self._server.set_serving(self.ring_known and self.storage_writable)
+        if draining is not None:
+            self.draining = draining
+        replica = self.ring_known and self.storage_writable
+        await self._server.set_serving(clients=replica and not self.draining, peers=replica)
 
 
 def start_membership(

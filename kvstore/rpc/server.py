@@ -3,8 +3,9 @@
 * the client port: the KV service, with a frame limit sized from max_value_bytes;
 * the cluster port: the Peer and Admin services, with frames sized for a peer's pages;
 
-and the standard health service on both. A firewall and a TLS policy can tell them apart:
-only members and operators have any business on the cluster port."""
+and the standard health service on both, each port reporting its own services by their full
+names. A firewall and a TLS policy can tell them apart: only members and operators have any
+business on the cluster port."""
 
 from __future__ import annotations
 
@@ -20,9 +21,17 @@ from kvstore.rpc.auth import Guard, open_access
 from kvstore.rpc.peer import channel_options
 from kvstore.rpc.servicers import AdminServicer, KVServicer, PeerServicer
 
-# The names health is reported under: the whole server (""), the client service by its
-# full name, and the short name earlier versions used.
-_HEALTH_SERVICES = ("", "kvstore.v1.KV", "kvstore.KV")
+# The names health is reported under on each port (grpc.health.v1 service names: the
+# services' full names, and "" for the port as a whole):
+# * client port: "" and kvstore.v1.KV, SERVING while the node takes client requests (it
+#   knows a ring, its storage takes writes, it is not draining): readiness;
+# * cluster port: "" and kvstore.v1.Peer, SERVING while it serves as a replica (knows a
+#   ring, storage writable; a draining node still does); kvstore.v1.Admin, SERVING while
+#   the process serves at all (liveness: a node waiting for its seeds, or with a full
+#   disk, must not be restarted for it).
+CLIENT_HEALTH = ("", "kvstore.v1.KV")
+PEER_HEALTH = ("", "kvstore.v1.Peer")
+ADMIN_HEALTH = "kvstore.v1.Admin"
 
 
 def server_options(
@@ -86,22 +95,25 @@ class GrpcServer:
         self._cluster = grpc.aio.server(options=server_options(max_message_bytes, limits))
         pb_grpc.add_PeerServicer_to_server(guarded("Peer", peer), self._cluster)
         pb_grpc.add_AdminServicer_to_server(guarded("Admin", admin), self._cluster)
-        self._health = HealthServicer()
-        for server in (self._client, self._cluster):
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self._client_health = HealthServicer()
+        self._cluster_health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._client_health, self._client)
+        health_pb2_grpc.add_HealthServicer_to_server(self._cluster_health, self._cluster)
 
-    async def set_serving(self, serving: bool) -> None:
-        """Probes (docker HEALTHCHECK, k8s readiness) pass once the node knows a ring and so
+    async def set_serving(self, clients: bool, peers: bool | None = None) -> None:
+        """Probes (k8s readiness, docker HEALTHCHECK) pass once the node knows a ring and so
         can coordinate requests; before that it answers NOT_SERVING (the servicer's own
-        default for the whole server is SERVING, which would be a lie while the node waits
-        for its seeds)."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for service in _HEALTH_SERVICES:
-            await self._health.set(service, status)
+        default for "" is SERVING, which would be a lie while the node waits for its seeds).
+        `clients`: the client port's services; `peers`: the cluster port's Peer service
+        (default: as `clients`). Admin is SERVING from the start: see ADMIN_HEALTH."""
+        peers = clients if peers is None else peers
+        for health, names, serving in (
+            (self._client_health, CLIENT_HEALTH, clients),
+            (self._cluster_health, PEER_HEALTH, peers),
+        ):
+            for service in names:
+                await health.set(service, _status(serving))
+        await self._cluster_health.set(ADMIN_HEALTH, _status(True))
 
     async def start(
         self,
@@ -124,6 +136,17 @@ class GrpcServer:
         await self._client.start()
 
     async def stop(self, grace_s: float) -> None:
+        # Every service of both ports NOT_SERVING, for probes that ask while it stops.
+        await self._client_health.enter_graceful_shutdown()
+        await self._cluster_health.enter_graceful_shutdown()
         # Clients first: requests in flight may still need the peers to finish.
         await self._client.stop(grace=grace_s)
         await self._cluster.stop(grace=grace_s)
+
+
+def _status(serving: bool) -> Any:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )

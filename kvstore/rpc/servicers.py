@@ -19,6 +19,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.core.cluster import ClusterView, InvalidView
 from kvstore.core.limits import DEFAULT_LIMITS, Limits
+from kvstore.core.maintenance import DrainReport, RepairReport
 from kvstore.core.requests import (
     ForwardedPut,
     GetAnswer,
@@ -37,7 +38,6 @@ from kvstore.errors import (
     InvalidArgument,
     KvError,
     Overloaded,
-    PermissionDenied,
     StorageError,
     Unavailable,
 )
@@ -103,6 +103,33 @@ class Administering(Protocol):
     def leave(self) -> None: ...
     def remove(self, address: str) -> None: ...
     def topology(self) -> Topology: ...
+
+
+class ClientGate(Protocol):
+    """Whether the node takes client calls now (node.drain): `enter` raises Draining when
+    it does not; each call that entered `leave`s when it ends."""
+
+    def enter(self) -> None: ...
+    def leave(self) -> None: ...
+
+
+class Draining(Protocol):
+    async def drain(self, timeout_ms: int, stay: bool) -> DrainReport: ...
+    def answered(self, report: DrainReport) -> None: ...
+
+
+class Repairing(Protocol):
+    async def repair(self, partitions: Sequence[int], timeout_ms: int) -> RepairReport: ...
+
+
+class _OpenGate:
+    """The gate of a node that never drains (tests, tools): every call enters."""
+
+    def enter(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        pass
 
 
 # ---- translation helpers ----
@@ -209,7 +236,9 @@ class KVServicer(pb_grpc.KVServicer):
         receive_bytes: int = 0,
         admin: Administering | None = None,
         metrics: RequestMetrics = NO_METRICS,
+        gate: ClientGate | None = None,
     ) -> None:
+        self._gate: ClientGate = gate or _OpenGate()
         self._coordinator = coordinator
         self._metrics = metrics
         self._replica = replica
@@ -233,19 +262,28 @@ class KVServicer(pb_grpc.KVServicer):
         size: int,
         call: Callable[[], Awaitable[T]],
     ) -> T:
-        """`call` within the node's bound on requests in flight (Overloaded past it)."""
+        """`call` within the node's bound on requests in flight (Overloaded past it), while
+        the node takes client calls (Draining otherwise)."""
         started = time.monotonic()
         try:
-            self._admission.enter(items, size)
-        except Overloaded as exc:
+            self._gate.enter()
+        except KvError as exc:
             self._metrics.record(operation, exc, time.monotonic() - started)
             await abort(context, exc)
         try:
-            return await _answer(
-                context, partial(self._timed, operation, started, call), call_name(call)
-            )
+            try:
+                self._admission.enter(items, size)
+            except Overloaded as exc:
+                self._metrics.record(operation, exc, time.monotonic() - started)
+                await abort(context, exc)
+            try:
+                return await _answer(
+                    context, partial(self._timed, operation, started, call), call_name(call)
+                )
+            finally:
+                self._admission.leave(items, size, (time.monotonic() - started) * 1000)
         finally:
-            self._admission.leave(items, size, (time.monotonic() - started) * 1000)
+            self._gate.leave()
 
     async def _timed(self, operation: str, started: float, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -304,7 +342,13 @@ class KVServicer(pb_grpc.KVServicer):
         self, request_iterator: AsyncIterator[pb.ClientCalls], context: grpc.aio.ServicerContext
     ) -> None:
         """A client's calls, many per message, each answered when it is done (in any order);
-        a cancel from the client stops one."""
+        a cancel from the client stops one. A draining node opens no new stream (the client
+        sends to another node); on an open one it refuses each new call."""
+        try:
+            self._gate.enter()
+        except KvError as exc:
+            await abort(context, exc)
+        self._gate.leave()  # the stream's calls are counted one by one
         session: StreamSession[pb.ClientCall, pb.ClientResult] = StreamSession(
             context,
             _client_results,
@@ -342,8 +386,15 @@ class KVServicer(pb_grpc.KVServicer):
         try:
             if kind in ("put", "put_many"):
                 auth.require("write")  # the stream was opened by a reader at least
+            self._gate.enter()
+        except KvError as exc:  # PermissionDenied, Draining
+            self._metrics.record(operation, exc, time.monotonic() - started)
+            session.reply(pb.ClientResult(id=call.id, error=call_error(exc)))
+            return
+        try:
             self._admission.enter(items, size)
-        except (Overloaded, PermissionDenied) as exc:
+        except Overloaded as exc:
+            self._gate.leave()
             self._metrics.record(operation, exc, time.monotonic() - started)
             session.reply(pb.ClientResult(id=call.id, error=call_error(exc)))
             return
@@ -366,6 +417,7 @@ class KVServicer(pb_grpc.KVServicer):
     ) -> None:
         elapsed = time.monotonic() - started
         self._admission.leave(items, size, elapsed * 1000)
+        self._gate.leave()
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
         self._metrics.record(operation, error, elapsed)
 
@@ -688,9 +740,55 @@ async def _topology(
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, admin: Administering, replica: Replicating) -> None:
+    def __init__(
+        self,
+        admin: Administering,
+        replica: Replicating,
+        drain: Draining | None = None,
+        repair: Repairing | None = None,
+    ) -> None:
         self._admin = admin
         self._replica = replica
+        self._drain = drain
+        self._repair = repair
+
+    async def Drain(
+        self, request: pb.DrainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DrainResponse:
+        drain = self._drain
+
+        async def call() -> pb.DrainResponse:
+            if drain is None:
+                raise Unavailable("this node cannot drain")
+            report = await drain.drain(request.timeout_ms, request.stay)
+            # Stopping waits for the answer to be sent: the caller learns what was left.
+            context.add_done_callback(lambda _: drain.answered(report))
+            return pb.DrainResponse(
+                hints_delivered=report.hints_delivered,
+                hints_left=report.hints_left,
+                exiting=report.exiting,
+            )
+
+        return await _answer(context, call)
+
+    async def Repair(
+        self, request: pb.RepairRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepairResponse:
+        repair = self._repair
+
+        async def call() -> pb.RepairResponse:
+            if repair is None:
+                raise Unavailable("this node cannot repair")
+            report = await repair.repair(list(request.partitions), request.timeout_ms)
+            return pb.RepairResponse(
+                partitions=report.partitions,
+                exchanges=report.exchanges,
+                keys_repaired=report.keys_repaired,
+                failed=report.failed,
+                errors=list(report.errors),
+            )
+
+        return await _answer(context, call)
 
     async def LocalGet(
         self, request: pb.LocalGetRequest, context: grpc.aio.ServicerContext

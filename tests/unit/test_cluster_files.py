@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kvstore.cli.main import build_parser
 from kvstore.config import ENV_PREFIX, SETTINGS, load_node_config, parse_address
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
@@ -150,17 +151,48 @@ def test_every_pod_gets_a_valid_config(k8s: dict[str, dict[str, Any]], namespace
     assert seeds_seen == set(config.seeds)
 
 
-def test_readiness_runs_kvstore_health(k8s: dict[str, dict[str, Any]]) -> None:
+def named_port(sts: dict[str, Any], name: str) -> int:
+    (port,) = [p for p in container(sts)["ports"] if p["name"] == name]
+    return int(port["containerPort"])
+
+
+def test_probes_are_native_grpc_probes_of_the_real_services(
+    k8s: dict[str, dict[str, Any]],
+) -> None:
+    sts = k8s["StatefulSet"]
+    env = pod_env(sts, "kvstore-0", "default")
+    config = load_node_config(env=node_env(env))
+    client_port, cluster_port = named_port(sts, "client"), named_port(sts, "grpc")
+    assert config.client_listen.endswith(f":{client_port}")
+    assert config.listen.endswith(f":{cluster_port}")
+    # Kubelet's gRPC probe cannot speak TLS: the manifest must run its nodes without it.
+    assert config.security.insecure
+    for c in sts["spec"]["template"]["spec"]["containers"]:
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert set(c[probe]) & {"exec", "tcpSocket", "httpGet"} == set(), probe
+        # Ready: the client service by its full name, on the client port.
+        assert c["readinessProbe"]["grpc"] == {"port": client_port, "service": "kvstore.v1.KV"}
+        # Alive: the Admin service, SERVING while the process serves (a newcomer waiting for
+        # the ring is NOT_SERVING for clients and must not be restarted for it).
+        assert c["livenessProbe"]["grpc"] == {"port": cluster_port, "service": "kvstore.v1.Admin"}
+
+
+def test_pre_stop_drains_the_local_node_within_the_grace_period(
+    k8s: dict[str, dict[str, Any]],
+) -> None:
     sts = k8s["StatefulSet"]
     c = container(sts)
-    command = c["readinessProbe"]["exec"]["command"]
-    assert command[:2] == ["kvstore", "health"]
-    assert command[command.index("--node") + 1] == f"127.0.0.1:{container_port(sts)}"
-    assert "livenessProbe" in c
+    command = c["lifecycle"]["preStop"]["exec"]["command"]
     # Draining, not leaving: a preStop `kvstore leave` would empty the node on every restart.
-    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
-    assert "leave" not in pre_stop
-    assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 5
+    assert command[:2] == ["kvstore", "drain"] and "leave" not in command
+    assert command[command.index("--node") + 1] == f"127.0.0.1:{container_port(sts)}"
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "drain" and args.plaintext
+    # The drain's bound, the CLI's start (~2 s) and the node's stop (2 s of grace) fit in the
+    # pod's grace period, or the kubelet kills the node mid-drain.
+    assert args.drain_timeout > 0
+    grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= args.drain_timeout + 10
 
 
 def test_data_volume_is_mounted_at_the_data_dir(k8s: dict[str, dict[str, Any]]) -> None:

@@ -40,6 +40,7 @@ LAYERS: list[list[str]] = [
     ["kvstore.client"],
     ["kvstore.bench", "kvstore.chaos"],
     ["kvstore.cli"],
+    ["kvstore.__main__"],  # `python -m kvstore`: runs the CLI
 ]
 
 # Third-party packages only some modules may import (the module or package named, or any

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kvstore import __version__
 from kvstore.bench import report
 from kvstore.bench.adapters import STORES, StoreUnavailable
 from kvstore.bench.cpu import CpuProbe, parse_server_pids
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="phase", required=True)
     for phase in ("load", "run"):
         p = sub.add_parser(phase, help=f"the {phase} phase")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kvstore import __version__
 from kvstore.chaos.backend import Backend, ChaosError
 from kvstore.chaos.nemesis import NEMESES
 from kvstore.chaos.runner import Scenario, run
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run one scenario and judge it")
     p.add_argument("--backend", choices=("local", "docker"), default="local")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from kvstore import __version__
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client import TLS, Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
@@ -97,6 +99,7 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvstore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_local(sub)
@@ -424,8 +427,26 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+# What the node needs beyond the client comes with the [server] extra: a client-only install
+# answers these commands with how to get it, not an ImportError's traceback.
+DISTRIBUTION = "kvstore-dynamo"
+SERVER_COMMANDS = frozenset({"serve", "local", "certs"})
+SERVER_MODULES = ("rocksdict", "cryptography", "prometheus_client")
+
+
+def missing_server_modules() -> list[str]:
+    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in SERVER_COMMANDS and (missing := missing_server_modules()):
+        print(
+            f"kvstore: `kvstore {args.command}` needs the node's packages ({', '.join(missing)}"
+            f" missing): install {DISTRIBUTION}[server], e.g. pip install '{DISTRIBUTION}[server]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.command == "serve":
             return _serve(args)

@@ -102,13 +102,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"sdist": sdist, "wheel": wheel}
 
 
+# What reaching PyPI may need here (a proxy, a mirror, a CA), and pip's cache.
+_PASSED_ON = (
+    "HOME", "LANG", "TMPDIR", "XDG_CACHE_HOME", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
+
+
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """No trace of this venv or checkout: the clean venv imports only what it installed."""
-    env = {
-        name: os.environ[name]
-        for name in ("HOME", "LANG", "TMPDIR", "XDG_CACHE_HOME", "PIP_INDEX_URL", "PIP_CERT")
-        if name in os.environ
-    }
+    env = {name: os.environ[name] for name in _PASSED_ON if name in os.environ}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return {**env, **(extra or {})}

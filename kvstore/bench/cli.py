@@ -39,6 +39,7 @@ from kvstore.bench.workloads import (
     check_supported,
     custom_workload,
 )
+from kvstore.extras import missing_extra
 
 # Inserts of client process i start at records + i * INSERT_STRIDE: disjoint new keys.
 INSERT_STRIDE = 1_000_000_000
@@ -296,6 +297,9 @@ def plot_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.phase != "plot" and (problem := missing_extra("bench")):
+        print(f"kvbench {args.phase}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.phase == "plot":
             return plot_command(args)

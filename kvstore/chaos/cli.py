@@ -24,6 +24,7 @@ from kvstore.chaos.nemesis import NEMESES
 from kvstore.chaos.runner import Scenario, run
 from kvstore.chaos.workloads import WORKLOADS
 from kvstore.errors import KvError
+from kvstore.extras import missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +88,10 @@ def print_verdict(report: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The local backend runs node processes from this environment.
+    if args.backend == "local" and (problem := missing_extra("server")):
+        print(f"kvchaos --backend local: {problem}", file=sys.stderr)
+        return 2
     scenario = Scenario(
         nemesis=args.nemesis,
         workload=args.workload,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from kvstore.client import TLS, Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
 from kvstore.config import SETTINGS, load_node_config
 from kvstore.errors import KvError
+from kvstore.extras import missing_extra
 
 # Where `kvstore local` puts its nodes: cluster ports 7101.., client ports 1000 higher.
 DEFAULT_SEEDS = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"
@@ -427,25 +427,14 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-# What the node needs beyond the client comes with the [server] extra: a client-only install
-# answers these commands with how to get it, not an ImportError's traceback.
-DISTRIBUTION = "kvstore-dynamo"
+# The node's packages come with the [server] extra, which a client-only install lacks.
 SERVER_COMMANDS = frozenset({"serve", "local", "certs"})
-SERVER_MODULES = ("rocksdict", "cryptography", "prometheus_client")
-
-
-def missing_server_modules() -> list[str]:
-    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in SERVER_COMMANDS and (missing := missing_server_modules()):
-        print(
-            f"kvstore: `kvstore {args.command}` needs the node's packages ({', '.join(missing)}"
-            f" missing): install {DISTRIBUTION}[server], e.g. pip install '{DISTRIBUTION}[server]'",
-            file=sys.stderr,
-        )
+    if args.command in SERVER_COMMANDS and (problem := missing_extra("server")):
+        print(f"kvstore {args.command}: {problem}", file=sys.stderr)
         return 2
     try:
         if args.command == "serve":

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 import kvstore
+from kvstore.extras import DISTRIBUTION, EXTRA_MODULES
 from kvstore.node.local_cluster import LocalCluster
 from tests.conftest import free_ports
 
@@ -249,6 +250,13 @@ def test_the_constraints_pin_every_dependency_in_its_range() -> None:
         assert requirement.specifier.contains(pins[name]), (text, pins[name])
 
 
+def test_the_extras_the_commands_ask_for_are_the_ones_pyproject_declares() -> None:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["name"] == DISTRIBUTION == DIST
+    assert set(EXTRA_MODULES) <= set(project["optional-dependencies"])
+
+
 # --- the project's venv -------------------------------------------------------------------
 
 
@@ -316,16 +324,35 @@ def test_importing_the_client_loads_no_server_or_bench_package(
     assert seen["loaded"] == []
 
 
-@pytest.mark.parametrize("command", [["serve"], ["local", "--nodes", "1"], ["certs", "--dir", "x"]])
-def test_a_server_command_names_the_extra_it_needs(
-    client_venv: Path, tmp_path: Path, command: list[str]
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["kvstore", "serve"], "server"),
+        (["kvstore", "local", "--nodes", "1", "--data-dir", "x"], "server"),
+        (["kvstore", "certs", "--dir", "x"], "server"),
+        (["kvchaos", "run", "--backend", "local", "--data-dir", "x"], "server"),
+        (["kvbench", "load", "--records", "10"], "bench"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v[:2]),
+)
+def test_a_command_names_the_extra_it_needs(
+    client_venv: Path, tmp_path: Path, argv: list[str], extra: str
 ) -> None:
-    result = _in_venv(client_venv, ["kvstore", *command], tmp_path, check=False)
+    result = _in_venv(client_venv, argv, tmp_path, check=False)
     assert result.returncode == 2
-    assert f"pip install '{DIST}[server]'" in result.stderr
-    assert "rocksdict" in result.stderr and "cryptography" in result.stderr
+    assert f"pip install '{DIST}[{extra}]'" in result.stderr
+    for module in EXTRA_MODULES[extra]:
+        assert module in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x").exists()  # nothing was made
+    assert list(tmp_path.iterdir()) == []  # nothing was made
+
+
+def test_every_command_prints_its_version_without_the_extras(
+    client_venv: Path, tmp_path: Path
+) -> None:
+    for command in ("kvbench", "kvchaos"):
+        result = _in_venv(client_venv, [command, "--version"], tmp_path)
+        assert result.stdout == f"{command} {VERSION}\n"
 
 
 @pytest.fixture(scope="module")

@@ -312,6 +312,20 @@ print(json.dumps({
 """
 
 
+def test_importing_the_client_loads_no_server_or_bench_package_even_when_installed(
+    tmp_path: Path,
+) -> None:
+    """In this venv every extra is installed: importing the client must still load none of
+    them (in the clean venv they are absent, so there an import would fail instead)."""
+    result = _run(
+        [sys.executable, "-c", _IMPORTS, *SERVER_ONLY, *BENCH_ONLY], RUN_TIMEOUT_S, cwd=tmp_path
+    )
+    # ... which are all installed here.
+    _run([sys.executable, "-c", f"import {', '.join((*SERVER_ONLY, *BENCH_ONLY))}"],
+         RUN_TIMEOUT_S, cwd=tmp_path)  # fmt: skip
+    assert json.loads(result.stdout)["loaded"] == []
+
+
 def test_importing_the_client_loads_no_server_or_bench_package(
     client_venv: Path, tmp_path: Path
 ) -> None:

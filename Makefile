@@ -19,10 +19,13 @@ CLUSTER_IMAGE ?= kvstore:latest
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py native/kvstore/_native.pyx native/kvstore/_native.pxd native/murmur3.h
+# Exact versions from constraints.txt (pyproject.toml states ranges). A venv made before the
+# distribution was renamed still holds it as `kvstore`: uninstalled first.
+$(STAMP): pyproject.toml constraints.txt setup.py native/kvstore/_native.pyx native/kvstore/_native.pxd native/murmur3.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip uninstall --quiet --quiet --yes kvstore
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(PY) setup.py --quiet build_ext --inplace
 	touch $(STAMP)
 
@@ -62,7 +65,7 @@ proto: setup
 	$(PY) proto/generate.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info kvstore/_native*.so native/kvstore/_native.c
+	rm -rf $(VENV) build dist wheelhouse *.egg-info kvstore/_native*.so native/kvstore/_native.c
 
 # The node image, built with no registry (cluster/base-image + prebuilt wheels); BASE (e.g.
 # BASE=python:3.11-slim where a registry is reachable) passes through to cluster/build-image.

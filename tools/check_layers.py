@@ -32,7 +32,7 @@ from pathlib import Path
 # package and everything under it). Groups of the same layer are siblings: independent of
 # each other.
 LAYERS: list[list[str]] = [
-    ["kvstore._pb", "kvstore._native", "kvstore.errors"],  # foundation
+    ["kvstore._pb", "kvstore._native", "kvstore.errors", "kvstore.extras"],  # foundation
     ["kvstore.core"],
     ["kvstore.storage", "kvstore.config", "kvstore.security"],
     ["kvstore.rpc"],
@@ -40,6 +40,7 @@ LAYERS: list[list[str]] = [
     ["kvstore.client"],
     ["kvstore.bench", "kvstore.chaos"],
     ["kvstore.cli"],
+    ["kvstore.__main__"],  # `python -m kvstore`: runs the CLI
 ]
 
 # Third-party packages only some modules may import (the module or package named, or any

@@ -134,7 +134,7 @@ class RedisStore:
             import redis.asyncio
         except ImportError:
             raise StoreUnavailable(
-                "--store redis needs redis-py: pip install 'kvstore[redis]'"
+                "--store redis needs redis-py: pip install 'kvstore-dynamo[bench]'"
             ) from None
         if r not in (None, 1):
             raise StoreUnavailable("Redis reads one copy (the primary): --r must be 1 or unset")

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kvstore import __version__
 from kvstore.bench import report
 from kvstore.bench.adapters import STORES, StoreUnavailable
 from kvstore.bench.cpu import CpuProbe, parse_server_pids
@@ -39,6 +40,7 @@ from kvstore.bench.workloads import (
     check_supported,
     custom_workload,
 )
+from kvstore.extras import missing_extra
 
 # Inserts of client process i start at records + i * INSERT_STRIDE: disjoint new keys.
 INSERT_STRIDE = 1_000_000_000
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="phase", required=True)
     for phase in ("load", "run"):
         p = sub.add_parser(phase, help=f"the {phase} phase")
@@ -340,6 +343,9 @@ def plot_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.phase != "plot" and (problem := missing_extra("bench")):
+        print(f"kvbench {args.phase}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.phase == "plot":
             return plot_command(args)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from hdrh.histogram import HdrHistogram
+if TYPE_CHECKING:
+    from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
 HIGHEST_US = 60_000_000
@@ -15,8 +17,18 @@ PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 CURVE_PERCENTILES = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)
 
 
+# hdrh is imported on first use (it comes with the [bench] extra): importing kvbench's
+# modules needs none, so `kvbench` can say which extra is missing instead of failing.
 def _new() -> HdrHistogram:
+    from hdrh.histogram import HdrHistogram
+
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def _decode(encoded: bytes) -> HdrHistogram:
+    from hdrh.histogram import HdrHistogram
+
+    return HdrHistogram.decode(encoded)
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class LatencyRecorder:
         if not isinstance(histograms, Mapping):
             raise ValueError("histograms must be a mapping of operation to encoded histogram")
         for op, encoded in histograms.items():
-            recorder._histograms[str(op)] = HdrHistogram.decode(str(encoded).encode())
+            recorder._histograms[str(op)] = _decode(str(encoded).encode())
         clipped = data.get("clipped", 0)
         recorder.clipped = int(clipped) if isinstance(clipped, int | str) else 0
         return recorder

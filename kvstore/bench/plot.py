@@ -14,7 +14,7 @@ try:
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 except ImportError:  # pragma: no cover - depends on the installed extras
-    raise ImportError("kvbench plot needs matplotlib: pip install 'kvstore[plot]'") from None
+    raise ImportError("kvbench plot needs matplotlib: pip install 'kvstore-dynamo[plot]'") from None
 
 Document = Mapping[str, Any]
 

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kvstore import __version__
 from kvstore.chaos.backend import Backend, ChaosError
 from kvstore.chaos.nemesis import NEMESES
 from kvstore.chaos.runner import Scenario, run
 from kvstore.chaos.workloads import WORKLOADS
 from kvstore.errors import KvError
+from kvstore.extras import missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run one scenario and judge it")
     p.add_argument("--backend", choices=("local", "docker"), default="local")
@@ -85,6 +88,10 @@ def print_verdict(report: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The local backend runs node processes from this environment.
+    if args.backend == "local" and (problem := missing_extra("server")):
+        print(f"kvchaos --backend local: {problem}", file=sys.stderr)
+        return 2
     scenario = Scenario(
         nemesis=args.nemesis,
         workload=args.workload,

@@ -96,7 +96,9 @@ class DockerBackend(Backend):
         try:
             import docker  # the `chaos` extra
         except ImportError as exc:
-            raise ChaosError("the docker backend needs the docker SDK: pip install docker") from exc
+            raise ChaosError(
+                "the docker backend needs the docker SDK: pip install 'kvstore-dynamo[chaos]'"
+            ) from exc
         try:
             self._docker = docker.from_env()
             self._docker.ping()

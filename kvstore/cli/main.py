@@ -15,11 +15,13 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from kvstore import __version__
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client import TLS, Client, GetResult, PutResult
 from kvstore.client._common import parse_seeds
 from kvstore.config import SETTINGS, load_node_config, parse_address
 from kvstore.errors import ConfigError, KvError
+from kvstore.extras import missing_extra
 
 # Where `kvstore local` puts its nodes: cluster ports 7101.., client ports 1000 higher.
 DEFAULT_SEEDS = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103"
@@ -124,6 +126,7 @@ def _top(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvstore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_local(sub)
@@ -530,8 +533,15 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+# The node's packages come with the [server] extra, which a client-only install lacks.
+SERVER_COMMANDS = frozenset({"serve", "local", "certs", "top"})  # top parses metrics
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in SERVER_COMMANDS and (problem := missing_extra("server")):
+        print(f"kvstore {args.command}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.command == "serve":
             return _serve(args)

@@ -56,6 +56,8 @@ CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
 # call's timeout); a call that finds no node reachable asks at once.
 TOPOLOGY_REFRESH_S = 30.0
 TOPOLOGY_TIMEOUT_S = 2.0
+# How soon to ask again when the answer did not name every ring member's client address.
+TOPOLOGY_RETRY_S = 1.0
 
 
 class AsyncClient:
@@ -219,6 +221,10 @@ class AsyncClient:
                 continue
             self._nodes.table = table
             self._stats.topology_refreshes += 1
+            if not table.complete:
+                # Asked before gossip spread every member's record: ask again soon.
+                loop_time = asyncio.get_running_loop().time()
+                self._topology_due = min(self._topology_due, loop_time + TOPOLOGY_RETRY_S)
             return
 
     def stats(self) -> ClientStats:

@@ -35,6 +35,12 @@ class RoutingTable:
     def addresses(self) -> list[str]:
         return sorted(set(self.client_of.values()))
 
+    @property
+    def complete(self) -> bool:
+        """Whether every ring member's client address is known (right after a start, a
+        node may not have heard every member's record yet)."""
+        return self.ring is not None and all(m in self.client_of for m in self.ring.members)
+
     def preference(self, key: bytes) -> tuple[list[str], int]:
         """The key's members in the ring's preference order (client addresses), and how
         many of the first are its primaries."""
@@ -82,8 +88,13 @@ class NodeSelector:
 
     @property
     def addresses(self) -> list[str]:
-        """Every node calls may go to: the members, or the seeds before a topology."""
-        return self.table.addresses if self.table is not None else list(self.seeds)
+        """Every node calls may go to: the members the topology names, and the seeds (a
+        topology may not name every member yet; a seed that left is skipped by its
+        breaker once it fails)."""
+        if self.table is None:
+            return list(self.seeds)
+        known = self.table.addresses
+        return known + [s for s in self.seeds if s not in set(known)]
 
     def breaker(self, address: str) -> CircuitBreaker:
         breaker = self._breakers.get(address)

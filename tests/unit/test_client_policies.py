@@ -268,3 +268,14 @@ def test_a_call_no_node_answers_times_out_within_its_deadline() -> None:
     outcome, fake, _, _ = asyncio.run(_run({"a:1": "hang", "b:1": "hang"}, 0.01, timeout=0.1))
     assert isinstance(outcome, Timeout)
     assert fake.sent == ["a:1", "b:1"]
+
+
+def test_a_topology_that_does_not_name_every_member_yet_keeps_the_seeds_in_play() -> None:
+    answer = _topology(MEMBERS)
+    del answer.members[1:]  # asked before gossip spread the other members' records
+    selector = NodeSelector(["10.0.0.9:8101", "10.0.0.2:8101"], NO_JITTER, random.Random(1))
+    selector.table = table_from(answer)
+    assert not selector.table.complete
+    nodes, _ = selector.order(b"any", 0.0)
+    assert sorted(nodes) == ["10.0.0.1:8101", "10.0.0.2:8101", "10.0.0.9:8101"]
+    assert table_from(_topology(MEMBERS)).complete

@@ -1,7 +1,7 @@
 """kvstore: a Dynamo-style replicated key-value store.
 
 from kvstore import Client
-with Client("127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103") as kv:
+with Client("127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103") as kv:
     kv.put("greeting", b"hello")
     result = kv.get("greeting")        # result.values, result.context, result.found
 """

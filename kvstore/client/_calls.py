@@ -23,6 +23,7 @@ from kvstore.errors import (
     KvError,
     Overloaded,
     PermissionDenied,
+    StorageUnavailable,
     Timeout,
     TransportError,
     Unauthenticated,
@@ -65,9 +66,21 @@ class ClientStats:
 
 
 # Server-reported failures worth a try elsewhere (or later), and those of them that count
-# against the node that reported them (it is overloaded, draining, or its disk failed).
-_RETRYABLE = (Unavailable, Timeout, Overloaded)
-_NODE_FAULTS = (Unavailable, Overloaded)
+# against the node that reported them (it is overloaded or its disk failed; Unavailable is
+# about the key's replicas, not the node that coordinated). A server's Timeout is not
+# retried: it spent the call's budget (its timeout_ms is the call's).
+_RETRYABLE = (Unavailable, Overloaded, StorageUnavailable)
+_NODE_FAULTS = (Overloaded, StorageUnavailable)
+
+
+class _Try:
+    __slots__ = ("address", "hedge", "overtaken", "started")
+
+    def __init__(self, address: str, started: float, hedge: bool) -> None:
+        self.address = address
+        self.started = started
+        self.hedge = hedge
+        self.overtaken = False
 
 
 class Tries:
@@ -88,6 +101,7 @@ class Tries:
         "_nodes",
         "_pending",
         "_policy",
+        "_retry_timer",
         "_rng",
         "_sent",
         "_stats",
@@ -120,13 +134,16 @@ class Tries:
         self._latency = latency
         self._stats = stats
         self._rng = rng
-        self._pending: dict[asyncio.Future[pb.ClientResult], tuple[str, float, bool]] = {}
+        # Each try out: its node, when it left, whether it is a hedge, and whether a hedge
+        # has since been sent past it (it was slow).
+        self._pending: dict[asyncio.Future[pb.ClientResult], _Try] = {}
         self._errors: list[KvError] = []
         self._sent = 0  # tries that left (the retry budget counts these)
         self._unsent = 0  # tries that could not be sent, in a row
         self._attempts = 0  # nodes taken from the order so far
         self._hedge_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
         self.result: asyncio.Future[Any] = self._loop.create_future()
         self.result.add_done_callback(self._ended)
 
@@ -148,10 +165,16 @@ class Tries:
             return
         address = self._nodes[self._attempts % len(self._nodes)]
         self._attempts += 1
-        self._breaker_of(address).take(self._loop.time())
+        breaker = self._breaker_of(address)
+        breaker.take(self._loop.time())
         self._stats.tries += 1
-        future = self._submit(address, remaining)
-        self._pending[future] = (address, self._loop.time(), hedge)
+        try:
+            future = self._submit(address, remaining)
+        except Exception as exc:  # a bug below us: the call fails, the probe is freed
+            breaker.release()
+            self._finish(KvError(f"{address}: {type(exc).__name__}: {exc}"))
+            return
+        self._pending[future] = _Try(address, self._loop.time(), hedge)
         future.add_done_callback(self._answered)
 
     def _hedge(self) -> None:
@@ -159,19 +182,22 @@ class Tries:
         if self.result.done() or not self._pending:
             return
         now = self._loop.time()
-        for address, _, _ in self._pending.values():
-            self._breaker_of(address).slow(now)
+        for attempt in self._pending.values():
+            attempt.overtaken = True
+            self._breaker_of(attempt.address).slow(now)
         self._stats.hedges += 1
         self._try(hedge=True)
 
     # ---- answers ----
 
     def _answered(self, future: asyncio.Future[pb.ClientResult]) -> None:
-        address, started, hedge = self._pending.pop(future)
+        attempt = self._pending.pop(future)
+        address = attempt.address
         now = self._loop.time()
         breaker = self._breaker_of(address)
         if future.cancelled():
-            return  # the caller gave up on the call
+            breaker.release()  # the caller gave up, or another try answered a write
+            return
         exc = future.exception()
         if exc is None:
             result = future.result()
@@ -189,19 +215,23 @@ class Tries:
                     breaker.success()  # it answered: the request was the trouble
                 self._failed(reported, isinstance(reported, _RETRYABLE), sent=True)
                 return
-            breaker.success()
-            self._latency.record(now - started)
+            if attempt.overtaken:
+                breaker.late()
+            else:
+                breaker.success()
+            self._latency.record(now - attempt.started)
             if not self.result.done():
-                if hedge:
+                if attempt.hedge:
                     self._stats.hedges_won += 1
                 self.result.set_result(result)
             return
         if isinstance(exc, NeverSent):
-            breaker.failure(now)
             if exc.code in REFUSED_CREDENTIALS:
                 # Every node of the cluster checks the same credentials: say so now.
+                breaker.release()
                 self._finish(REFUSED_CREDENTIALS[exc.code](str(exc)))
                 return
+            breaker.failure(now)
             self._failed(TransportError(f"cannot reach node ({address}): {exc}"), True, False)
         elif isinstance(exc, OutcomeUnknown):
             breaker.failure(now)
@@ -213,10 +243,13 @@ class Tries:
                 )
             self._failed(error, True, True)
         elif isinstance(exc, CallTooLarge):
+            breaker.release()
             self._finish(TOO_LARGE.get(self._kind, BatchTooLarge)(str(exc)))
         elif isinstance(exc, KvError):
+            breaker.release()
             self._failed(exc, False, True)
         else:
+            breaker.release()
             self._finish(KvError(f"{address}: {type(exc).__name__}: {exc}"))
 
     def _failed(self, error: KvError, retryable: bool, sent: bool) -> None:
@@ -226,8 +259,8 @@ class Tries:
         if not retryable:
             self._finish(error)
             return
-        if self._pending:
-            return  # another try is still out: it may yet answer
+        if any(not attempt.overtaken for attempt in self._pending.values()):
+            return  # another try is still out and not yet slow: it may well answer
         if not sent:
             # It never left: the next node at once, until every node was tried once.
             self._unsent += 1
@@ -250,11 +283,15 @@ class Tries:
             self._finish(error)
             return
         self._stats.retries += 1
-        self._loop.call_later(delay, self._try, False)
+        self._retry_timer = self._loop.call_later(delay, self._try, False)
 
     def _expired(self) -> None:
         self._deadline_timer = None
-        self._finish(Timeout("deadline exceeded: no node answered in time; the outcome is unknown"))
+        self._finish(
+            self._last_error(
+                Timeout("deadline exceeded: no node answered in time; the outcome is unknown")
+            )
+        )
 
     def _last_error(self, fallback: KvError) -> KvError:
         return self._errors[-1] if self._errors else fallback
@@ -264,12 +301,16 @@ class Tries:
             self.result.set_exception(error)
 
     def _ended(self, result: asyncio.Future[Any]) -> None:
-        for timer in (self._hedge_timer, self._deadline_timer):
+        for timer in (self._hedge_timer, self._deadline_timer, self._retry_timer):
             if timer is not None:
                 timer.cancel()
-        self._hedge_timer = self._deadline_timer = None
-        if result.cancelled():
+        self._hedge_timer = self._deadline_timer = self._retry_timer = None
+        if result.cancelled() or self._kind.startswith("put"):
+            # A write's other tries are called off once one answered: one left to land
+            # late on a node that no longer holds the write (a later write replaced it)
+            # would bring its value back as a sibling. (The slow node's breaker has heard
+            # of it as slow.)
             for future in list(self._pending):
                 future.cancel()
-        # Otherwise tries still out are left to end by themselves: their answers (or their
+        # A read's tries still out are left to end by themselves: their answers (or their
         # deadlines) tell the breakers whether their nodes are well.

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -40,7 +41,7 @@ from kvstore.client.latency import LatencyWindow
 from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
 from kvstore.client.results import GetItem, GetResult, PutResult, PutResultItem
 from kvstore.client.routing import NodeSelector, table_from
-from kvstore.errors import InvalidOption, KvError
+from kvstore.errors import InvalidOption, KvError, TransportError
 from kvstore.rpc.channels import ChannelPool
 from kvstore.rpc.streams import CallStream, stream_to
 
@@ -56,8 +57,10 @@ CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
 # call's timeout); a call that finds no node reachable asks at once.
 TOPOLOGY_REFRESH_S = 30.0
 TOPOLOGY_TIMEOUT_S = 2.0
-# How soon to ask again when the answer did not name every ring member's client address.
+# How soon to ask again when no answer came, or it did not name every ring member's client
+# address; and how many nodes one ask tries.
 TOPOLOGY_RETRY_S = 1.0
+TOPOLOGY_CANDIDATES = 8
 
 
 class AsyncClient:
@@ -113,6 +116,7 @@ class AsyncClient:
         self._read_latency = LatencyWindow()
         self._write_latency = LatencyWindow()
         self._stats = ClientStats()
+        self._closed = False
 
     def stream(self, address: str) -> CallStream[pb.ClientResult]:
         """The stream of calls to the node at `address` (opened on first use)."""
@@ -138,10 +142,12 @@ class AsyncClient:
 
     async def _send(self, body: bytes, kind: str, key: bytes | None, timeout: float) -> Any:
         """One call: tried on the best node for `key`, hedged and retried (see Tries)."""
+        if self._closed:
+            raise TransportError("the client is closed")
         loop = asyncio.get_running_loop()
+        if self._route_by_ring and loop.time() >= self._topology_due:
+            await self._learn_topology(loop.time(), min(TOPOLOGY_TIMEOUT_S, timeout / 2))
         now = loop.time()
-        if self._route_by_ring and now >= self._topology_due:
-            await self._learn_topology(now, min(TOPOLOGY_TIMEOUT_S, timeout / 2))
         stats = self._stats
         stats.calls += 1
         nodes, primaries = self._nodes.order(key, now)
@@ -192,25 +198,33 @@ class AsyncClient:
     def _any_reachable(self, now: float) -> bool:
         return any(self._nodes.breaker(a).available(now) for a in self._nodes.addresses)
 
-    async def _learn_topology(self, now: float, timeout: float) -> None:
-        """Ask for the ring: awaited the first time (the first calls route by it), in the
-        background after (calls keep using the last one meanwhile)."""
+    async def _learn_topology(self, now: float, budget: float) -> None:
+        """Ask for the ring: awaited (within `budget`) while the client has none, so its
+        first calls route by it; in the background after, calls using the last one."""
         self._topology_due = now + self._refresh_s
-        if self._nodes.table is None:
-            await self._ask_topology(timeout)
-        elif self._topology_task is None or self._topology_task.done():
-            self._topology_task = asyncio.get_running_loop().create_task(
+        task = self._topology_task
+        if task is None or task.done():
+            task = self._topology_task = asyncio.get_running_loop().create_task(
                 self._ask_topology(TOPOLOGY_TIMEOUT_S)
             )
+        if self._nodes.table is None:
+            # Shared by the calls that arrive together; a caller giving up leaves it running.
+            await asyncio.wait({task}, timeout=budget)
 
-    async def _ask_topology(self, timeout: float) -> None:
-        # Members first (a seed may have been removed), then the seeds (all members moved).
+    async def _ask_topology(self, budget: float) -> None:
+        """Members first (a seed may have been removed), then the seeds (all the members
+        moved); one answer is enough. The whole ask stays within `budget`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         known = self._nodes.addresses
         candidates = known + [s for s in self._nodes.seeds if s not in known]
-        for address in candidates[:8]:
+        for address in candidates[:TOPOLOGY_CANDIDATES]:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
             try:
                 answer = await self._pool.stub(address).Topology(
-                    pb.TopologyRequest(), timeout=timeout
+                    pb.TopologyRequest(), timeout=remaining
                 )
                 table = table_from(answer)
             except grpc.aio.AioRpcError as exc:
@@ -219,17 +233,25 @@ class AsyncClient:
             except KvError as exc:
                 log.warning("topology from %s not used: %s", address, exc)
                 continue
+            current = self._nodes.table
+            if (
+                current is not None
+                and current.ring is not None
+                and (table.ring is None or table.epoch < current.epoch)
+            ):
+                continue  # a node behind the one asked before (restarted from an old view)
             self._nodes.table = table
             self._stats.topology_refreshes += 1
             if not table.complete:
                 # Asked before gossip spread every member's record: ask again soon.
-                loop_time = asyncio.get_running_loop().time()
-                self._topology_due = min(self._topology_due, loop_time + TOPOLOGY_RETRY_S)
+                self._topology_due = min(self._topology_due, loop.time() + TOPOLOGY_RETRY_S)
             return
+        if self._nodes.table is None:
+            self._topology_due = min(self._topology_due, loop.time() + TOPOLOGY_RETRY_S)
 
     def stats(self) -> ClientStats:
         """A copy of what the client's calls did so far, with each node's breaker state."""
-        now = asyncio.get_event_loop().time()
+        now = time.monotonic()  # the clock of the event loop's time(), which breakers keep
         snapshot = dataclasses.replace(self._stats, breakers={})
         for address in self._nodes.addresses:
             breaker = self._nodes.breaker(address)
@@ -446,6 +468,7 @@ class AsyncClient:
         return response
 
     async def close(self) -> None:
+        self._closed = True
         if self._topology_task is not None:
             self._topology_task.cancel()
             await asyncio.gather(self._topology_task, return_exceptions=True)

@@ -21,7 +21,7 @@ class CircuitBreaker:
     def __init__(self, policy: BreakerPolicy, rng: random.Random) -> None:
         self._policy = policy
         self._rng = rng
-        self.failures = 0  # in a row, since the last success
+        self.failures = 0  # openings in a row, since the last success
         self._slow = 0  # hedged tries in a row, since the last success
         self._open_until = 0.0
         self._probing = False
@@ -44,25 +44,40 @@ class CircuitBreaker:
         if self.state(now) is BreakerState.HALF_OPEN:
             self._probing = True
 
+    def release(self) -> None:
+        """A try ended without telling whether the node is well (the caller gave up, the
+        call was too large): a probe it was may be taken by the next call."""
+        self._probing = False
+
     def success(self) -> None:
         self.failures = 0
         self._slow = 0
         self._probing = False
 
     def failure(self, now: float) -> None:
-        """A try failed or timed out: open (again), for longer each time in a row."""
+        """A try failed or timed out: the breaker opens, or, when a probe failed, opens
+        again for twice as long. Tries that were out together and fail together while it
+        is open do not lengthen it: one bad moment is one opening."""
+        if self.state(now) is BreakerState.OPEN:
+            return
         self.failures += 1
         self._probing = False
         policy = self._policy
-        backoff = min(policy.max_open_s, policy.open_s * (1 << min(self.failures - 1, 30)))
+        backoff = policy.open_s * (1 << min(self.failures - 1, 30))
         backoff *= 1 + policy.jitter * (2 * self._rng.random() - 1)
-        self._open_until = now + backoff
+        self._open_until = now + min(policy.max_open_s, backoff)
         self.opened += 1
 
     def slow(self, now: float) -> None:
         """A try was hedged: it had not answered when most do. Only a run of them opens the
-        breaker (a healthy node is the slowest one now and then)."""
+        breaker (a healthy node is the slowest one now and then); a late answer of such a
+        try does not end the run (see `late`)."""
         self._slow += 1
         if self._slow >= self._policy.slow_limit and self.state(now) is BreakerState.CLOSED:
             self._slow = 0
             self.failure(now)
+
+    def late(self) -> None:
+        """A try that was hedged over answered after all: the node works, but slowly, so
+        the run of slow tries goes on; only a probe it was is released."""
+        self._probing = False

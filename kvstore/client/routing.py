@@ -10,10 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client._common import parse_seeds
 from kvstore.client.breaker import BreakerState, CircuitBreaker
 from kvstore.client.policy import BreakerPolicy
-from kvstore.core.cluster import RingLayout
+from kvstore.core.cluster import InvalidView, RingLayout, check_address
 from kvstore.core.ring import Ring, RingError, routed
 from kvstore.errors import InvalidArgument
 
@@ -30,10 +29,7 @@ class RoutingTable:
     ring: Ring | None
     # cluster address -> client address, of members that may be sent calls
     client_of: dict[str, str]
-
-    @property
-    def addresses(self) -> list[str]:
-        return sorted(set(self.client_of.values()))
+    addresses: tuple[str, ...]  # the client addresses, sorted
 
     @property
     def complete(self) -> bool:
@@ -59,7 +55,11 @@ def table_from(answer: pb.TopologyResponse, check: Iterable[str] = ()) -> Routin
     client_of: dict[str, str] = {}
     for member in answer.members:
         if member.status in _ROUTABLE and member.client_address:
-            parse_seeds([member.address, member.client_address])
+            try:
+                check_address(member.address)
+                check_address(member.client_address)
+            except InvalidView as exc:
+                raise InvalidArgument(f"the topology names a bad address: {exc}") from None
             client_of[member.address] = member.client_address
     ring = None
     if answer.has_ring:
@@ -70,7 +70,7 @@ def table_from(answer: pb.TopologyResponse, check: Iterable[str] = ()) -> Routin
             raise InvalidArgument(f"the node's ring cannot be routed by: {exc}") from None
     if not client_of:
         raise InvalidArgument("the topology names no member clients can reach")
-    return RoutingTable(answer.ring_epoch, ring, client_of)
+    return RoutingTable(answer.ring_epoch, ring, client_of, tuple(sorted(set(client_of.values()))))
 
 
 class NodeSelector:
@@ -80,21 +80,32 @@ class NodeSelector:
 
     def __init__(self, seeds: Sequence[str], policy: BreakerPolicy, rng: random.Random):
         self.seeds = list(seeds)
-        self.table: RoutingTable | None = None
+        self._table: RoutingTable | None = None
+        self._addresses = list(self.seeds)
         self._policy = policy
         self._rng = rng
         self._breakers: dict[str, CircuitBreaker] = {}
         self._next = itertools.count(rng.randrange(1 << 16))
 
     @property
+    def table(self) -> RoutingTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: RoutingTable | None) -> None:
+        self._table = table
+        if table is None:
+            self._addresses = list(self.seeds)
+        else:
+            known = set(table.addresses)
+            self._addresses = list(table.addresses) + [s for s in self.seeds if s not in known]
+
+    @property
     def addresses(self) -> list[str]:
         """Every node calls may go to: the members the topology names, and the seeds (a
         topology may not name every member yet; a seed that left is skipped by its
         breaker once it fails)."""
-        if self.table is None:
-            return list(self.seeds)
-        known = self.table.addresses
-        return known + [s for s in self.seeds if s not in set(known)]
+        return self._addresses
 
     def breaker(self, address: str) -> CircuitBreaker:
         breaker = self._breakers.get(address)

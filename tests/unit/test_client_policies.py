@@ -27,6 +27,10 @@ def test_breaker_opens_on_failure_and_grows_its_backoff_while_the_node_stays_bad
     breaker = CircuitBreaker(NO_JITTER, random.Random(1))
     assert breaker.state(0.0) is BreakerState.CLOSED
     breaker.failure(10.0)
+    # Tries that were out together fail together: one bad moment, one opening.
+    breaker.failure(10.1)
+    breaker.failure(10.2)
+    assert breaker.opened == 1
     assert breaker.state(10.5) is BreakerState.OPEN
     assert not breaker.available(10.5)
     # Backoff over: half-open, and only one call probes.
@@ -37,23 +41,36 @@ def test_breaker_opens_on_failure_and_grows_its_backoff_while_the_node_stays_bad
     breaker.failure(11.0)  # the probe failed: open for twice as long
     assert breaker.state(12.9) is BreakerState.OPEN
     assert breaker.state(13.0) is BreakerState.HALF_OPEN
-    for _ in range(10):
-        breaker.failure(20.0)
-    assert breaker.state(27.9) is BreakerState.OPEN  # capped at max_open_s
-    assert breaker.state(28.0) is BreakerState.HALF_OPEN
-    breaker.take(28.0)
+    now = 13.0
+    for _ in range(10):  # probes failing in a row: capped at max_open_s
+        breaker.take(now)
+        breaker.failure(now)
+        now += 8.0
+    assert breaker.state(now - 0.1) is BreakerState.OPEN
+    assert breaker.state(now) is BreakerState.HALF_OPEN
+    breaker.take(now)
     breaker.success()
-    assert breaker.state(28.0) is BreakerState.CLOSED
-    assert breaker.available(28.0)
+    assert breaker.state(now) is BreakerState.CLOSED
+    assert breaker.available(now)
     assert breaker.opened == 12
+
+
+def test_a_probe_that_ends_without_an_answer_is_released() -> None:
+    breaker = CircuitBreaker(NO_JITTER, random.Random(1))
+    breaker.failure(0.0)
+    breaker.take(1.0)
+    assert not breaker.available(1.0)
+    breaker.release()  # the caller gave up on it
+    assert breaker.available(1.0)
 
 
 def test_breaker_opens_after_a_run_of_slow_tries_not_one() -> None:
     breaker = CircuitBreaker(NO_JITTER, random.Random(1))
     breaker.slow(0.0)
+    breaker.late()  # the slow try answered after its hedge: still a run of slow ones
     breaker.slow(0.0)
     assert breaker.state(0.0) is BreakerState.CLOSED
-    breaker.success()  # an answer between slow tries: the run starts again
+    breaker.success()  # an answer in time between slow tries: the run starts again
     breaker.slow(0.0)
     breaker.slow(0.0)
     assert breaker.state(0.0) is BreakerState.CLOSED
@@ -279,3 +296,35 @@ def test_a_topology_that_does_not_name_every_member_yet_keeps_the_seeds_in_play(
     nodes, _ = selector.order(b"any", 0.0)
     assert sorted(nodes) == ["10.0.0.1:8101", "10.0.0.2:8101", "10.0.0.9:8101"]
     assert table_from(_topology(MEMBERS)).complete
+
+
+def test_a_slow_first_try_and_a_failed_hedge_move_on_to_the_next_node() -> None:
+    behaviour = {"a:1": "hang", "b:1": "never", "c:1": "ok"}
+    outcome, fake, _, _ = asyncio.run(_run(behaviour, 0.01))
+    assert isinstance(outcome, pb.ClientResult)
+    assert fake.sent == ["a:1", "b:1", "c:1"]
+
+
+def test_a_written_call_calls_off_its_other_tries_once_one_answered() -> None:
+    async def run() -> tuple[object, FakeNodes]:
+        fake = FakeNodes({"a:1": "hang", "b:1": "ok"})
+        selector = NodeSelector(["a:1", "b:1"], NO_JITTER, random.Random(1))
+        loop = asyncio.get_running_loop()
+        tries = Tries(
+            fake.submit, "put", ["a:1", "b:1"], selector, loop.time() + 2, 0.01,
+            FAST_RETRIES, LatencyWindow(), ClientStats(), random.Random(1),
+        )  # fmt: skip
+        tries.start()
+        outcome = await tries.result
+        await asyncio.sleep(0)
+        return outcome, fake
+
+    outcome, fake = asyncio.run(run())
+    assert isinstance(outcome, pb.ClientResult)
+    assert [f.cancelled() for f in fake.hanging] == [True]
+
+
+def test_a_server_timeout_is_not_retried_it_spent_the_budget() -> None:
+    outcome, fake, _, _ = asyncio.run(_run({"a:1": "DEADLINE_EXCEEDED", "b:1": "ok"}))
+    assert isinstance(outcome, Timeout)
+    assert fake.sent == ["a:1"]

@@ -134,3 +134,25 @@ def test_a_paused_node_costs_each_client_at_most_one_call(make_cluster: ClusterF
     finally:
         for kv in clients:
             kv.close()
+
+
+def test_a_client_outlives_its_only_seed(make_cluster: ClusterFactory) -> None:
+    """The members it learned from the ring keep a client going when the one node it was
+    given is gone."""
+    cluster = make_cluster(3, FAST)
+    wait_converged(cluster)
+    with Client(cluster.client_addresses[0], timeout=3.0) as kv:
+        wait_for(
+            "the client knows every member",
+            lambda: (
+                kv.put("learn", b"v").context is not None
+                and len(kv.topology().members) == 3
+                and kv.stats().breakers.keys() >= set(cluster.client_addresses)
+            ),
+            15,
+        )
+        cluster.stop_node(0)
+        for i in range(30):
+            kv.put(f"after-seed-{i}", b"v", w=2)
+            assert kv.get(f"after-seed-{i}", r=2).values == [b"v"]
+        assert kv.stats().failed == 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from kvstore.bench.wire.etcd import EtcdKV
 from kvstore.bench.workloads import Op
-from kvstore.client import AsyncClient
+from kvstore.client import AsyncClient, HedgePolicy
 from kvstore.client.results import PutItem
 
 
@@ -41,8 +41,11 @@ class KvstoreStore:
         w: int | None = None,
         timeout: float = 5.0,
         max_contexts: int = 1_000_000,
+        hedge: bool = True,
     ) -> None:
-        self._client = AsyncClient(seeds, timeout=timeout)
+        self._client = AsyncClient(
+            seeds, timeout=timeout, hedge=None if hedge else HedgePolicy.never()
+        )
         self._r, self._w = r, w
         self._contexts: dict[str, bytes] = {}
         self._max_contexts = max_contexts

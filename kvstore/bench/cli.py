@@ -26,7 +26,7 @@ from typing import Any
 
 from kvstore import __version__
 from kvstore.bench import report
-from kvstore.bench.adapters import STORES, StoreUnavailable
+from kvstore.bench.adapters import STORES, KvstoreStore, StoreUnavailable
 from kvstore.bench.cpu import CpuProbe, parse_server_pids
 from kvstore.bench.generators import InsertCounter
 from kvstore.bench.intervals import IntervalLogs, status_line
@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--w", type=int, help="write quorum per request (kvstore); copies for redis (WAIT w-1)"
         )
         p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+        p.add_argument(
+            "--no-hedge",
+            dest="hedge",
+            action="store_false",
+            help="kvstore: no hedged second tries of slow calls (the nodes then serve exactly"
+            " the requests counted here, as retries only follow failures)",
+        )
         p.add_argument(
             "--batch",
             type=int,
@@ -144,6 +151,8 @@ def choose_workload(args: argparse.Namespace) -> Workload:
 
 
 def open_store(args: argparse.Namespace) -> Store:
+    if args.store == "kvstore":
+        return KvstoreStore(args.seeds, r=args.r, w=args.w, timeout=args.timeout, hedge=args.hedge)
     store: Store = STORES[args.store](args.seeds, r=args.r, w=args.w, timeout=args.timeout)
     return store
 

@@ -8,12 +8,15 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
-
-from hdrh.histogram import HdrHistogram
-from hdrh.log import HistogramLogWriter
+from typing import IO, TYPE_CHECKING
 
 from kvstore.bench.runner import PhaseResult
+
+if TYPE_CHECKING:
+    # hdrh comes with the [bench] extra: imported where a log is written, so that
+    # `kvbench --version` and the missing-extra message work without it.
+    from hdrh.histogram import HdrHistogram
+    from hdrh.log import HistogramLogWriter
 
 # Latencies are recorded in microseconds: the interval's max is written in milliseconds.
 _MICROS_PER_MS = 1000.0
@@ -42,6 +45,8 @@ class IntervalLogs:
                 raise ValueError(f"operation name {op!r} cannot name a file")
             out = self.path(op).open("w")
             self._files[op] = out
+            from hdrh.log import HistogramLogWriter
+
             writer = self._writers[op] = HistogramLogWriter(out)
             stamp = datetime.fromtimestamp(self._started, UTC).isoformat()
             writer.output_comment(f"kvbench {op} latencies, in microseconds")

@@ -286,8 +286,11 @@ async def run_phase(
 
     async def intervals() -> None:
         assert on_interval is not None
-        await asyncio.sleep(max(record_from - clock(), 0.0))
-        result.latencies.take_interval()  # what the warm-up left: not recorded anyway
+        if shape.warmup:
+            await asyncio.sleep(max(record_from - clock(), 0.0))
+            result.latencies.take_interval()  # what the warm-up left: not recorded anyway
+        # (Without a warm-up nothing is dropped: the workers may have recorded operations
+        # before this task first ran.)
         ticks = 1
         while True:
             await asyncio.sleep(max(record_from + ticks * interval_s - clock(), 0.0))

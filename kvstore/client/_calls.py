@@ -101,6 +101,7 @@ class Tries:
         "_nodes",
         "_pending",
         "_policy",
+        "_reported",
         "_retry_timer",
         "_rng",
         "_sent",
@@ -138,6 +139,10 @@ class Tries:
         # has since been sent past it (it was slow).
         self._pending: dict[asyncio.Future[pb.ClientResult], _Try] = {}
         self._errors: list[KvError] = []
+        # The last failure a node answered with: what the call raises when it gives up, as
+        # it says more ("1 of 3 required replicas answered") than a later node that could
+        # not be reached.
+        self._reported: KvError | None = None
         self._sent = 0  # tries that left (the retry budget counts these)
         self._unsent = 0  # tries that could not be sent, in a row
         self._attempts = 0  # nodes taken from the order so far
@@ -256,6 +261,8 @@ class Tries:
         if self.result.done():
             return  # a loser's failure: its breaker has heard of it
         self._errors.append(error)
+        if sent and not isinstance(error, TransportError | Timeout):
+            self._reported = error
         if not retryable:
             self._finish(error)
             return
@@ -274,19 +281,24 @@ class Tries:
         self._unsent = 0
         self._sent += 1
         if self._sent >= self._policy.attempts:
-            self._finish(error)
+            self._finish(self._reported or error)
             return
         delay = self._policy.backoff(self._sent, self._rng)
         if isinstance(error, Overloaded):
             delay = max(delay, error.retry_after_ms / 1000)
         if self._loop.time() + delay >= self._deadline:
-            self._finish(error)
+            self._finish(self._reported or error)
             return
         self._stats.retries += 1
         self._retry_timer = self._loop.call_later(delay, self._try, False)
 
     def _expired(self) -> None:
         self._deadline_timer = None
+        now = self._loop.time()
+        for attempt in self._pending.values():
+            # No answer within the call's deadline: as bad as a failure (its own deadline,
+            # the same, may not have fired yet; the call off below cancels it first).
+            self._breaker_of(attempt.address).failure(now)
         self._finish(
             self._last_error(
                 Timeout("deadline exceeded: no node answered in time; the outcome is unknown")
@@ -294,7 +306,7 @@ class Tries:
         )
 
     def _last_error(self, fallback: KvError) -> KvError:
-        return self._errors[-1] if self._errors else fallback
+        return self._reported or (self._errors[-1] if self._errors else fallback)
 
     def _finish(self, error: KvError) -> None:
         if not self.result.done():

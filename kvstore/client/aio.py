@@ -61,6 +61,8 @@ TOPOLOGY_TIMEOUT_S = 2.0
 # address; and how many nodes one ask tries.
 TOPOLOGY_RETRY_S = 1.0
 TOPOLOGY_CANDIDATES = 8
+# How long a probe of a node held suspect waits for its health answer.
+PROBE_TIMEOUT_S = 1.0
 
 
 class AsyncClient:
@@ -117,6 +119,7 @@ class AsyncClient:
         self._write_latency = LatencyWindow()
         self._stats = ClientStats()
         self._closed = False
+        self._probes: set[asyncio.Task[None]] = set()
 
     def stream(self, address: str) -> CallStream[pb.ClientResult]:
         """The stream of calls to the node at `address` (opened on first use)."""
@@ -151,6 +154,8 @@ class AsyncClient:
         stats = self._stats
         stats.calls += 1
         nodes, primaries = self._nodes.order(key, now)
+        for address in self._nodes.probes_due(now):
+            self._probe(address, now)
         if key is not None and self._nodes.table is not None and self._nodes.table.ring:
             stats.routed_calls += 1
             if primaries:
@@ -179,6 +184,26 @@ class AsyncClient:
         if got != kind:
             raise KvError(f"a node answered a {kind} with {got}")
         return getattr(result, kind)
+
+    def _probe(self, address: str, now: float) -> None:
+        """Ask a node whose breaker half-opened whether it serves again (the health check of
+        its client port): the answer closes the breaker or opens it for longer."""
+        breaker = self._nodes.breaker(address)
+        breaker.take(now)
+
+        async def probe() -> None:
+            try:
+                serving = await self._health(address, "kvstore.v1.KV", PROBE_TIMEOUT_S)
+            except (TimeoutError, KvError):
+                serving = "DOWN"
+            if serving == "SERVING":
+                breaker.success()
+            else:
+                breaker.failure(asyncio.get_running_loop().time())
+
+        task = asyncio.get_running_loop().create_task(probe())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     def _hedge_delay(self, kind: str) -> float | None:
         policy = self._hedge
@@ -422,10 +447,12 @@ class AsyncClient:
 
     async def health(self, node_address: str, service: str = "") -> str:
         """As Client.health."""
+        return await self._health(node_address, service, self._requests.deadline_s)
+
+    async def _health(self, node_address: str, service: str, deadline: float) -> str:
         self._pool.stub(node_address)
         stub = health_pb2_grpc.HealthStub(self._pool.channels[node_address])
         request = health_pb2.HealthCheckRequest(service=service)
-        deadline = self._requests.deadline_s
         try:
             response = await stub.Check(request, timeout=deadline)
         except grpc.aio.AioRpcError as exc:
@@ -469,6 +496,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
+        for probe in list(self._probes):
+            probe.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
         if self._topology_task is not None:
             self._topology_task.cancel()
             await asyncio.gather(self._topology_task, return_exceptions=True)

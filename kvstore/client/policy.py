@@ -53,13 +53,16 @@ class RetryPolicy:
 class HedgePolicy:
     """A second try of a call that is slow, on the next node, without giving up the first:
     the first answer wins (cassandra-driver's speculative execution). A read is hedged once it
-    has waited the `read_percentile` of recent read latencies; a write (safe to repeat by its
-    write id) after `write_factor` times the `write_percentile` of recent writes, as a second
-    write costs more than a second read. Delays stay within [min_delay_s, max_delay_s];
-    `initial_delay_s` serves until `min_samples` latencies are known."""
+    has waited the `read_percentile` of recent read latencies. Writes are not hedged unless
+    `writes=True` (then after `write_factor` times the `write_percentile` of recent writes):
+    a write's id stops a second coordinator applying it again only while that one holds it,
+    and a hedge left to land late on a node that does not (the writer having written the key
+    again since) would bring the old value back as a sibling. Delays stay within
+    [min_delay_s, max_delay_s]; `initial_delay_s` serves until `min_samples` latencies are
+    known."""
 
     reads: bool = True
-    writes: bool = True
+    writes: bool = False
     read_percentile: float = 0.95
     write_percentile: float = 0.99
     write_factor: float = 2.0

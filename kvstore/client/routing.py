@@ -19,6 +19,7 @@ from kvstore.errors import InvalidArgument
 # A topology answer is a node's word, checked like any input: at most this many members.
 MAX_TOPOLOGY_MEMBERS = 1024
 _ROUTABLE = frozenset({"joining", "active", "leaving"})
+PROBE_CHECK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class NodeSelector:
         self._rng = rng
         self._breakers: dict[str, CircuitBreaker] = {}
         self._next = itertools.count(rng.randrange(1 << 16))
+        self._next_probe_check = 0.0
 
     @property
     def table(self) -> RoutingTable | None:
@@ -141,5 +143,17 @@ class NodeSelector:
         return trusted + suspect, primaries
 
     def _available(self, address: str, now: float) -> bool:
+        # Calls go to closed breakers only: a half-open node is probed by the client itself
+        # (`probes_due`), not with a call of the application, which would wait out its
+        # deadline on a node still stalled.
         breaker = self._breakers.get(address)
-        return breaker is None or breaker.available(now)
+        return breaker is None or breaker.state(now) is BreakerState.CLOSED
+
+    def probes_due(self, now: float) -> list[str]:
+        """Nodes whose breaker has half-opened with no probe out: each is to be probed
+        now (`take` it, then `success` or `failure`). Looked for at most every
+        PROBE_CHECK_S, so a call does not walk every breaker."""
+        if now < self._next_probe_check:
+            return []
+        self._next_probe_check = now + PROBE_CHECK_S
+        return [a for a, b in self._breakers.items() if b.failures and b.available(now)]

@@ -64,8 +64,11 @@ class Coordinator:
         counters: Counter[str],
         tasks: TaskSet,
         catch_up: Callable[[str], Awaitable[None]] | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
+        # Raises Unavailable right after this node's loop stood still (node.stallfence).
+        self._fence = fence
         self._router = router
         self._replica = replica
         self._transport = transport
@@ -191,6 +194,8 @@ class Coordinator:
             self._counters["puts_forwarded"] += 1
             return await self._forward(command, route, hops, deadline)
 
+        if self._fence is not None:
+            self._fence()
         fsm = PutCoordinator(self.address, route.primaries, required, route.fallbacks, route.down)
         written = self._replica.write(where, context, command.value, command.write_id)
         # Durable here before any other node sees the write's dot: were the commit to fail,

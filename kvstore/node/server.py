@@ -28,6 +28,7 @@ from kvstore.node.metrics import NodeMetrics
 from kvstore.node.metricsserver import MetricsServer
 from kvstore.node.replica import Replica
 from kvstore.node.router import Router
+from kvstore.node.stallfence import StallFence
 from kvstore.node.storagewatch import StorageWatch
 from kvstore.node.tasks import TaskSet
 from kvstore.node.tombstones import TombstoneGC
@@ -88,6 +89,7 @@ class NodeParts:
     limits: Limits
     metrics: NodeMetrics
     drain: Drain
+    stall_fence: StallFence
 
     @property
     def background(self) -> tuple[Gossip, AntiEntropy, Handoff, HintDelivery, TombstoneGC]:
@@ -181,6 +183,7 @@ def build_node(
         save_cluster=gossip.save,
         limits=limits,
     )
+    stall_fence = StallFence(clock, counters)
     coordinator = Coordinator(
         address,
         router,
@@ -193,6 +196,7 @@ def build_node(
         counters,
         tasks,
         catch_up=gossip.exchange,
+        fence=stall_fence.check,
     )
     anti_entropy = AntiEntropy(
         address,
@@ -256,6 +260,7 @@ def build_node(
         limits=limits,
         metrics=metrics,
         drain=Drain(clock, hints.round, lambda: storage.hint_count),
+        stall_fence=stall_fence,
     )
 
 
@@ -335,7 +340,9 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             f" metrics={config.metrics_listen or 'off'}",
             flush=True,
         )
-        loops = [asyncio.create_task(work.run()) for work in (*node.background, watch)]
+        loops = [
+            asyncio.create_task(work.run()) for work in (*node.background, watch, node.stall_fence)
+        ]
         await stop.wait()
         for task in loops:
             task.cancel()

@@ -114,7 +114,8 @@ def test_drain_moves_clients_away_delivers_hints_and_exits(
         assert [admin.health(d_address, s) for s in ("", "kvstore.v1.Peer")] == ["SERVING"] * 2
         # A new client's stream to it is refused at once, as a node that cannot be reached.
         with (
-            Client([d_client], timeout=5.0) as only_d,
+            # Bound to that node alone (the ring would take it to the others).
+            Client([d_client], timeout=5.0, route_by_ring=False) as only_d,
             pytest.raises(Unavailable, match="draining"),
         ):
             only_d.put("after-drain", b"refused")
@@ -152,7 +153,7 @@ def test_draining_refuses_new_calls_on_an_open_stream_as_draining(
     d_address = cluster.addresses[0]
     with (
         Client(cluster.seeds, timeout=5.0) as admin,
-        Client([cluster.client_of(d_address)], timeout=5.0) as only_d,
+        Client([cluster.client_of(d_address)], timeout=5.0, route_by_ring=False) as only_d,
     ):
         only_d.put("before", b"v")  # its stream to the node is open from here on
         admin.drain(d_address, timeout=5.0, stay=True)

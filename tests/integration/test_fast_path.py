@@ -160,7 +160,8 @@ def test_the_async_client_has_the_same_batch_api(cluster: LocalCluster) -> None:
 
 def test_concurrent_calls_share_one_stream_and_leave_together(cluster: LocalCluster) -> None:
     async def scenario() -> None:
-        async with AsyncClient(cluster.client_addresses[0]) as kv:
+        # One node, not routed by the ring: every call on that node's one stream.
+        async with AsyncClient(cluster.client_addresses[0], route_by_ring=False) as kv:
             await kv.put("warm", b"1")
             stream = kv.stream(cluster.client_addresses[0])
             calls, messages = stream.calls_sent, stream.messages_sent

@@ -282,9 +282,14 @@ def test_errors_of_the_request_itself_are_not_retried() -> None:
 
 
 def test_a_call_no_node_answers_times_out_within_its_deadline() -> None:
-    outcome, fake, _, _ = asyncio.run(_run({"a:1": "hang", "b:1": "hang"}, 0.01, timeout=0.1))
+    outcome, fake, _, selector = asyncio.run(
+        _run({"a:1": "hang", "b:1": "hang"}, 0.01, timeout=0.1)
+    )
     assert isinstance(outcome, Timeout)
     assert fake.sent == ["a:1", "b:1"]
+    # Neither answered in time: both breakers heard of it.
+    assert selector.breaker("a:1").failures == 1
+    assert selector.breaker("b:1").failures == 1
 
 
 def test_a_topology_that_does_not_name_every_member_yet_keeps_the_seeds_in_play() -> None:

@@ -75,6 +75,12 @@ class Draining(Unavailable):
     the client does by itself."""
 
 
+class Stalled(Unavailable):
+    """The node's event loop just stood still (a pause, a frozen VM): it refuses the client
+    writes it reads right after, untouched, as their clients may have given up on them and
+    written again elsewhere (see kvstore.node.stallfence). Safe to send to another node."""
+
+
 class ClusterRefused(KvError):
     """A peer's cluster state cannot be merged (another partition count or n), or a
     membership change is not allowed in this node's state."""
@@ -161,6 +167,7 @@ ERRORS_BY_NAME: dict[str, type[KvError]] = {
         Unavailable,
         TransportError,
         Draining,
+        Stalled,
         HintsFull,
         Unauthenticated,
         PermissionDenied,

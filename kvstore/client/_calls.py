@@ -23,6 +23,7 @@ from kvstore.errors import (
     KvError,
     Overloaded,
     PermissionDenied,
+    Stalled,
     StorageUnavailable,
     Timeout,
     TransportError,
@@ -66,11 +67,19 @@ class ClientStats:
 
 
 # Server-reported failures worth a try elsewhere (or later), and those of them that count
-# against the node that reported them (it is overloaded or its disk failed; Unavailable is
-# about the key's replicas, not the node that coordinated). A server's Timeout is not
-# retried: it spent the call's budget (its timeout_ms is the call's).
+# against the node that reported them (it is overloaded, stalled or its disk failed;
+# Unavailable is about the key's replicas, not the node that coordinated). A server's Timeout
+# is not retried: it spent the call's budget (its timeout_ms is the call's).
 _RETRYABLE = (Unavailable, Overloaded, StorageUnavailable)
-_NODE_FAULTS = (Overloaded, StorageUnavailable)
+_NODE_FAULTS = (Overloaded, StorageUnavailable, Stalled)
+# Failures of a call refused before anything was done: a write is retried after these only
+# (and after tries that never left). After any other (Unavailable: the coordinator applied it
+# and fewer than w replicas answered; a try that timed out or lost its connection) the write
+# may be stored somewhere, and a second coordinator that does not hold it would make it again:
+# two siblings of one write, of which a writer who writes the key again with the context it
+# got replaces only one (found by the chaos isolate and split scenarios). Such a retry is
+# RetryPolicy(ambiguous_writes=True).
+_UNTOUCHED = (Draining, Overloaded, StorageUnavailable, Stalled)
 
 
 class _Try:
@@ -108,6 +117,7 @@ class Tries:
         "_stats",
         "_submit",
         "_unsent",
+        "_writes",
         "result",
     )
 
@@ -127,6 +137,7 @@ class Tries:
         self._loop = asyncio.get_running_loop()
         self._submit = submit
         self._kind = kind
+        self._writes = kind.startswith("put")
         self._nodes = nodes
         self._breaker_of = selector.breaker
         self._deadline = deadline
@@ -263,6 +274,14 @@ class Tries:
         self._errors.append(error)
         if sent and not isinstance(error, TransportError | Timeout):
             self._reported = error
+        if (
+            retryable
+            and sent
+            and self._writes
+            and not self._policy.ambiguous_writes
+            and not isinstance(error, _UNTOUCHED)
+        ):
+            retryable = False  # it may be stored: see _UNTOUCHED
         if not retryable:
             self._finish(error)
             return
@@ -317,7 +336,7 @@ class Tries:
             if timer is not None:
                 timer.cancel()
         self._hedge_timer = self._deadline_timer = self._retry_timer = None
-        if result.cancelled() or self._kind.startswith("put"):
+        if result.cancelled() or self._writes:
             # A write's other tries are called off once one answered: one left to land
             # late on a node that no longer holds the write (a later write replaced it)
             # would bring its value back as a sibling. (The slow node's breaker has heard

@@ -20,15 +20,21 @@ class RetryPolicy:
     reached, timed out, was overloaded or lacked replicas): at most `attempts` tries in all,
     the first included, waiting `backoff_s * 2**k` (at most `max_backoff_s`) before retry k,
     of which a random share `jitter` (0: none, 1: full jitter) so clients that failed
-    together do not retry together. Reads are always safe to retry; writes are because each
-    carries a write id (a replica that applied it answers a retry without applying it again).
-    Errors of the request itself (InvalidArgument, PermissionDenied, ...) are never retried.
-    Every try stays within the call's timeout."""
+    together do not retry together. Reads are retried after any such failure. A write is
+    retried after a failure that leaves it nowhere: its try never left, or the node refused it
+    untouched (Overloaded, Draining, Stalled, StorageUnavailable). After a failure that may
+    have left it stored (Unavailable: fewer than w replicas answered; a timeout; a lost
+    connection) it is retried only with `ambiguous_writes=True`: its write id makes a node
+    that holds it answer the retry without applying it again, but a node that does not hold
+    it makes it a second time, and a writer who writes the key again with the context it got
+    then replaces one of the two. Errors of the request itself (InvalidArgument,
+    PermissionDenied, ...) are never retried. Every try stays within the call's timeout."""
 
     attempts: int = 3
     backoff_s: float = 0.01
     max_backoff_s: float = 1.0
     jitter: float = 0.5
+    ambiguous_writes: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):

@@ -1,5 +1,5 @@
 """The stall fence: a node whose event loop stood still (SIGSTOP, a frozen VM, a long GC or
-swap storm) refuses to coordinate the client writes it reads right after, as Unavailable.
+swap storm) refuses to coordinate the client writes it reads right after, as Stalled (an Unavailable).
 
 While it stood still its clients gave up on the writes they had sent it and retried them
 elsewhere (with their write ids): once it moves again it reads those writes from its socket
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from kvstore.errors import Unavailable
+from kvstore.errors import Stalled
 from kvstore.node.clock import Clock
 
 TICK_S = 0.1
@@ -62,7 +62,7 @@ class StallFence:
         stalled = now - self._last_tick
         if stalled > self._stall_s or now < self._fenced_until:
             self._counters["writes_fenced"] += 1
-            raise Unavailable(
+            raise Stalled(
                 "this node's event loop stood still"
                 f" ({max(stalled, self._stall_s):.1f} s or more): writes it read just after are"
                 " refused, as their clients may have retried them elsewhere; try another node"

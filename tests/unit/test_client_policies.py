@@ -17,7 +17,14 @@ from kvstore.client.latency import LatencyWindow
 from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
 from kvstore.client.routing import NodeSelector, table_from
 from kvstore.core.ring import Ring
-from kvstore.errors import InvalidArgument, InvalidOption, Timeout, Unauthenticated, Unavailable
+from kvstore.errors import (
+    ERRORS_BY_NAME,
+    InvalidArgument,
+    InvalidOption,
+    Timeout,
+    Unauthenticated,
+    Unavailable,
+)
 from kvstore.rpc.streams import NeverSent, OutcomeUnknown
 
 NO_JITTER = BreakerPolicy(open_s=1.0, max_open_s=8.0, slow_limit=3, jitter=0.0)
@@ -201,6 +208,10 @@ class FakeNodes:
             future.set_exception(OutcomeUnknown("cut", deadline=False))
         elif what == "hang":
             self.hanging.append(future)
+        elif what in ERRORS_BY_NAME:  # a kvstore error, by its class name
+            code = ERRORS_BY_NAME[what].code
+            error = pb.CallError(code=code, error=what, message="told to fail")
+            future.set_result(pb.ClientResult(id=1, error=error))
         else:
             error = pb.CallError(code=what, error="", message="told to fail")
             future.set_result(pb.ClientResult(id=1, error=error))
@@ -215,6 +226,7 @@ async def _run(
     hedge_delay: float | None = None,
     policy: RetryPolicy = FAST_RETRIES,
     timeout: float = 2.0,
+    kind: str = "get",
 ) -> tuple[object, FakeNodes, ClientStats, NodeSelector]:
     fake = FakeNodes(behaviour)
     selector = NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
@@ -222,7 +234,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     tries = Tries(
         fake.submit,
-        "get",
+        kind,
         list(behaviour),
         selector,
         loop.time() + timeout,
@@ -333,3 +345,24 @@ def test_a_server_timeout_is_not_retried_it_spent_the_budget() -> None:
     outcome, fake, _, _ = asyncio.run(_run({"a:1": "DEADLINE_EXCEEDED", "b:1": "ok"}))
     assert isinstance(outcome, Timeout)
     assert fake.sent == ["a:1"]
+
+
+def test_a_write_is_retried_only_after_a_failure_that_left_it_nowhere() -> None:
+    # Refused untouched (overloaded, draining, stalled): the next node takes it.
+    for refusal in ("Overloaded", "Draining", "Stalled", "StorageUnavailable"):
+        outcome, fake, _, _ = asyncio.run(_run({"a:1": refusal, "b:1": "ok"}, kind="put"))
+        assert isinstance(outcome, pb.ClientResult), refusal
+        assert fake.sent == ["a:1", "b:1"]
+    # Unavailable (the coordinator stored it, fewer than w replicas answered) or a lost
+    # connection: it may be stored, so it is not made again elsewhere...
+    for ambiguous in ("UNAVAILABLE", "lost"):
+        outcome, fake, _, _ = asyncio.run(_run({"a:1": ambiguous, "b:1": "ok"}, kind="put"))
+        assert isinstance(outcome, Unavailable), ambiguous
+        assert fake.sent == ["a:1"]
+    # ... unless the policy says so.
+    ambiguous_ok = RetryPolicy(attempts=3, backoff_s=0.001, jitter=0.0, ambiguous_writes=True)
+    outcome, fake, _, _ = asyncio.run(
+        _run({"a:1": "lost", "b:1": "ok"}, policy=ambiguous_ok, kind="put")
+    )
+    assert isinstance(outcome, pb.ClientResult)
+    assert fake.sent == ["a:1", "b:1"]

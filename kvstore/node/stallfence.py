@@ -1,5 +1,6 @@
 """The stall fence: a node whose event loop stood still (SIGSTOP, a frozen VM, a long GC or
-swap storm) refuses to coordinate the client writes it reads right after, as Stalled (an Unavailable).
+swap storm) refuses to coordinate the client writes it reads right after, as Stalled (an
+Unavailable).
 
 While it stood still its clients gave up on the writes they had sent it and retried them
 elsewhere (with their write ids): once it moves again it reads those writes from its socket

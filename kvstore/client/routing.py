@@ -31,6 +31,9 @@ class RoutingTable:
     # cluster address -> client address, of members that may be sent calls
     client_of: dict[str, str]
     addresses: tuple[str, ...]  # the client addresses, sorted
+    # Client addresses of members the answering node's failure detector held down: tried
+    # after the others, like a node whose breaker is open.
+    down: frozenset[str] = frozenset()
 
     @property
     def complete(self) -> bool:
@@ -54,6 +57,7 @@ def table_from(answer: pb.TopologyResponse, check: Iterable[str] = ()) -> Routin
     if len(answer.members) > MAX_TOPOLOGY_MEMBERS:
         raise InvalidArgument(f"a topology of {len(answer.members)} members")
     client_of: dict[str, str] = {}
+    down: set[str] = set()
     for member in answer.members:
         if member.status in _ROUTABLE and member.client_address:
             try:
@@ -62,6 +66,8 @@ def table_from(answer: pb.TopologyResponse, check: Iterable[str] = ()) -> Routin
             except InvalidView as exc:
                 raise InvalidArgument(f"the topology names a bad address: {exc}") from None
             client_of[member.address] = member.client_address
+            if not member.up:
+                down.add(member.client_address)
     ring = None
     if answer.has_ring:
         try:
@@ -71,7 +77,8 @@ def table_from(answer: pb.TopologyResponse, check: Iterable[str] = ()) -> Routin
             raise InvalidArgument(f"the node's ring cannot be routed by: {exc}") from None
     if not client_of:
         raise InvalidArgument("the topology names no member clients can reach")
-    return RoutingTable(answer.ring_epoch, ring, client_of, tuple(sorted(set(client_of.values()))))
+    addresses = tuple(sorted(set(client_of.values())))
+    return RoutingTable(answer.ring_epoch, ring, client_of, addresses, frozenset(down))
 
 
 class NodeSelector:
@@ -133,7 +140,8 @@ class NodeSelector:
         else:
             listed = set(nodes)
             nodes += [a for a in self.addresses if a not in listed]
-        trusted = [a for a in nodes if self._available(a, now)]
+        down = self._table.down if self._table is not None else frozenset()
+        trusted = [a for a in nodes if a not in down and self._available(a, now)]
         if len(trusted) == len(nodes):
             return nodes, primaries
         kept = set(trusted)

@@ -366,3 +366,17 @@ def test_a_write_is_retried_only_after_a_failure_that_left_it_nowhere() -> None:
     )
     assert isinstance(outcome, pb.ClientResult)
     assert fake.sent == ["a:1", "b:1"]
+
+
+def test_members_the_topology_holds_down_are_tried_last() -> None:
+    answer = _topology(MEMBERS)
+    answer.members[0].up = False
+    selector = NodeSelector(["10.0.0.2:8101"], NO_JITTER, random.Random(1))
+    selector.table = table_from(answer)
+    ring = Ring(MEMBERS, 16, 2)
+    key = next(
+        f"k{i}".encode() for i in range(100) if ring.primaries(f"k{i}".encode())[0] == MEMBERS[0]
+    )
+    nodes, primaries = selector.order(key, 0.0)
+    assert nodes[-1] == _client(MEMBERS[0])
+    assert primaries == 1

@@ -30,7 +30,9 @@ class IntervalLogs:
     def __init__(self, folder: Path, started: float | None = None) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self._started = time.time() if started is None else started
+        # Whole milliseconds: the log's StartTime (3 decimals) and BaseTime must name the same
+        # instant, or a reader puts the first interval before the start and skips it.
+        self._started = round(time.time() if started is None else started, 3)
         self._files: dict[str, IO[str]] = {}
         self._writers: dict[str, HistogramLogWriter] = {}
         self._last_end = 0.0

@@ -128,3 +128,16 @@ def test_hlog_needs_one_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--hlog-dir" in capsys.readouterr().err
     assert cli.main(["run", "--store", "memory", "--workload", "c", "--status-interval", "-1"]) == 2
     assert SlowStore.runs == 0
+
+
+def test_the_first_interval_is_read_back_whatever_the_start_times_submillisecond(
+    tmp_path: Path,
+) -> None:
+    # A start whose StartTime line rounds up (3 decimals) once put the first interval
+    # before the log's start: HistogramLogReader skipped it.
+    logs = IntervalLogs(tmp_path, started=1_764_000_000.0006)
+    histogram = HdrHistogram(1, 60_000_000, 3)
+    histogram.record_value(250)
+    logs.write({"read": histogram}, 0.5)
+    logs.close()
+    assert sum(h.get_total_count() for h in read_log(tmp_path / "read.hlog")) == 1

@@ -5,6 +5,7 @@ only those are ever signalled."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,14 +27,31 @@ _CLIENTS: Mapping[str, str] = MappingProxyType(
 READY_MARK = "ready on"
 
 
+# Listening ports are picked below Linux's ephemeral range (32768-60999 by default): a port
+# the kernel hands out for an outgoing connection may be taken again by the next one, and a
+# node restarted on its port (kill -9, then start) found it held by a client's connection.
+_LISTEN_PORTS = range(20_000, 32_000)
+_PICK_TRIES = 1_000
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the kernel just handed out, so parallel runs and leftovers do not collide."""
+    """Distinct ports free to listen on now, picked at random outside the ephemeral range, so
+    parallel runs, leftovers and outgoing connections do not collide with them."""
     sockets: list[socket.socket] = []
+    rng = random.Random()
     try:
-        for _ in range(count):
+        for _ in range(_PICK_TRIES):
+            if len(sockets) == count:
+                break
             s = socket.socket()
-            s.bind((host, 0))
+            try:
+                s.bind((host, rng.choice(_LISTEN_PORTS)))
+            except OSError:
+                s.close()
+                continue
             sockets.append(s)
+        if len(sockets) < count:
+            raise ClusterError(f"no {count} free ports in {_LISTEN_PORTS}")
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:

@@ -4,7 +4,8 @@ routing, hedging and retries (and calls from many threads share them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client._calls import ClientStats
@@ -48,21 +49,21 @@ class Client:
         self._closed = False
         self._loop = LoopThread()
         try:
-            self._async = self._loop.run(
-                _async_client(
-                    seeds,
-                    timeout,
-                    resolver,
-                    max_inflight_bytes,
-                    tls,
-                    token,
-                    retry,
-                    hedge,
-                    breaker,
-                    route_by_ring,
-                    topology_refresh_s,
-                )
+            make = partial(
+                AsyncClient,
+                seeds,
+                timeout,
+                resolver,
+                max_inflight_bytes,
+                tls,
+                token,
+                retry,
+                hedge,
+                breaker,
+                route_by_ring,
+                topology_refresh_s,
             )
+            self._async = self._loop.run(_on_loop(make))
         except BaseException:
             self._loop.close()  # no thread left behind by a client that never was
             raise
@@ -233,30 +234,6 @@ class Client:
         self.close()
 
 
-async def _async_client(
-    seeds: str | Sequence[str],
-    timeout: float,
-    resolver: Resolver | None,
-    max_inflight_bytes: int,
-    tls: TLS | str | bool | None,
-    token: str | None,
-    retry: RetryPolicy | None,
-    hedge: HedgePolicy | None,
-    breaker: BreakerPolicy | None,
-    route_by_ring: bool,
-    topology_refresh_s: float,
-) -> AsyncClient:
+async def _on_loop(make: Callable[[], AsyncClient]) -> AsyncClient:
     """Made on the loop thread, so its channels belong to that loop."""
-    return AsyncClient(
-        seeds,
-        timeout,
-        resolver,
-        max_inflight_bytes,
-        tls,
-        token,
-        retry,
-        hedge,
-        breaker,
-        route_by_ring,
-        topology_refresh_s,
-    )
+    return make()

@@ -60,6 +60,7 @@ class ClientStats:
     retries: int = 0  # tries after a failure
     hedges: int = 0  # second tries of a slow call
     hedges_won: int = 0  # calls answered by their hedge
+    hedges_over_budget: int = 0  # hedges not sent: HedgePolicy.max_share was used up
     failed: int = 0  # calls that raised
     topology_refreshes: int = 0
     breaker_opens: int = 0
@@ -82,6 +83,29 @@ _NODE_FAULTS = (Overloaded, StorageUnavailable, Stalled)
 _UNTOUCHED = (Draining, Overloaded, StorageUnavailable, Stalled)
 
 
+class HedgeBudget:
+    """How many hedges a client may send now: a hedge is another try of a call, more work for
+    a cluster that may be slow because it is already busy, so at most `share` of the calls
+    are hedged, with bursts of at most `burst` (Finagle's backup-request budget). Each call
+    earns `share` of a hedge; each hedge spends one."""
+
+    __slots__ = ("_burst", "_credit", "_share")
+
+    def __init__(self, share: float, burst: float) -> None:
+        self._share = share
+        self._burst = burst
+        self._credit = burst
+
+    def earn(self) -> None:
+        self._credit = min(self._burst, self._credit + self._share)
+
+    def spend(self) -> bool:
+        if self._credit < 1:
+            return False
+        self._credit -= 1
+        return True
+
+
 class _Try:
     __slots__ = ("address", "hedge", "overtaken", "started")
 
@@ -99,6 +123,7 @@ class Tries:
     __slots__ = (
         "_attempts",
         "_breaker_of",
+        "_budget",
         "_deadline",
         "_deadline_timer",
         "_errors",
@@ -133,8 +158,10 @@ class Tries:
         latency: LatencyWindow,
         stats: ClientStats,
         rng: random.Random,
+        budget: HedgeBudget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._budget = budget
         self._submit = submit
         self._kind = kind
         self._writes = kind.startswith("put")
@@ -164,7 +191,8 @@ class Tries:
         self.result.add_done_callback(self._ended)
 
     def start(self) -> None:
-        # The tries fail by their own deadlines too; this one also covers a retry's backoff.
+        # The tries fail by their own deadlines too; this one also covers a retry's backoff,
+        # and a try whose transport failed to keep its deadline.
         self._deadline_timer = self._loop.call_at(self._deadline, self._expired)
         self._try(hedge=False)
         if self._hedge_delay is not None and len(self._nodes) > 1:
@@ -175,14 +203,15 @@ class Tries:
     def _try(self, hedge: bool) -> None:
         if self.result.done():
             return
-        remaining = self._deadline - self._loop.time()
+        now = self._loop.time()
+        remaining = self._deadline - now
         if remaining <= 0:
             self._finish(self._last_error(Timeout("deadline exceeded before a node answered")))
             return
         address = self._nodes[self._attempts % len(self._nodes)]
         self._attempts += 1
         breaker = self._breaker_of(address)
-        breaker.take(self._loop.time())
+        breaker.take(now)
         self._stats.tries += 1
         try:
             future = self._submit(address, remaining)
@@ -190,17 +219,21 @@ class Tries:
             breaker.release()
             self._finish(KvError(f"{address}: {type(exc).__name__}: {exc}"))
             return
-        self._pending[future] = _Try(address, self._loop.time(), hedge)
+        self._pending[future] = _Try(address, now, hedge)
         future.add_done_callback(self._answered)
 
     def _hedge(self) -> None:
         self._hedge_timer = None
         if self.result.done() or not self._pending:
             return
-        now = self._loop.time()
+        if self._budget is not None and not self._budget.spend():
+            self._stats.hedges_over_budget += 1
+            return
+        # Not yet held against their nodes: a client that fell behind (its loop busy, a
+        # pause of its own) finds every call out slow at once, and then the first tries
+        # mostly answer before their hedges. Only a try its hedge beats was slow (below).
         for attempt in self._pending.values():
             attempt.overtaken = True
-            self._breaker_of(attempt.address).slow(now)
         self._stats.hedges += 1
         self._try(hedge=True)
 
@@ -239,6 +272,8 @@ class Tries:
             if not self.result.done():
                 if attempt.hedge:
                     self._stats.hedges_won += 1
+                    for overtaken in self._pending.values():
+                        self._breaker_of(overtaken.address).slow(now)
                 self.result.set_result(result)
             return
         if isinstance(exc, NeverSent):

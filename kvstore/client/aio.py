@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client._calls import ClientStats, Tries
+from kvstore.client._calls import ClientStats, HedgeBudget, Tries
 from kvstore.client._common import (
     CHANNEL_OPTIONS,
     DEADLINE_SLACK_S,
@@ -109,6 +109,7 @@ class AsyncClient:
         self._max_inflight_bytes = max_inflight_bytes
         self._retry = retry or RetryPolicy()
         self._hedge = hedge or HedgePolicy()
+        self._hedge_budget = HedgeBudget(self._hedge.max_share, self._hedge.max_burst)
         self._rng = random.Random()
         self._nodes = NodeSelector(self._requests.addresses, breaker or BreakerPolicy(), self._rng)
         self._route_by_ring = route_by_ring
@@ -117,6 +118,11 @@ class AsyncClient:
         self._topology_task: asyncio.Task[None] | None = None
         self._read_latency = LatencyWindow()
         self._write_latency = LatencyWindow()
+        # reads?, -> (the latency window's version, the hedge delay then)
+        self._hedge_delays: dict[bool, tuple[int, float | None]] = {
+            True: (-1, None),
+            False: (-1, None),
+        }
         self._stats = ClientStats()
         self._closed = False
         self._probes: set[asyncio.Task[None]] = set()
@@ -148,11 +154,13 @@ class AsyncClient:
         if self._closed:
             raise TransportError("the client is closed")
         loop = asyncio.get_running_loop()
-        if self._route_by_ring and loop.time() >= self._topology_due:
-            await self._learn_topology(loop.time(), min(TOPOLOGY_TIMEOUT_S, timeout / 2))
         now = loop.time()
+        if self._route_by_ring and now >= self._topology_due:
+            await self._learn_topology(now, min(TOPOLOGY_TIMEOUT_S, timeout / 2))
+            now = loop.time()
         stats = self._stats
         stats.calls += 1
+        self._hedge_budget.earn()
         nodes, primaries = self._nodes.order(key, now)
         for address in self._nodes.probes_due(now):
             self._probe(address, now)
@@ -171,6 +179,7 @@ class AsyncClient:
             self._read_latency if kind.startswith("get") else self._write_latency,
             stats,
             self._rng,
+            self._hedge_budget,
         )
         tries.start()
         try:
@@ -206,6 +215,15 @@ class AsyncClient:
         task.add_done_callback(self._probes.discard)
 
     def _hedge_delay(self, kind: str) -> float | None:
+        # Asked by every call: worked out again only when the latencies may have moved.
+        reads = kind.startswith("get")
+        version = (self._read_latency if reads else self._write_latency).version
+        cached = self._hedge_delays[reads]
+        if cached[0] != version:
+            cached = self._hedge_delays[reads] = (version, self._work_out_hedge_delay(kind))
+        return cached[1]
+
+    def _work_out_hedge_delay(self, kind: str) -> float | None:
         policy = self._hedge
         if kind.startswith("get"):
             if not policy.reads:

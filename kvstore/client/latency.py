@@ -32,6 +32,12 @@ class LatencyWindow:
         if self._count % _RECOMPUTE_EVERY == 0:
             self._cache.clear()
 
+    @property
+    def version(self) -> int:
+        """Changes whenever the percentiles may have: what is derived from them can be kept
+        while it stays the same."""
+        return self._count // _RECOMPUTE_EVERY
+
     def percentile(self, q: float) -> float:
         """The q-quantile (0 < q <= 1) of the kept samples (0.0 with none)."""
         if not self._samples:

@@ -65,7 +65,9 @@ class HedgePolicy:
     and a hedge left to land late on a node that does not (the writer having written the key
     again since) would bring the old value back as a sibling. Delays stay within
     [min_delay_s, max_delay_s]; `initial_delay_s` serves until `min_samples` latencies are
-    known."""
+    known. At most `max_share` of a client's calls are hedged, `max_burst` at once: a busy
+    cluster is slow for every call, and hedging them all would only add to its load (the
+    hedges past the budget are counted in ClientStats.hedges_over_budget)."""
 
     reads: bool = True
     writes: bool = False
@@ -76,6 +78,8 @@ class HedgePolicy:
     max_delay_s: float = 1.0
     initial_delay_s: float = 0.1
     min_samples: int = 50
+    max_share: float = 0.1
+    max_burst: int = 10
 
     def __post_init__(self) -> None:
         _check("read_percentile", self.read_percentile, 0.5, 1)
@@ -85,6 +89,8 @@ class HedgePolicy:
         _check("max_delay_s", self.max_delay_s, self.min_delay_s, 60)
         _check("initial_delay_s", self.initial_delay_s, 0, 60)
         _check("min_samples", self.min_samples, 1, 100_000)
+        _check("max_share", self.max_share, 0, 1)
+        _check("max_burst", self.max_burst, 1, 100_000)
 
     @classmethod
     def never(cls) -> HedgePolicy:

@@ -46,7 +46,12 @@ class RoutingTable:
         many of the first are its primaries."""
         if self.ring is None:
             return [], 0
-        primaries, fallbacks = self.ring.split(routed(key))
+        return self.partition_preference(self.ring.partition_of_position(routed(key).position))
+
+    def partition_preference(self, partition: int) -> tuple[list[str], int]:
+        """`preference` of every key of the ring's `partition`."""
+        assert self.ring is not None
+        primaries, fallbacks = self.ring.split_partition(partition)
         first = [self.client_of[m] for m in primaries if m in self.client_of]
         rest = [self.client_of[m] for m in fallbacks if m in self.client_of]
         return first + rest, len(first)
@@ -95,6 +100,8 @@ class NodeSelector:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._next = itertools.count(rng.randrange(1 << 16))
         self._next_probe_check = 0.0
+        # partition -> (the order of its keys' calls, how many are primaries), for _table
+        self._orders: dict[int, tuple[list[str], int]] = {}
 
     @property
     def table(self) -> RoutingTable | None:
@@ -103,6 +110,7 @@ class NodeSelector:
     @table.setter
     def table(self, table: RoutingTable | None) -> None:
         self._table = table
+        self._orders = {}
         if table is None:
             self._addresses = list(self.seeds)
         else:
@@ -128,19 +136,26 @@ class NodeSelector:
 
     def order(self, key: bytes | None, now: float) -> tuple[list[str], int]:
         """The nodes for one call, and how many of the first are primaries of its key (0
-        without a key or a ring). Calls without a key start at a different node each time."""
-        primaries = 0
-        nodes: list[str] = []
-        if key is not None and self.table is not None:
-            nodes, primaries = self.table.preference(key)
-        if not nodes:
-            everyone = self.addresses
-            start = next(self._next) % len(everyone)
-            nodes = everyone[start:] + everyone[:start]
+        without a key or a ring). Calls without a key start at a different node each time.
+        The caller must not change the list (a key's is kept for its partition)."""
+        table = self._table
+        if key is not None and table is not None and table.ring is not None:
+            # Worked out once per partition: this runs for every call.
+            partition = table.ring.partition_of_position(routed(key).position)
+            cached = self._orders.get(partition)
+            if cached is None:
+                nodes, primaries = table.partition_preference(partition)
+                listed = set(nodes)
+                nodes += [a for a in self._addresses if a not in listed]
+                cached = self._orders[partition] = (nodes, primaries)
+            nodes, primaries = cached
         else:
-            listed = set(nodes)
-            nodes += [a for a in self.addresses if a not in listed]
-        down = self._table.down if self._table is not None else frozenset()
+            everyone = self._addresses
+            start = next(self._next) % len(everyone)
+            nodes, primaries = everyone[start:] + everyone[:start], 0
+        down = table.down if table is not None else frozenset()
+        if not down and not any(b.failures for b in self._breakers.values()):
+            return nodes, primaries  # every node trusted: the usual case, kept cheap
         trusted = [a for a in nodes if a not in down and self._available(a, now)]
         if len(trusted) == len(nodes):
             return nodes, primaries

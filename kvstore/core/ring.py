@@ -503,7 +503,10 @@ class Ring:
     def split(self, key: RoutedKey) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The key's primaries and then its fallbacks, in preference order (as
         `preference_list` tags them), computed once per partition."""
-        partition = self.partition_of_position(key.position)
+        return self.split_partition(self.partition_of_position(key.position))
+
+    def split_partition(self, partition: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """`split` of every key in `partition`."""
         split = self._splits.get(partition)
         if split is None:
             members = [self.members[index] for index in self._walk(partition)]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client._calls import ClientStats, Tries
+from kvstore.client._calls import ClientStats, HedgeBudget, Tries
 from kvstore.client.breaker import BreakerState, CircuitBreaker
 from kvstore.client.latency import LatencyWindow
 from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
@@ -208,6 +208,11 @@ class FakeNodes:
             future.set_exception(OutcomeUnknown("cut", deadline=False))
         elif what == "hang":
             self.hanging.append(future)
+        elif what == "slow":  # answers after 30 ms
+            answer = pb.ClientResult(id=1, get=pb.GetResponse(found=True))
+            asyncio.get_running_loop().call_later(
+                0.03, lambda: future.done() or future.set_result(answer)
+            )
         elif what in ERRORS_BY_NAME:  # a kvstore error, by its class name
             code = ERRORS_BY_NAME[what].code
             error = pb.CallError(code=code, error=what, message="told to fail")
@@ -227,10 +232,13 @@ async def _run(
     policy: RetryPolicy = FAST_RETRIES,
     timeout: float = 2.0,
     kind: str = "get",
+    selector: NodeSelector | None = None,
+    budget: HedgeBudget | None = None,
+    stats: ClientStats | None = None,
 ) -> tuple[object, FakeNodes, ClientStats, NodeSelector]:
     fake = FakeNodes(behaviour)
-    selector = NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
-    stats = ClientStats()
+    selector = selector or NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
+    stats = stats or ClientStats()
     loop = asyncio.get_running_loop()
     tries = Tries(
         fake.submit,
@@ -243,6 +251,7 @@ async def _run(
         LatencyWindow(),
         stats,
         random.Random(1),
+        budget,
     )
     tries.start()
     try:
@@ -259,6 +268,38 @@ def test_a_slow_call_is_hedged_on_the_next_node_and_the_hedge_answers() -> None:
     assert isinstance(outcome, pb.ClientResult)
     assert fake.sent == ["a:1", "b:1"]
     assert (stats.hedges, stats.hedges_won, stats.retries) == (1, 1, 0)
+
+
+def test_only_a_try_its_hedge_beats_counts_as_slow() -> None:
+    # A node its hedges beat three times in a row is held suspect (slow_limit=3) ...
+    behaviour = {"a:1": "hang", "b:1": "ok"}
+    selector = NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
+    for _ in range(3):
+        asyncio.run(_run(behaviour, 0.005, selector=selector))
+    assert selector.breaker("a:1").failures == 1
+    # ... but not one whose first tries answer before their hedges: every call was slow (a
+    # busy cluster, a client that fell behind), not that node.
+    behaviour = {"a:1": "slow", "b:1": "slow"}
+    selector = NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
+    stats = ClientStats()
+    for _ in range(5):
+        outcome, _, _, _ = asyncio.run(_run(behaviour, 0.005, selector=selector, stats=stats))
+        assert isinstance(outcome, pb.ClientResult)
+    assert (stats.hedges, stats.hedges_won) == (5, 0)
+    assert selector.breaker("a:1").failures == 0
+
+
+def test_hedges_stay_within_their_budget() -> None:
+    behaviour = {"a:1": "slow", "b:1": "ok"}
+    budget = HedgeBudget(share=0.5, burst=1)
+    stats = ClientStats()
+    for _ in range(4):
+        outcome, _, _, _ = asyncio.run(_run(behaviour, 0.005, budget=budget, stats=stats))
+        assert isinstance(outcome, pb.ClientResult)
+        budget.earn()  # half a hedge per call: every other call may hedge
+    assert (stats.hedges, stats.hedges_over_budget) == (2, 2)
+    with pytest.raises(InvalidOption):
+        HedgePolicy(max_share=1.5)
 
 
 def test_a_failed_try_is_retried_on_the_next_node() -> None:

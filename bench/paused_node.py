@@ -4,13 +4,13 @@ load, as issue 16 measured it: a Client given all five client addresses, PUTS pu
 first on the healthy cluster, then with one node paused. Prints failed puts and throughput of
 both phases as one JSON line.
 
-    .venv/bin/python bench/paused_node.py [PUTS] [hedged-writes]     # default 200
+    .venv/bin/python bench/paused_node.py [PUTS] [unhedged-writes]     # default 200
 
-`hedged-writes` gives the client HedgePolicy(writes=True) (issue 16's client; off by default).
-Otherwise it uses only the Client API every version has (Client(seeds, timeout=, tls=False),
-put(w=)), so the same script measures an older checkout (run it with that checkout's venv from its
-own directory) beside this one. Nodes are plaintext on loopback, in a temporary folder,
-and stopped by pid at the end.
+`unhedged-writes` gives the client HedgePolicy(writes=False) (writes are hedged by default
+since issue 16). Otherwise it uses only the Client API every version has (Client(seeds,
+timeout=, tls=False), put(w=)), so the same script measures an older checkout (run it with
+that checkout's venv from its own directory) beside this one. Nodes are plaintext on
+loopback, in a temporary folder, and stopped by pid at the end.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def phase(kv: Client, name: str, puts: int) -> dict[str, float]:
 def main() -> int:
     puts = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     options: dict[str, object] = {}
-    if "hedged-writes" in sys.argv[2:]:
+    if "unhedged-writes" in sys.argv[2:]:
         from kvstore.client import HedgePolicy
 
-        options["hedge"] = HedgePolicy(writes=True)
+        options["hedge"] = HedgePolicy(writes=False)
     with tempfile.TemporaryDirectory(prefix="kvstore-paused-") as data:
         cluster = LocalCluster(NODES, data, ports=free_ports(NODES))
         cluster.start()

@@ -372,10 +372,10 @@ class Tries:
                 timer.cancel()
         self._hedge_timer = self._deadline_timer = self._retry_timer = None
         if result.cancelled() or self._writes:
-            # A write's other tries are called off once one answered: one left to land
-            # late on a node that no longer holds the write (a later write replaced it)
-            # would bring its value back as a sibling. (The slow node's breaker has heard
-            # of it as slow.)
+            # A write's other tries are called off once one answered: each applied is a
+            # twin of the write, more work for the replicas, and one landing after the key
+            # was written again is dropped only where the replicas remember the write as
+            # replaced. (The slow node's breaker has heard of it as slow.)
             for future in list(self._pending):
                 future.cancel()
         # A read's tries still out are left to end by themselves: their answers (or their

@@ -59,18 +59,20 @@ class RetryPolicy:
 class HedgePolicy:
     """A second try of a call that is slow, on the next node, without giving up the first:
     the first answer wins (cassandra-driver's speculative execution). A read is hedged once it
-    has waited the `read_percentile` of recent read latencies. Writes are not hedged unless
-    `writes=True` (then after `write_factor` times the `write_percentile` of recent writes):
-    a write's id stops a second coordinator applying it again only while that one holds it,
-    and a hedge left to land late on a node that does not (the writer having written the key
-    again since) would bring the old value back as a sibling. Delays stay within
+    has waited the `read_percentile` of recent read latencies, a write once it has waited
+    `write_factor` times the `write_percentile` of recent writes (`writes=False`: writes are
+    never hedged). A hedged write may be applied by both coordinators: two siblings, twins, of
+    one write id, which read as one value and are replaced together; a twin that lands after
+    its writer wrote the key again is dropped by the replicas that replaced the write
+    (kvstore.node.replica, for the 120 s they remember it), and a node that stood still
+    refuses the writes it reads just after (the stall fence). Delays stay within
     [min_delay_s, max_delay_s]; `initial_delay_s` serves until `min_samples` latencies are
     known. At most `max_share` of a client's calls are hedged, `max_burst` at once: a busy
     cluster is slow for every call, and hedging them all would only add to its load (the
     hedges past the budget are counted in ClientStats.hedges_over_budget)."""
 
     reads: bool = True
-    writes: bool = False
+    writes: bool = True
     read_percentile: float = 0.95
     write_percentile: float = 0.99
     write_factor: float = 2.0

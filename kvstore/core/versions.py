@@ -63,7 +63,9 @@ dropping one in a merge makes merge lose associativity (a client shown only one 
 replaces it; which twin a replica still holds then depends on the order of its merges),
 and merge must stay a semilattice join. Twins are one write instead where it shows:
 `live_values` lists a write id's value once, and a write whose context covers one twin
-drops the other too (the writer has seen the write, through whichever dot).
+drops the other too (the writer has seen the write, through whichever dot). A twin that
+arrives after its write was replaced is dropped by the replica (kvstore.node.replica keeps
+the replaced ids; docs/versions.md, "Late twins").
 """
 
 from __future__ import annotations

@@ -79,6 +79,9 @@ class Replica:
         self._hint_max_bytes = hint_max_bytes
         self._commits = GroupCommit(storage, counters)
         self._recent_write_ids = RecentWriteIds()
+        # Write ids of siblings this replica dropped lately (a write or a merge replaced
+        # them): a twin of such a write arriving later is stale (see _absorb_replaced).
+        self._replaced_write_ids = RecentWriteIds()
 
     def local_get(self, key: bytes) -> GetAnswer:
         """What this node's data holds for the key (hints left out): the LocalGet RPC."""
@@ -132,7 +135,7 @@ class Replica:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        self._storage.stage_merge(key, state)
+        self._stage_merge(key, state)
         return self._commits.durable()
 
     def merge_batch(self, items: Iterable[tuple[bytes, KeyState]]) -> asyncio.Future[None]:
@@ -145,8 +148,58 @@ class Replica:
             except KvError:
                 self._counters["merges_refused"] += 1
                 continue
-            self._storage.stage_merge(key, state)
+            self._stage_merge(key, state)
         return self._commits.durable()
+
+    def _stage_merge(self, key: bytes | RoutedKey, incoming: KeyState) -> None:
+        where = key if isinstance(key, RoutedKey) else routed(key)
+        now = self._clock.monotonic()
+
+        def change(current: KeyState | None) -> KeyState:
+            if current is None:
+                return self._absorb_replaced(where.position, incoming, now)
+            merged = versions.merge(current, incoming)
+            self._note_replaced(where.position, current, merged, now)
+            return self._absorb_replaced(where.position, merged, now)
+
+        self._storage.stage(where, change)
+
+    def _note_replaced(self, position: int, before: KeyState, after: KeyState, now: float) -> None:
+        """Remember the write ids of the siblings `before` had and `after` dropped: a write
+        whose context covered them (its writer saw them), here or on the replica a merge
+        came from, replaced them."""
+        dropped = [s for s in before.siblings if s.write_id]
+        if not dropped:
+            return
+        kept = {s.dot for s in after.siblings}
+        for sibling in dropped:
+            if sibling.dot not in kept:
+                self._replaced_write_ids.remember(sibling.write_id, position, sibling.dot, now)
+
+    def _absorb_replaced(self, position: int, state: KeyState, now: float) -> KeyState:
+        """`state` without the twins of writes replaced here lately (issue 16).
+
+        A write tried on two coordinators (a hedge, a retry after a timeout) may be applied
+        by both: two siblings, twins, of one write. Once its writer has written the key
+        again, this replica dropped the twin it held; the other twin, reaching it later (the
+        slow coordinator applying the first try late, anti-entropy bringing it), would come
+        back as a sibling of the newer value. It is replaced as its twin was: dropped, its
+        dot kept in the clock, so merges drop it on every replica that still holds it (the
+        same state a write replacing it would have left). Bounded by the memory of replaced
+        ids (RecentWriteIds: 100k ids, 120 s); a twin arriving after that is kept."""
+        replaced = self._replaced_write_ids
+        stale = [
+            s
+            for s in state.siblings
+            if s.write_id and replaced.dot_of(s.write_id, position, now) is not None
+        ]
+        if not stale:
+            return state
+        self._counters["write_id_twins_absorbed"] += len(stale)
+        gone = {s.dot for s in stale}
+        return versions.canonical_state(
+            state.clock, [s for s in state.siblings if s.dot not in gone]
+        )
 
     def purge(self, key: bytes, state: KeyState) -> bool:
         """Delete the record of `key` if it is still the tombstone `state` (tombstone GC).
@@ -171,6 +224,7 @@ class Replica:
         made: list[versions.Dot] = []
         max_siblings = self._limits.max_siblings
         recent = self._recent_write_ids
+        replaced = self._replaced_write_ids
         now = self._clock.monotonic()
 
         def apply(current: KeyState | None) -> KeyState:
@@ -179,7 +233,10 @@ class Replica:
                 # A scan of the key's few siblings; a write without an id skips it.
                 held = versions.written_as(before, write_id)
                 if held is None:
-                    held = recent.dot_of(write_id, key.position, now)
+                    # Made here lately, or a twin of it dropped here since (replaced).
+                    held = recent.dot_of(write_id, key.position, now) or replaced.dot_of(
+                        write_id, key.position, now
+                    )
                     if held is not None and not before.clock.covers(held):
                         held = None  # not from this state's history (a purged record, say)
                 if held is not None:
@@ -195,6 +252,7 @@ class Replica:
             self._limits.check_clock_growth(before, new, self.actor)
             if dot.counter > MAX_RECORD_COUNTER:
                 raise StorageError(f"the key's write counter for {self.actor} is exhausted")
+            self._note_replaced(key.position, before, new, now)
             made.append(dot)
             return new
 

@@ -8,8 +8,11 @@ id: applying the retry then would bring the old value back as a new sibling. Thi
 remembers, for a short while, which dot each write id this node made got: a retry whose
 dot the key's clock covers is answered as applied.
 
-In memory and bounded: it covers a client's retries (seconds), not a restart or a retry
-landing on another node (that one applies it again, and the two twins read as one write:
+The Replica keeps a second map of this kind: the ids of the siblings it dropped (replaced),
+so that a late twin of such a write is dropped too (Replica._absorb_replaced).
+
+In memory and bounded: it covers a client's retries and hedges (seconds), not a restart (a
+retry landing on another node applies it again, and the two twins read as one write:
 kvstore.core.versions). Keys are held by their ring position, so an entry is a few dozen
 bytes whatever the key's size.
 """

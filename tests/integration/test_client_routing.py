@@ -64,9 +64,9 @@ def test_calls_go_to_a_primary_of_their_key(make_cluster: ClusterFactory) -> Non
 def test_a_paused_node_costs_each_client_at_most_one_call(
     make_cluster: ClusterFactory, hedged_writes: bool
 ) -> None:
-    """By default a write is not hedged: the first one sent to the paused node waits out its
-    deadline and fails (its outcome unknown), and its breaker keeps the rest away. With
-    hedged writes (safe to repeat by their write ids) none fails."""
+    """Unhedged (HedgePolicy(writes=False)), the first write sent to the paused node waits
+    out its deadline and fails (its outcome unknown), and its breaker keeps the rest away.
+    Hedged (the default: safe to repeat by their write ids), none fails."""
     cluster = make_cluster(5, FAST)
     wait_converged(cluster)
     victim = 2

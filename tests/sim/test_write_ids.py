@@ -114,9 +114,11 @@ def test_a_retry_after_the_write_was_replaced_does_not_bring_it_back(
     assert again == first
     for node in (a, b, c):
         assert siblings(cluster, node, key) == [(b"newer", b"the next write")]
-    # Control: without the node's memory of its write ids, the retry is a new write.
+    # Control: without the node's memories of the ids it made and replaced, the retry is a
+    # new write. (With either, it is answered as applied.)
     node_a = cluster.node(a)
     node_a.replica._recent_write_ids = RecentWriteIds()
+    node_a.replica._replaced_write_ids = RecentWriteIds()
     simulate(cluster.clock, lambda: node_a.coordinator.put(command))
     assert len(siblings(cluster, a, key)) == 2
 
@@ -235,3 +237,71 @@ def test_retries_of_a_delete_and_with_return_body_answer_as_the_first_try(
     # The delete has no context: the value stays beside one tombstone, not two.
     assert siblings(cluster, b, key) == [(VALUE, WRITE_ID), (None, b"a delete")]
     assert cluster.node(b).counters["write_id_retries"] == 2
+
+
+def test_a_late_twin_of_a_replaced_write_is_absorbed_not_brought_back(
+    cluster: SimCluster,
+) -> None:
+    """A hedged put: its first try stuck at a, its hedge applied by b and c. The writer
+    writes the key again from the hedge's answer. Then the first try runs at a after all (a
+    slow node, not a stalled one the stall fence would stop): a twin of the replaced write.
+    b and c, which dropped the write's sibling, drop its twin as they take it (keeping its
+    dot in the clock), and a read repairs a: no replica shows the old value again."""
+    key, (a, b, c), fallback = any_key(cluster)
+    command = PutCommand(key, VALUE, write_id=WRITE_ID)
+
+    async def run() -> None:
+        cluster.network.refusing.update({a, fallback})
+        hedged = await cluster.node(b).coordinator.put(command)
+        await cluster.node(c).coordinator.put(
+            PutCommand(key, b"newer", context=hedged.context, write_id=b"the next write")
+        )
+        await cluster.drain()
+        cluster.network.refusing.clear()
+        await cluster.node(a).coordinator.put(command)  # the first try, late
+        await cluster.drain()
+
+    simulate(cluster.clock, run)
+    for node in (b, c):
+        assert siblings(cluster, node, key) == [(b"newer", b"the next write")]
+    assert cluster.node(b).counters["write_id_twins_absorbed"] >= 1
+    # Read where the twin is (the late coordinator): b's and c's clocks cover its dot.
+    read = simulate(cluster.clock, lambda: cluster.node(a).coordinator.get(key, r=3))
+    assert read.values == (b"newer",)
+    simulate(cluster.clock, cluster.drain)  # the read repaired a
+    for node in (a, b, c):
+        assert siblings(cluster, node, key) == [(b"newer", b"the next write")]
+    # A coordinator that dropped the write answers another late try of it as applied.
+    again = simulate(cluster.clock, lambda: cluster.node(c).coordinator.put(command))
+    assert again.context
+    assert siblings(cluster, c, key) == [(b"newer", b"the next write")]
+
+
+def test_without_the_memory_of_replaced_ids_a_late_twin_comes_back(tmp_path: Path) -> None:
+    """The control of the test above: replicas that forgot which writes they replaced keep
+    the late twin, and the old value reads again beside the newer one."""
+    sim = make_cluster(tmp_path)
+    try:
+        key = sim.key_where(lambda preference: True)
+        a, b, c = sim.primaries(key)
+        fallback = sim.fallbacks(key)[0]
+        command = PutCommand(key, VALUE, write_id=WRITE_ID)
+
+        async def run() -> None:
+            sim.network.refusing.update({a, fallback})
+            hedged = await sim.node(b).coordinator.put(command)
+            await sim.node(c).coordinator.put(
+                PutCommand(key, b"newer", context=hedged.context, write_id=b"the next write")
+            )
+            await sim.drain()
+            for node in (b, c):
+                sim.node(node).replica._replaced_write_ids = RecentWriteIds()
+            sim.network.refusing.clear()
+            await sim.node(a).coordinator.put(command)
+            await sim.drain()
+
+        simulate(sim.clock, run)
+        read = simulate(sim.clock, lambda: sim.node(a).coordinator.get(key, r=3))
+        assert sorted(read.values) == [b"newer", VALUE]
+    finally:
+        sim.close()

@@ -239,14 +239,12 @@ def test_retries_of_a_delete_and_with_return_body_answer_as_the_first_try(
     assert cluster.node(b).counters["write_id_retries"] == 2
 
 
-def test_a_late_twin_of_a_replaced_write_is_absorbed_not_brought_back(
-    cluster: SimCluster,
-) -> None:
-    """A hedged put: its first try stuck at a, its hedge applied by b and c. The writer
-    writes the key again from the hedge's answer. Then the first try runs at a after all (a
-    slow node, not a stalled one the stall fence would stop): a twin of the replaced write.
-    b and c, which dropped the write's sibling, drop its twin as they take it (keeping its
-    dot in the clock), and a read repairs a: no replica shows the old value again."""
+def hedged_then_replaced_then_late(cluster: SimCluster, forget_replaced: bool) -> bytes:
+    """A hedged put: its first try stuck at the key's first primary a, its hedge applied by
+    b and c. The writer writes the key again from the hedge's answer. Then the first try
+    runs at a after all (a slow node, not a stalled one the stall fence would stop): a twin
+    of the replaced write. `forget_replaced`: b and c lose their memory of replaced ids
+    first. Returns the key."""
     key, (a, b, c), fallback = any_key(cluster)
     command = PutCommand(key, VALUE, write_id=WRITE_ID)
 
@@ -257,11 +255,24 @@ def test_a_late_twin_of_a_replaced_write_is_absorbed_not_brought_back(
             PutCommand(key, b"newer", context=hedged.context, write_id=b"the next write")
         )
         await cluster.drain()
+        if forget_replaced:
+            for node in (b, c):
+                cluster.node(node).replica._replaced_write_ids = RecentWriteIds()
         cluster.network.refusing.clear()
         await cluster.node(a).coordinator.put(command)  # the first try, late
         await cluster.drain()
 
     simulate(cluster.clock, run)
+    return key
+
+
+def test_a_late_twin_of_a_replaced_write_is_absorbed_not_brought_back(
+    cluster: SimCluster,
+) -> None:
+    """b and c, which dropped the write's sibling, drop its twin as they take it (keeping
+    its dot in the clock), and a read repairs a: no replica shows the old value again."""
+    key = hedged_then_replaced_then_late(cluster, forget_replaced=False)
+    a, b, c = cluster.primaries(key)
     for node in (b, c):
         assert siblings(cluster, node, key) == [(b"newer", b"the next write")]
     assert cluster.node(b).counters["write_id_twins_absorbed"] >= 1
@@ -272,36 +283,16 @@ def test_a_late_twin_of_a_replaced_write_is_absorbed_not_brought_back(
     for node in (a, b, c):
         assert siblings(cluster, node, key) == [(b"newer", b"the next write")]
     # A coordinator that dropped the write answers another late try of it as applied.
+    command = PutCommand(key, VALUE, write_id=WRITE_ID)
     again = simulate(cluster.clock, lambda: cluster.node(c).coordinator.put(command))
     assert again.context
     assert siblings(cluster, c, key) == [(b"newer", b"the next write")]
 
 
-def test_without_the_memory_of_replaced_ids_a_late_twin_comes_back(tmp_path: Path) -> None:
+def test_without_the_memory_of_replaced_ids_a_late_twin_comes_back(cluster: SimCluster) -> None:
     """The control of the test above: replicas that forgot which writes they replaced keep
     the late twin, and the old value reads again beside the newer one."""
-    sim = make_cluster(tmp_path)
-    try:
-        key = sim.key_where(lambda preference: True)
-        a, b, c = sim.primaries(key)
-        fallback = sim.fallbacks(key)[0]
-        command = PutCommand(key, VALUE, write_id=WRITE_ID)
-
-        async def run() -> None:
-            sim.network.refusing.update({a, fallback})
-            hedged = await sim.node(b).coordinator.put(command)
-            await sim.node(c).coordinator.put(
-                PutCommand(key, b"newer", context=hedged.context, write_id=b"the next write")
-            )
-            await sim.drain()
-            for node in (b, c):
-                sim.node(node).replica._replaced_write_ids = RecentWriteIds()
-            sim.network.refusing.clear()
-            await sim.node(a).coordinator.put(command)
-            await sim.drain()
-
-        simulate(sim.clock, run)
-        read = simulate(sim.clock, lambda: sim.node(a).coordinator.get(key, r=3))
-        assert sorted(read.values) == [b"newer", VALUE]
-    finally:
-        sim.close()
+    key = hedged_then_replaced_then_late(cluster, forget_replaced=True)
+    a = cluster.primaries(key)[0]
+    read = simulate(cluster.clock, lambda: cluster.node(a).coordinator.get(key, r=3))
+    assert sorted(read.values) == [b"newer", VALUE]

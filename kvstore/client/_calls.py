@@ -94,7 +94,7 @@ class HedgeBudget:
     def __init__(self, share: float, burst: float) -> None:
         self._share = share
         self._burst = burst
-        self._credit = burst
+        self._credit = burst if share > 0 else 0.0  # share 0: no hedge, not even a burst
 
     def earn(self) -> None:
         self._credit = min(self._burst, self._credit + self._share)
@@ -316,7 +316,12 @@ class Tries:
             and not self._policy.ambiguous_writes
             and not isinstance(error, _UNTOUCHED)
         ):
-            retryable = False  # it may be stored: see _UNTOUCHED
+            # It may be stored (see _UNTOUCHED): not tried again; but a try of it still out
+            # (the one a hedge overtook, or the hedge) may yet answer, and ends the call.
+            if self._pending:
+                return
+            self._finish(self._reported or error)
+            return
         if not retryable:
             self._finish(error)
             return

@@ -118,11 +118,10 @@ class AsyncClient:
         self._topology_task: asyncio.Task[None] | None = None
         self._read_latency = LatencyWindow()
         self._write_latency = LatencyWindow()
-        # reads?, -> (the latency window's version, the hedge delay then)
-        self._hedge_delays: dict[bool, tuple[int, float | None]] = {
-            True: (-1, None),
-            False: (-1, None),
-        }
+        # reads? -> (the latency window's version, or -1 - its length while it has fewer
+        # than min_samples; the hedge delay then). The start matches no version.
+        unknown = (-(1 << 62), None)
+        self._hedge_delays: dict[bool, tuple[int, float | None]] = {True: unknown, False: unknown}
         self._stats = ClientStats()
         self._closed = False
         self._probes: set[asyncio.Task[None]] = set()
@@ -217,7 +216,8 @@ class AsyncClient:
     def _hedge_delay(self, kind: str) -> float | None:
         # Asked by every call: worked out again only when the latencies may have moved.
         reads = kind.startswith("get")
-        version = (self._read_latency if reads else self._write_latency).version
+        window = self._read_latency if reads else self._write_latency
+        version = window.version if len(window) >= self._hedge.min_samples else -1 - len(window)
         cached = self._hedge_delays[reads]
         if cached[0] != version:
             cached = self._hedge_delays[reads] = (version, self._work_out_hedge_delay(kind))

@@ -139,15 +139,18 @@ class NodeSelector:
         without a key or a ring). Calls without a key start at a different node each time.
         The caller must not change the list (a key's is kept for its partition)."""
         table = self._table
+        cached = None
         if key is not None and table is not None and table.ring is not None:
             # Worked out once per partition: this runs for every call.
             partition = table.ring.partition_of_position(routed(key).position)
             cached = self._orders.get(partition)
             if cached is None:
                 nodes, primaries = table.partition_preference(partition)
-                listed = set(nodes)
-                nodes += [a for a in self._addresses if a not in listed]
-                cached = self._orders[partition] = (nodes, primaries)
+                if nodes:  # else no member of it has a known client address yet
+                    listed = set(nodes)
+                    nodes += [a for a in self._addresses if a not in listed]
+                    cached = self._orders[partition] = (nodes, primaries)
+        if cached is not None:
             nodes, primaries = cached
         else:
             everyone = self._addresses

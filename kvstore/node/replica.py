@@ -157,7 +157,8 @@ class Replica:
 
         def change(current: KeyState | None) -> KeyState:
             if current is None:
-                return self._absorb_replaced(where.position, incoming, now)
+                # Nothing here to have replaced it from (a record handed off, say): kept.
+                return incoming
             merged = versions.merge(current, incoming)
             self._note_replaced(where.position, current, merged, now)
             return self._absorb_replaced(where.position, merged, now)
@@ -186,14 +187,19 @@ class Replica:
         back as a sibling of the newer value. It is replaced as its twin was: dropped, its
         dot kept in the clock, so merges drop it on every replica that still holds it (the
         same state a write replacing it would have left). Bounded by the memory of replaced
-        ids (RecentWriteIds: 100k ids, 120 s); a twin arriving after that is kept."""
+        ids (RecentWriteIds: 100k ids, 120 s); a twin arriving after that is kept.
+
+        Never the remembered sibling itself (the change that dropped it may not have been
+        stored: a failed commit leaves it live, and it must stay so), nor every sibling (a
+        state without any is one no write leaves)."""
         replaced = self._replaced_write_ids
-        stale = [
-            s
-            for s in state.siblings
-            if s.write_id and replaced.dot_of(s.write_id, position, now) is not None
-        ]
-        if not stale:
+        stale: list[versions.Sibling] = []
+        for sibling in state.siblings:
+            if sibling.write_id:
+                dot = replaced.dot_of(sibling.write_id, position, now)
+                if dot is not None and dot != sibling.dot:
+                    stale.append(sibling)
+        if not stale or len(stale) == len(state.siblings):
             return state
         self._counters["write_id_twins_absorbed"] += len(stale)
         gone = {s.dot for s in stale}
@@ -219,8 +225,8 @@ class Replica:
         """The coordinated write: a new dot of this node's actor, replacing exactly what
         `context` covers, applied atomically. Refused (nothing stored) past the sibling and
         clock limits. A write whose `write_id` is already applied here, as a sibling the
-        key holds or as a dot this node made lately that the key's clock covers (replaced
-        since), is not applied again: the answer is `retried`, with that dot."""
+        key holds, or as a dot this node made or dropped (replaced) lately that the key's
+        clock covers, is not applied again: the answer is `retried`, with that dot."""
         made: list[versions.Dot] = []
         max_siblings = self._limits.max_siblings
         recent = self._recent_write_ids
@@ -233,12 +239,13 @@ class Replica:
                 # A scan of the key's few siblings; a write without an id skips it.
                 held = versions.written_as(before, write_id)
                 if held is None:
-                    # Made here lately, or a twin of it dropped here since (replaced).
-                    held = recent.dot_of(write_id, key.position, now) or replaced.dot_of(
-                        write_id, key.position, now
-                    )
-                    if held is not None and not before.clock.covers(held):
-                        held = None  # not from this state's history (a purged record, say)
+                    # Made here lately, or a twin of it dropped here since (replaced); only
+                    # from this state's history (not a purged record's, say).
+                    for memory in (recent, replaced):
+                        held = memory.dot_of(write_id, key.position, now)
+                        if held is not None and before.clock.covers(held):
+                            break
+                        held = None
                 if held is not None:
                     raise _AlreadyApplied(before, held)
             new, dot = versions.write(

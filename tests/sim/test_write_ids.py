@@ -14,6 +14,7 @@ import pytest
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.core.limits import MAX_WRITE_ID_BYTES
 from kvstore.core.requests import PutAnswer, PutCommand
+from kvstore.core.ring import routed
 from kvstore.core.versions import Dot
 from kvstore.errors import InvalidArgument
 from kvstore.node.writeids import RecentWriteIds
@@ -284,9 +285,36 @@ def test_a_late_twin_of_a_replaced_write_is_absorbed_not_brought_back(
         assert siblings(cluster, node, key) == [(b"newer", b"the next write")]
     # A coordinator that dropped the write answers another late try of it as applied.
     command = PutCommand(key, VALUE, write_id=WRITE_ID)
-    again = simulate(cluster.clock, lambda: cluster.node(c).coordinator.put(command))
-    assert again.context
+    retries = cluster.node(c).counters["write_id_retries"]
+    simulate(cluster.clock, lambda: cluster.node(c).coordinator.put(command))
+    assert cluster.node(c).counters["write_id_retries"] == retries + 1
     assert siblings(cluster, c, key) == [(b"newer", b"the next write")]
+
+
+def test_a_sibling_still_held_is_never_taken_for_its_own_replaced_twin(
+    cluster: SimCluster,
+) -> None:
+    """The memory of replaced ids is written as a change is staged; a commit that then
+    fails leaves the dropped sibling live. Such a sibling is not absorbed by later merges:
+    only a twin, another dot of its write id, is."""
+    key, (a, b, _c), _ = any_key(cluster)
+    command = PutCommand(key, VALUE, write_id=WRITE_ID)
+    simulate(cluster.clock, lambda: cluster.node(a).coordinator.put(command))
+    simulate(cluster.clock, cluster.drain)
+    replica = cluster.node(b).replica
+    state = cluster.stored(b, key)
+    assert state is not None
+    (held,) = state.siblings
+    # As if a write dropping it had been staged here and its commit had failed.
+    now = replica._clock.monotonic()
+    replica._replaced_write_ids.remember(WRITE_ID, routed(key).position, held.dot, now)
+    concurrent = PutCommand(key, b"concurrent", write_id=b"another write")
+    simulate(cluster.clock, lambda: cluster.node(a).coordinator.put(concurrent))
+    simulate(cluster.clock, cluster.drain)
+    assert sorted(siblings(cluster, b, key)) == [
+        (b"concurrent", b"another write"),
+        (VALUE, WRITE_ID),
+    ]
 
 
 def test_without_the_memory_of_replaced_ids_a_late_twin_comes_back(cluster: SimCluster) -> None:

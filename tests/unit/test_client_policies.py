@@ -289,6 +289,21 @@ def test_only_a_try_its_hedge_beats_counts_as_slow() -> None:
     assert selector.breaker("a:1").failures == 0
 
 
+def test_a_write_whose_hedge_failed_waits_for_its_first_try() -> None:
+    # The hedge's failure leaves the write's outcome unknown there (not retried), but the
+    # first try, slow, is still out and answers: the call succeeds.
+    behaviour = {"a:1": "slow", "b:1": "UNAVAILABLE", "c:1": "ok"}
+    outcome, fake, stats, _ = asyncio.run(_run(behaviour, 0.005, kind="put"))
+    assert isinstance(outcome, pb.ClientResult), outcome
+    assert fake.sent == ["a:1", "b:1"]
+    assert (stats.hedges, stats.retries) == (1, 0)
+    # With no try left out, the failure ends the call (the write is not retried on c:1).
+    behaviour = {"a:1": "hang", "b:1": "UNAVAILABLE", "c:1": "ok"}
+    outcome, fake, _, _ = asyncio.run(_run(behaviour, 0.005, kind="put", timeout=0.2))
+    assert isinstance(outcome, Unavailable), outcome
+    assert fake.sent == ["a:1", "b:1"]
+
+
 def test_hedges_stay_within_their_budget() -> None:
     behaviour = {"a:1": "slow", "b:1": "ok"}
     budget = HedgeBudget(share=0.5, burst=1)
@@ -298,6 +313,10 @@ def test_hedges_stay_within_their_budget() -> None:
         assert isinstance(outcome, pb.ClientResult)
         budget.earn()  # half a hedge per call: every other call may hedge
     assert (stats.hedges, stats.hedges_over_budget) == (2, 2)
+    stats = ClientStats()
+    none = HedgeBudget(share=0.0, burst=10)  # share 0: no hedge at all
+    asyncio.run(_run(behaviour, 0.005, budget=none, stats=stats))
+    assert (stats.hedges, stats.hedges_over_budget) == (0, 1)
     with pytest.raises(InvalidOption):
         HedgePolicy(max_share=1.5)
 

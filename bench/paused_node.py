@@ -44,6 +44,25 @@ def phase(kv: Client, name: str, puts: int) -> dict[str, float]:
             "ops_per_s": round(puts / elapsed, 1)}  # fmt: skip
 
 
+def settle(kv: Client) -> None:
+    """Until every node is active with its client address known (gossip spreads them in the
+    first seconds of a cluster): the pause is measured on a running cluster, not one being
+    formed, where a client that does not know a key's replicas yet sends its write to a node
+    that forwards it, and a forward to the paused node is not hedged. (An older checkout's
+    client has no topology: it only waits a few seconds.)"""
+    topology = getattr(kv, "topology", None)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if topology is None:
+            time.sleep(3)
+            return
+        members = topology().members
+        if sum(1 for m in members if m.status == "active" and m.client_address) == NODES:
+            return
+        time.sleep(0.2)
+    raise SystemExit("the cluster did not settle within 30 s")
+
+
 def main() -> int:
     puts = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     options: dict[str, object] = {}
@@ -56,6 +75,7 @@ def main() -> int:
         cluster.start()
         try:
             with Client(cluster.client_addresses, timeout=TIMEOUT_S, tls=False, **options) as kv:
+                settle(kv)
                 phase(kv, "warm", 50)
                 healthy = phase(kv, "healthy", puts)
                 cluster.signal_node(VICTIM, signal.SIGSTOP)

@@ -9,6 +9,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kvstore._pb import kvstore_pb2 as pb
@@ -61,6 +62,7 @@ class ClientStats:
     hedges: int = 0  # second tries of a slow call
     hedges_won: int = 0  # calls answered by their hedge
     hedges_over_budget: int = 0  # hedges not sent: HedgePolicy.max_share was used up
+    write_hedges_declined: int = 0  # slow writes not hedged: their node still answered
     failed: int = 0  # calls that raised
     topology_refreshes: int = 0
     breaker_opens: int = 0
@@ -81,6 +83,11 @@ _NODE_FAULTS = (Overloaded, StorageUnavailable, Stalled)
 # got replaces only one (found by the chaos isolate and split scenarios). Such a retry is
 # RetryPolicy(ambiguous_writes=True).
 _UNTOUCHED = (Draining, Overloaded, StorageUnavailable, Stalled)
+
+
+# The least time a node is given to answer the health check that decides whether a slow
+# write of it is hedged.
+MIN_ALIVE_CHECK_S = 0.05
 
 
 class HedgeBudget:
@@ -121,6 +128,8 @@ class Tries:
     of its ClientResult, failing as kvstore.rpc.streams does)."""
 
     __slots__ = (
+        "_alive",
+        "_alive_check",
         "_attempts",
         "_breaker_of",
         "_budget",
@@ -159,9 +168,13 @@ class Tries:
         stats: ClientStats,
         rng: random.Random,
         budget: HedgeBudget | None = None,
+        alive: Callable[[str, float], asyncio.Future[bool]] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._budget = budget
+        # Whether a node still answers (its health check): asked before a write is hedged.
+        self._alive = alive
+        self._alive_check: asyncio.Future[bool] | None = None
         self._submit = submit
         self._kind = kind
         self._writes = kind.startswith("put")
@@ -226,6 +239,31 @@ class Tries:
         self._hedge_timer = None
         if self.result.done() or not self._pending:
             return
+        if self._writes and self._alive is not None:
+            # A write goes to a second coordinator only when its node stopped answering:
+            # see HedgePolicy. The first try's node is asked now; the answer decides.
+            address = next(iter(self._pending.values())).address
+            # As long again as the write has waited (at least MIN_ALIVE_CHECK_S): a node
+            # that answers a health check slower than its writes is as good as stopped.
+            delay = self._hedge_delay or 0.0
+            self._alive_check = self._alive(address, max(MIN_ALIVE_CHECK_S, 2 * delay))
+            self._alive_check.add_done_callback(partial(self._checked, address))
+            return
+        self._send_hedge()
+
+    def _checked(self, address: str, check: asyncio.Future[bool]) -> None:
+        self._alive_check = None
+        if self.result.done() or not self._pending or check.cancelled():
+            return
+        if check.exception() is None and check.result():
+            self._stats.write_hedges_declined += 1  # it answers: left to finish the write
+            return
+        # Silent: held suspect at once (as a failed probe would), so the next calls do not
+        # each wait for a check of their own.
+        self._breaker_of(address).failure(self._loop.time())
+        self._send_hedge()
+
+    def _send_hedge(self) -> None:
         if self._budget is not None and not self._budget.spend():
             self._stats.hedges_over_budget += 1
             return
@@ -376,6 +414,9 @@ class Tries:
             if timer is not None:
                 timer.cancel()
         self._hedge_timer = self._deadline_timer = self._retry_timer = None
+        if self._alive_check is not None:
+            self._alive_check.cancel()
+            self._alive_check = None
         if result.cancelled() or self._writes:
             # A write's other tries are called off once one answered: each applied is a
             # twin of the write, more work for the replicas, and one landing after the key

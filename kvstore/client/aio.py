@@ -58,8 +58,10 @@ CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
 TOPOLOGY_REFRESH_S = 30.0
 TOPOLOGY_TIMEOUT_S = 2.0
 # How soon to ask again when no answer came, or it did not name every ring member's client
-# address; and how many nodes one ask tries.
-TOPOLOGY_RETRY_S = 1.0
+# address (right after a cluster starts: until then calls may land on nodes that are not
+# their key's replicas, which forward them, and a forward cannot be hedged); and how many
+# nodes one ask tries.
+TOPOLOGY_RETRY_S = 0.25
 TOPOLOGY_CANDIDATES = 8
 # How long a probe of a node held suspect waits for its health answer.
 PROBE_TIMEOUT_S = 1.0
@@ -179,6 +181,7 @@ class AsyncClient:
             stats,
             self._rng,
             self._hedge_budget,
+            self._still_answers,
         )
         tries.start()
         try:
@@ -192,6 +195,20 @@ class AsyncClient:
         if got != kind:
             raise KvError(f"a node answered a {kind} with {got}")
         return getattr(result, kind)
+
+    def _still_answers(self, address: str, within: float) -> asyncio.Future[bool]:
+        """Whether the node at `address` answers its health check within `within` seconds
+        (at most the hedge policy's write_probe_s): a node that stopped, or froze, does not."""
+        timeout = min(within, self._hedge.write_probe_s)
+
+        async def ask() -> bool:
+            try:
+                status = await self._health(address, "kvstore.v1.KV", timeout)
+            except (TimeoutError, KvError):
+                return False
+            return status == "SERVING"
+
+        return asyncio.ensure_future(ask())
 
     def _probe(self, address: str, now: float) -> None:
         """Ask a node whose breaker half-opened whether it serves again (the health check of

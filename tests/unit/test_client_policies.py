@@ -235,6 +235,7 @@ async def _run(
     selector: NodeSelector | None = None,
     budget: HedgeBudget | None = None,
     stats: ClientStats | None = None,
+    alive: Callable[[str, float], asyncio.Future[bool]] | None = None,
 ) -> tuple[object, FakeNodes, ClientStats, NodeSelector]:
     fake = FakeNodes(behaviour)
     selector = selector or NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
@@ -252,6 +253,7 @@ async def _run(
         stats,
         random.Random(1),
         budget,
+        alive,
     )
     tries.start()
     try:
@@ -302,6 +304,44 @@ def test_a_write_whose_hedge_failed_waits_for_its_first_try() -> None:
     outcome, fake, _, _ = asyncio.run(_run(behaviour, 0.005, kind="put", timeout=0.2))
     assert isinstance(outcome, Unavailable), outcome
     assert fake.sent == ["a:1", "b:1"]
+
+
+def _answering(answers: bool, asked: list[str]) -> Callable[[str, float], asyncio.Future[bool]]:
+    def alive(address: str, within: float) -> asyncio.Future[bool]:
+        assert within == 0.05  # twice the hedge delay of 5 ms, at least 50 ms
+        asked.append(address)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future.set_result(answers)
+        return future
+
+    return alive
+
+
+def test_a_slow_write_is_hedged_only_when_its_node_stopped_answering() -> None:
+    # Its node does not answer its health check (stopped): the write goes to the next.
+    asked: list[str] = []
+    behaviour = {"a:1": "hang", "b:1": "ok"}
+    outcome, fake, stats, selector = asyncio.run(
+        _run(behaviour, 0.005, kind="put", alive=_answering(False, asked))
+    )
+    assert isinstance(outcome, pb.ClientResult)
+    assert (fake.sent, asked) == (["a:1", "b:1"], ["a:1"])
+    assert (stats.hedges, stats.hedges_won) == (1, 1)
+    assert selector.breaker("a:1").failures == 1  # held suspect at once
+    # It answers (a partition behind it, a slow disk): left to finish the write, no twin.
+    asked = []
+    behaviour = {"a:1": "slow", "b:1": "ok"}
+    outcome, fake, stats, selector = asyncio.run(
+        _run(behaviour, 0.005, kind="put", alive=_answering(True, asked))
+    )
+    assert isinstance(outcome, pb.ClientResult)
+    assert (fake.sent, asked) == (["a:1"], ["a:1"])
+    assert (stats.hedges, stats.write_hedges_declined) == (0, 1)
+    assert selector.breaker("a:1").failures == 0
+    # Reads are hedged without asking.
+    asked = []
+    outcome, fake, stats, _ = asyncio.run(_run(behaviour, 0.005, alive=_answering(True, asked)))
+    assert (fake.sent, asked, stats.hedges) == (["a:1", "b:1"], [], 1)
 
 
 def test_hedges_stay_within_their_budget() -> None:

@@ -414,9 +414,9 @@ class Tries:
             if timer is not None:
                 timer.cancel()
         self._hedge_timer = self._deadline_timer = self._retry_timer = None
-        if self._alive_check is not None:
-            self._alive_check.cancel()
-            self._alive_check = None
+        # A health check out is left to end (within its timeout): it may be shared by other
+        # calls to the same node.
+        self._alive_check = None
         if result.cancelled() or self._writes:
             # A write's other tries are called off once one answered: each applied is a
             # twin of the write, more work for the replicas, and one landing after the key

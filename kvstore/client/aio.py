@@ -125,6 +125,7 @@ class AsyncClient:
         unknown = (-(1 << 62), None)
         self._hedge_delays: dict[bool, tuple[int, float | None]] = {True: unknown, False: unknown}
         self._stats = ClientStats()
+        self._alive_checks: dict[str, asyncio.Future[bool]] = {}  # node -> health check out
         self._closed = False
         self._probes: set[asyncio.Task[None]] = set()
 
@@ -198,7 +199,11 @@ class AsyncClient:
 
     def _still_answers(self, address: str, within: float) -> asyncio.Future[bool]:
         """Whether the node at `address` answers its health check within `within` seconds
-        (at most the hedge policy's write_probe_s): a node that stopped, or froze, does not."""
+        (at most the hedge policy's write_probe_s): a node that stopped, or froze, does not.
+        One check per node at a time: the slow writes of a node that stalled share it."""
+        check = self._alive_checks.get(address)
+        if check is not None and not check.done():
+            return check
         timeout = min(within, self._hedge.write_probe_s)
 
         async def ask() -> bool:
@@ -208,7 +213,8 @@ class AsyncClient:
                 return False
             return status == "SERVING"
 
-        return asyncio.ensure_future(ask())
+        check = self._alive_checks[address] = asyncio.ensure_future(ask())
+        return check
 
     def _probe(self, address: str, now: float) -> None:
         """Ask a node whose breaker half-opened whether it serves again (the health check of
@@ -531,9 +537,11 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
-        for probe in list(self._probes):
-            probe.cancel()
-        await asyncio.gather(*self._probes, return_exceptions=True)
+        checks, self._alive_checks = list(self._alive_checks.values()), {}
+        pending: list[asyncio.Future[Any]] = [*self._probes, *checks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._topology_task is not None:
             self._topology_task.cancel()
             await asyncio.gather(self._topology_task, return_exceptions=True)

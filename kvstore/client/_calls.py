@@ -168,11 +168,12 @@ class Tries:
         stats: ClientStats,
         rng: random.Random,
         budget: HedgeBudget | None = None,
-        alive: Callable[[str, float], asyncio.Future[bool]] | None = None,
+        alive: Callable[[str, float, float], asyncio.Future[bool]] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._budget = budget
-        # Whether a node still answers (its health check): asked before a write is hedged.
+        # Whether a node still answers (anything since a time, else its health check within
+        # a time): asked before a write is hedged.
         self._alive = alive
         self._alive_check: asyncio.Future[bool] | None = None
         self._submit = submit
@@ -242,11 +243,13 @@ class Tries:
         if self._writes and self._alive is not None:
             # A write goes to a second coordinator only when its node stopped answering:
             # see HedgePolicy. The first try's node is asked now; the answer decides.
-            address = next(iter(self._pending.values())).address
+            first = next(iter(self._pending.values()))
             # As long again as the write has waited (at least MIN_ALIVE_CHECK_S): a node
             # that answers a health check slower than its writes is as good as stopped.
             delay = self._hedge_delay or 0.0
-            self._alive_check = self._alive(address, max(MIN_ALIVE_CHECK_S, 2 * delay))
+            within = max(MIN_ALIVE_CHECK_S, 2 * delay)
+            address = first.address
+            self._alive_check = self._alive(address, within, first.started)
             self._alive_check.add_done_callback(partial(self._checked, address))
             return
         self._send_hedge()

@@ -197,10 +197,16 @@ class AsyncClient:
             raise KvError(f"a node answered a {kind} with {got}")
         return getattr(result, kind)
 
-    def _still_answers(self, address: str, within: float) -> asyncio.Future[bool]:
-        """Whether the node at `address` answers its health check within `within` seconds
-        (at most the hedge policy's write_probe_s): a node that stopped, or froze, does not.
-        One check per node at a time: the slow writes of a node that stalled share it."""
+    def _still_answers(self, address: str, within: float, since: float) -> asyncio.Future[bool]:
+        """Whether the node at `address` still answers: it answered calls on its stream after
+        `since` (a busy node does, a stopped or frozen one does not), or else answers its
+        health check within `within` seconds (at most the hedge policy's write_probe_s). One
+        check per node at a time: the slow writes of a node that stalled share it."""
+        stream = self._streams.get(address)
+        if stream is not None and stream.last_answer_at > since:
+            answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            answered.set_result(True)
+            return answered
         check = self._alive_checks.get(address)
         if check is not None and not check.done():
             return check

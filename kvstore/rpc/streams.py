@@ -225,6 +225,8 @@ class CallStream(Generic[R]):
         self.messages_sent = 0
         self.calls_sent = 0
         self.streams_opened = 0
+        # Loop time of the last message the receiver sent back: whether it still answers.
+        self.last_answer_at = 0.0
         self._counters = counters
         self._counter_prefix = counter_prefix
 
@@ -483,6 +485,7 @@ class CallStream(Generic[R]):
                 message = await stream.read()
                 if message is grpc.aio.EOF:
                     break
+                self.last_answer_at = asyncio.get_running_loop().time()
                 for result in self._results_of(message):
                     call = self._calls.get(result.id)
                     if call is not None and call.sent:

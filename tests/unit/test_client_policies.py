@@ -12,6 +12,7 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client._calls import ClientStats, HedgeBudget, Tries
+from kvstore.client.aio import AsyncClient
 from kvstore.client.breaker import BreakerState, CircuitBreaker
 from kvstore.client.latency import LatencyWindow
 from kvstore.client.policy import BreakerPolicy, HedgePolicy, RetryPolicy
@@ -235,7 +236,7 @@ async def _run(
     selector: NodeSelector | None = None,
     budget: HedgeBudget | None = None,
     stats: ClientStats | None = None,
-    alive: Callable[[str, float], asyncio.Future[bool]] | None = None,
+    alive: Callable[[str, float, float], asyncio.Future[bool]] | None = None,
 ) -> tuple[object, FakeNodes, ClientStats, NodeSelector]:
     fake = FakeNodes(behaviour)
     selector = selector or NodeSelector(list(behaviour), NO_JITTER, random.Random(1))
@@ -306,8 +307,11 @@ def test_a_write_whose_hedge_failed_waits_for_its_first_try() -> None:
     assert fake.sent == ["a:1", "b:1"]
 
 
-def _answering(answers: bool, asked: list[str]) -> Callable[[str, float], asyncio.Future[bool]]:
-    def alive(address: str, within: float) -> asyncio.Future[bool]:
+def _answering(
+    answers: bool, asked: list[str]
+) -> Callable[[str, float, float], asyncio.Future[bool]]:
+    def alive(address: str, within: float, since: float) -> asyncio.Future[bool]:
+        assert since <= asyncio.get_running_loop().time() - 0.005  # when the write left
         assert within == 0.05  # twice the hedge delay of 5 ms, at least 50 ms
         asked.append(address)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -480,3 +484,18 @@ def test_members_the_topology_holds_down_are_tried_last() -> None:
     nodes, primaries = selector.order(key, 0.0)
     assert nodes[-1] == _client(MEMBERS[0])
     assert primaries == 1
+
+
+def test_a_node_that_answered_since_the_write_left_needs_no_health_check() -> None:
+    async def run() -> tuple[bool, bool]:
+        client = AsyncClient("127.0.0.1:1", tls=False, route_by_ring=False)
+        try:
+            client.stream("127.0.0.1:1").last_answer_at = 10.0
+            answered = await client._still_answers("127.0.0.1:1", 0.05, 5.0)
+            # Nothing since: its health is asked (nothing listens on port 1: no answer).
+            silent = await client._still_answers("127.0.0.1:1", 0.05, 20.0)
+            return answered, silent
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) == (True, False)

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -34,18 +34,22 @@ _LISTEN_PORTS = range(20_000, 32_000)
 _PICK_TRIES = 1_000
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1", exclude: Collection[int] = ()) -> list[int]:
     """Distinct ports free to listen on now, picked at random outside the ephemeral range, so
-    parallel runs, leftovers and outgoing connections do not collide with them."""
+    parallel runs, leftovers and outgoing connections do not collide with them; none of
+    `exclude` (ports picked before and not yet listened on: free again until then)."""
     sockets: list[socket.socket] = []
     rng = random.Random()
     try:
         for _ in range(_PICK_TRIES):
             if len(sockets) == count:
                 break
+            port = rng.choice(_LISTEN_PORTS)
+            if port in exclude:
+                continue
             s = socket.socket()
             try:
-                s.bind((host, rng.choice(_LISTEN_PORTS)))
+                s.bind((host, port))
             except OSError:
                 s.close()
                 continue
@@ -110,20 +114,19 @@ class LocalCluster:
         loopback. `clients`: the client certificates to make (name -> role)."""
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
-        if client_ports is None:
-            # Beside a fixed base port, the config's default offset (what a user types);
-            # beside ports picked at random, ports picked at random too.
-            client_ports = (
-                free_ports(count, host)
-                if ports
-                else [base_port + CLIENT_PORT_OFFSET + i for i in range(count)]
-            )
-        # Like the client ports: random beside random ports, else the config's default.
-        metrics_ports = (
-            free_ports(count, host)
-            if ports
-            else [base_port + METRICS_PORT_OFFSET + i for i in range(count)]
-        )
+        if ports:
+            # Beside ports picked at random, ports picked at random too, none of them one
+            # already given: gRPC listens with SO_REUSEPORT, so two nodes given one port would
+            # both start and share its connections (an Admin call meeting a client port).
+            taken = [*ports, *(client_ports or [])]
+            picked = free_ports(count if client_ports else 2 * count, host, exclude=taken)
+            metrics_ports = picked[:count]
+            client_ports = client_ports or picked[count:]
+        else:
+            # Beside a fixed base port, the config's default offsets (what a user types).
+            metrics_ports = [base_port + METRICS_PORT_OFFSET + i for i in range(count)]
+            if client_ports is None:
+                client_ports = [base_port + CLIENT_PORT_OFFSET + i for i in range(count)]
         ports = ports or [base_port + i for i in range(count)]
         if len(ports) != count or len(client_ports) != count:
             raise ClusterError(f"{count} nodes need {count} ports of each kind")

@@ -301,7 +301,8 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
     per_run = args.duration + args.warmup + 120  # bound on one kvbench process
     shape = ["--records", str(args.records), "--value-size", str(args.value_size),
              "--concurrency", str(args.concurrency)]  # fmt: skip
-    # All ports in one call: two calls could hand out the same port twice.
+    # All ports in one call: two calls could hand out the same port twice (and each cluster
+    # picks its client and metrics ports avoiding all of them).
     ports = free_ports(3 + 3 + 6 + 3 + 3)
     floor_result: dict[str, Any] | None = None
     with contextlib.ExitStack() as started:  # stops whatever was started, in reverse order
@@ -309,7 +310,9 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
         credentials: dict[str, dict[str, str]] = {}
         seeds = None
         if "kvstore" in stores:
-            cluster = started.enter_context(LocalCluster(3, work / "kvstore", ports=ports[:3]))
+            cluster = started.enter_context(
+                LocalCluster(3, work / "kvstore", ports=ports[:3], avoid_ports=ports)
+            )
             cluster.start()
             seeds = cluster.seeds
             nodes = {f"node-{n.index}": n.pid or 0 for n in cluster.nodes}
@@ -317,7 +320,11 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
         if "kvstore-sync" in stores:
             durable = started.enter_context(
                 LocalCluster(
-                    3, work / "kvstore-sync", ports=ports[12:15], extra_args=("--sync-writes",)
+                    3,
+                    work / "kvstore-sync",
+                    ports=ports[12:15],
+                    avoid_ports=ports,
+                    extra_args=("--sync-writes",),
                 )
             )
             durable.start()
@@ -325,7 +332,13 @@ def compare(args: argparse.Namespace, work: Path, command: str) -> Path:
             targets["kvstore-sync"] = store_arguments("kvstore", durable.seeds, nodes)
         if "kvstore-tls" in stores:
             secure = started.enter_context(
-                LocalCluster(3, work / "kvstore-tls", ports=ports[15:18], tls_dir=work / "tls")
+                LocalCluster(
+                    3,
+                    work / "kvstore-tls",
+                    ports=ports[15:18],
+                    avoid_ports=ports,
+                    tls_dir=work / "tls",
+                )
             )
             secure.start()
             nodes = {f"tls-node-{n.index}": n.pid or 0 for n in secure.nodes}

@@ -108,17 +108,19 @@ class LocalCluster:
         client_ports: list[int] | None = None,
         tls_dir: str | os.PathLike[str] | None = None,
         clients: Mapping[str, str] = _CLIENTS,
+        avoid_ports: Collection[int] = (),
     ) -> None:
         """`tls_dir`: run secure, with the CA, certificates and tokens kept there (made on
         first use, reused after: several clusters may share one CA); None: plaintext on
-        loopback. `clients`: the client certificates to make (name -> role)."""
+        loopback. `clients`: the client certificates to make (name -> role). `avoid_ports`:
+        ports the caller picked for something else (not yet listened on), never picked here."""
         if not 1 <= count <= 64:
             raise ClusterError("a local cluster has 1..64 nodes")
         if ports:
             # Beside ports picked at random, ports picked at random too, none of them one
             # already given: gRPC listens with SO_REUSEPORT, so two nodes given one port would
             # both start and share its connections (an Admin call meeting a client port).
-            taken = [*ports, *(client_ports or [])]
+            taken = {*ports, *(client_ports or []), *avoid_ports}
             picked = free_ports(count if client_ports else 2 * count, host, exclude=taken)
             metrics_ports = picked[:count]
             client_ports = client_ports or picked[count:]
